@@ -1,0 +1,5 @@
+"""Every op module, imported so that each registers its classes (DESIGN.md: Ops)."""
+
+from . import base, bilinear, linear, nonlinear, shape
+
+__all__ = ["base", "bilinear", "linear", "nonlinear", "shape"]

@@ -1,0 +1,137 @@
+"""The op registry and the interface every op implements (DESIGN.md: Ops).
+
+Tensor convention: a *variable* tensor carries one extra leading dimension, the batch of
+problems, in front of the full ONNX shape (whose own leading dimension is the model's
+batch of 1).  So a node whose ONNX shape is ``(1, 10)`` holds tensors of shape
+``(B, 1, 10)``.  Constants carry no extra dimension.  This makes every ONNX shape and axis
+attribute usable as is, shifted by one.
+
+An op instance is built once per node, with its constant inputs and attributes baked in;
+its methods receive only the variable inputs, in ONNX input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+Interval = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Var:
+    """A variable input of a node: the name of the producing node and its ONNX shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant input of a node (an initializer, a Constant node or a folded value)."""
+
+    value: np.ndarray
+
+
+Input = Var | Const
+
+
+class OpFormError(Exception):
+    """An op is supported, but not in the form this node uses (said in the message)."""
+
+
+class Op:
+    """Base of every op.  Subclasses set ``onnx_types`` and override what they support.
+
+    ``linear`` ops are affine jointly in their variable inputs; ``monotone`` ops are
+    non-decreasing in every variable input, which gives their interval bounds directly.
+    """
+
+    onnx_types: ClassVar[tuple[str, ...]] = ()
+    linear: ClassVar[bool] = False
+    monotone: ClassVar[bool] = False
+
+    def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
+        self.attrs = attrs
+        self.out_shape = out_shape
+        self._consts: dict[int, np.ndarray] = {
+            i: inp.value for i, inp in enumerate(inputs) if isinstance(inp, Const)
+        }
+        self.var_shapes = [inp.shape for inp in inputs if isinstance(inp, Var)]
+        self._cache: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+    @classmethod
+    def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
+        """The class that implements this node's form; one ONNX type may map to several
+        (a product with a constant is linear, a product of two variables is not)."""
+        return cls
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        """Raise OpFormError when this node's form (which inputs vary) is not supported."""
+
+    def const(self, index: int, like: Tensor) -> Tensor:
+        """Constant input ``index`` as a tensor on ``like``'s device and dtype (cached)."""
+        key = (index, like.device, like.dtype)
+        t = self._cache.get(key)
+        if t is None:
+            arr = self._consts[index]
+            dtype = like.dtype if np.issubdtype(arr.dtype, np.floating) else None
+            t = torch.as_tensor(arr, device=like.device)
+            t = t.to(dtype) if dtype is not None else t
+            self._cache[key] = t
+        return t
+
+    def has_const(self, index: int) -> bool:
+        return index in self._consts
+
+    def const_np(self, index: int) -> np.ndarray:
+        return self._consts[index]
+
+    # -- semantics -----------------------------------------------------------------------
+    def forward(self, *xs: Tensor) -> Tensor:
+        """Concrete evaluation on batched variable inputs."""
+        raise NotImplementedError
+
+    def ibp(self, *bounds: Interval) -> Interval:
+        """Interval bounds of the output given interval bounds of each variable input."""
+        if self.monotone:
+            return self.forward(*(b[0] for b in bounds)), self.forward(*(b[1] for b in bounds))
+        raise NotImplementedError(f"{type(self).__name__} has no interval rule")
+
+
+OpClass = type[Op]
+REGISTRY: dict[str, OpClass] = {}
+
+
+def register(cls: OpClass) -> OpClass:
+    """Class decorator: make ``cls`` the op for each of its ``onnx_types``."""
+    for name in cls.onnx_types:
+        if name in REGISTRY:
+            raise RuntimeError(f"op {name} registered twice")
+        REGISTRY[name] = cls
+    return cls
+
+
+def axis(a: int, rank: int) -> int:
+    """ONNX axis ``a`` (may be negative) of a rank-``rank`` tensor, shifted past the batch."""
+    if a < 0:
+        a += rank
+    return a + 1
+
+
+def align(x: Tensor, rank: int) -> Tensor:
+    """Insert unit dims after the batch so a variable of smaller ONNX rank broadcasts."""
+    missing = rank - (x.dim() - 1)
+    if missing <= 0:
+        return x
+    return x.reshape(x.shape[0], *([1] * missing), *x.shape[1:])
+
+
+Fn = Callable[..., Tensor]

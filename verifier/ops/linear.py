@@ -1,0 +1,318 @@
+"""Affine ops with constant parameters: Gemm, MatMul, Conv, ConvTranspose, BatchNorm and
+elementwise arithmetic with constants.
+
+Each is ``y = L(x) + b`` for a linear map L; interval bounds use the centre/radius form
+``y in L(c) + b +- |L|(r)`` where ``|L|`` is L with its weights replaced by their absolute
+values, which is exact for a box.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import Const, Input, Interval, Op, OpFormError, Tensor, Var, align, register
+
+
+class AffineOp(Op):
+    """An op affine in its variable inputs; subclasses give ``forward`` and ``abs_linear``."""
+
+    linear = True
+
+    def abs_linear(self, *rs: Tensor) -> Tensor:
+        """|L| applied to non-negative radii (one per variable input)."""
+        raise NotImplementedError
+
+    def ibp(self, *bounds: Interval) -> Interval:
+        if self.monotone:
+            return super().ibp(*bounds)
+        centres = [(lo + hi) / 2 for lo, hi in bounds]
+        radii = [(hi - lo) / 2 for lo, hi in bounds]
+        c = self.forward(*centres)
+        r = self.abs_linear(*radii)
+        return c - r, c + r
+
+
+def _require_const(inputs: list[Input], positions: tuple[int, ...], what: str) -> None:
+    for p in positions:
+        if p < len(inputs) and not isinstance(inputs[p], Const):
+            raise OpFormError(f"{what} must be a constant")
+
+
+def _flat_batch(x: Tensor, keep: int) -> tuple[Tensor, tuple[int, ...]]:
+    """Merge all leading dims of ``x`` except the last ``keep`` into one."""
+    lead = tuple(x.shape[: x.dim() - keep])
+    return x.reshape(-1, *x.shape[x.dim() - keep :]), lead
+
+
+@register
+class Gemm(AffineOp):
+    """``y = alpha * A' B' + beta * C`` with A the variable and B, C constants."""
+
+    onnx_types = ("Gemm",)
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if not isinstance(inputs[0], Var):
+            raise OpFormError("only the first input (A) may vary")
+        _require_const(inputs, (1, 2), "Gemm weights B and bias C")
+
+    def _weight(self, like: Tensor) -> Tensor:
+        w = self.const(1, like) * float(self.attrs.get("alpha", 1.0))
+        return w.t() if self.attrs.get("transB", 0) else w
+
+    def _x(self, x: Tensor) -> Tensor:
+        return x.transpose(-1, -2) if self.attrs.get("transA", 0) else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._x(x) @ self._weight(x)
+        if self.has_const(2):
+            y = y + float(self.attrs.get("beta", 1.0)) * self.const(2, x)
+        return y
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return self._x(r) @ self._weight(r).abs()
+
+
+@register
+class MatMul(AffineOp):
+    """``x @ W`` or ``W @ x`` with one constant operand (two variables: see bilinear)."""
+
+    onnx_types = ("MatMul",)
+
+    def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
+        super().__init__(attrs, inputs, out_shape)
+        self.w_index = 1 if isinstance(inputs[1], Const) else 0
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if all(isinstance(i, Var) for i in inputs):
+            raise OpFormError("internal: variable x variable MatMul is the bilinear op")
+
+    def _apply(self, x: Tensor, w: Tensor) -> Tensor:
+        if self.w_index == 1:
+            return x @ w
+        if x.dim() == 2:  # ONNX 1-D right operand: (B, k) -> W @ x per problem
+            return x @ w.transpose(-1, -2)
+        return w @ x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._apply(x, self.const(self.w_index, x))
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return self._apply(r, self.const(self.w_index, r).abs())
+
+
+def _conv_pads(attrs: dict[str, Any], spatial: tuple[int, ...], kernel: tuple[int, ...],
+               strides: list[int], dilations: list[int]) -> list[int]:
+    """Explicit ONNX pads [begin..., end...], resolving auto_pad SAME_* and VALID."""
+    auto = attrs.get("auto_pad", "NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    n = len(spatial)
+    if auto in ("NOTSET", ""):
+        return list(attrs.get("pads", [0] * (2 * n)))
+    if auto == "VALID":
+        return [0] * (2 * n)
+    begins, ends = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small, big = total // 2, total - total // 2
+        begins.append(small if auto == "SAME_UPPER" else big)
+        ends.append(big if auto == "SAME_UPPER" else small)
+    return begins + ends
+
+
+def _pad_input(x: Tensor, pads: list[int], value: float = 0.0) -> tuple[Tensor, list[int]]:
+    """Apply asymmetric padding up front; returns the padded input and symmetric zero pads."""
+    n = len(pads) // 2
+    if all(p == 0 for p in pads):
+        return x, [0] * n
+    torch_pads: list[int] = []
+    for i in reversed(range(n)):
+        torch_pads += [pads[i], pads[i + n]]
+    return F.pad(x, torch_pads, value=value), [0] * n
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+@register
+class Conv(AffineOp):
+    """N-d convolution with constant weights and bias (groups and dilations allowed)."""
+
+    onnx_types = ("Conv",)
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if not isinstance(inputs[0], Var):
+            raise OpFormError("only the data input may vary")
+        _require_const(inputs, (1, 2), "convolution weights and bias")
+
+    def _conv(self, x: Tensor, w: Tensor) -> Tensor:
+        n = w.dim() - 2
+        xb, lead = _flat_batch(x, n + 1)
+        strides = list(self.attrs.get("strides", [1] * n))
+        dil = list(self.attrs.get("dilations", [1] * n))
+        pads = _conv_pads(self.attrs, tuple(xb.shape[2:]), tuple(w.shape[2:]), strides, dil)
+        xb, _ = _pad_input(xb, pads)
+        y = _CONV[n](xb, w, None, strides, 0, dil, int(self.attrs.get("group", 1)))
+        return y.reshape(*lead, *y.shape[1:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._conv(x, self.const(1, x))
+        if self.has_const(2):
+            b = self.const(2, x)
+            y = y + b.reshape(-1, *([1] * (self.const(1, x).dim() - 2)))
+        return y
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return self._conv(r, self.const(1, r).abs())
+
+
+@register
+class ConvTranspose(AffineOp):
+    """Transposed convolution with constant weights (explicit pads and output_padding)."""
+
+    onnx_types = ("ConvTranspose",)
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        Conv.check(attrs, inputs)
+        auto = attrs.get("auto_pad", "NOTSET")
+        if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", "", "VALID"):
+            raise OpFormError("auto_pad SAME_* is not supported for ConvTranspose")
+        if "output_shape" in attrs:
+            raise OpFormError("the output_shape attribute is not supported; give pads")
+
+    def _conv(self, x: Tensor, w: Tensor) -> Tensor:
+        n = w.dim() - 2
+        xb, lead = _flat_batch(x, n + 1)
+        strides = list(self.attrs.get("strides", [1] * n))
+        dil = list(self.attrs.get("dilations", [1] * n))
+        pads = list(self.attrs.get("pads", [0] * (2 * n)))
+        out_pad = list(self.attrs.get("output_padding", [0] * n))
+        y = _CONV_T[n](xb, w, None, strides, 0, out_pad, int(self.attrs.get("group", 1)), dil)
+        index = [slice(None), slice(None)]
+        for i in range(n):
+            index.append(slice(pads[i], y.shape[2 + i] - pads[i + n]))
+        y = y[tuple(index)]
+        return y.reshape(*lead, *y.shape[1:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._conv(x, self.const(1, x))
+        if self.has_const(2):
+            y = y + self.const(2, x).reshape(-1, *([1] * (self.const(1, x).dim() - 2)))
+        return y
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return self._conv(r, self.const(1, r).abs())
+
+
+@register
+class BatchNormalization(AffineOp):
+    """Inference-mode batch norm: ``y = s * x + t`` per channel (ONNX axis 1)."""
+
+    onnx_types = ("BatchNormalization",)
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if not isinstance(inputs[0], Var):
+            raise OpFormError("only the data input may vary")
+        _require_const(inputs, (1, 2, 3, 4), "scale, bias, mean and variance")
+
+    def _scale_shift(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        eps = float(self.attrs.get("epsilon", 1e-5))
+        s = self.const(1, like) / torch.sqrt(self.const(4, like) + eps)
+        t = self.const(2, like) - self.const(3, like) * s
+        shape = (-1,) + (1,) * (like.dim() - 3)  # channels are dim 2 of (B, N, C, ...)
+        return s.reshape(shape), t.reshape(shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s, t = self._scale_shift(x)
+        return x * s + t
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return r * self._scale_shift(r)[0].abs()
+
+
+@register
+class Add(AffineOp):
+    """Elementwise sum with broadcasting (any mix of variables and constants)."""
+
+    onnx_types = ("Add",)
+    monotone = True
+
+    def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
+        super().__init__(attrs, inputs, out_shape)
+        self.n_inputs = len(inputs)
+
+    def _args(self, xs: tuple[Tensor, ...]) -> list[Tensor]:
+        it = iter(xs)
+        rank = len(self.out_shape)
+        return [
+            self.const(i, xs[0]) if self.has_const(i) else align(next(it), rank)
+            for i in range(self.n_inputs)
+        ]
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        a, b = self._args(xs)
+        return a + b
+
+
+@register
+class Sub(Add):
+    """Elementwise difference; decreasing in its second input."""
+
+    onnx_types = ("Sub",)
+    monotone = False
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        a, b = self._args(xs)
+        return a - b
+
+    def ibp(self, *bounds: Interval) -> Interval:
+        lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
+        if len(bounds) == 2:
+            return self.forward(lows[0], highs[1]), self.forward(highs[0], lows[1])
+        if self.has_const(0):  # c - x
+            return self.forward(*highs), self.forward(*lows)
+        return self.forward(*lows), self.forward(*highs)
+
+
+@register
+class MulConst(AffineOp):
+    """Elementwise product or quotient of one variable with a constant."""
+
+    onnx_types = ("Mul", "Div")
+
+    def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
+        super().__init__(attrs, inputs, out_shape)
+        self.divide = attrs["_op_type"] == "Div"
+        self.c_index = 0 if isinstance(inputs[0], Const) else 1
+        if self.divide and self.c_index == 0:
+            raise OpFormError("internal: constant / variable is the reciprocal op")
+
+    def _factor(self, like: Tensor) -> Tensor:
+        c = self.const(self.c_index, like)
+        return 1.0 / c if self.divide else c
+
+    def forward(self, x: Tensor) -> Tensor:
+        return align(x, len(self.out_shape)) * self._factor(x)
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return align(r, len(self.out_shape)) * self._factor(r).abs()
+
+
+@register
+class Neg(AffineOp):
+    onnx_types = ("Neg",)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -x
+
+    def ibp(self, b: Interval) -> Interval:
+        return -b[1], -b[0]
