@@ -1,0 +1,151 @@
+"""/jobs: create (validated against the model, enqueued after commit), get, cancel, list."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..engine import canonical_property_text, engine_settings, parse_property
+from ..states import FINISHED, transition
+from ..tables import JOB_STATES, Certificate, Job, PropertyRecord
+from .deps import ModelCacheDep, QueueDep, SessionDep, SettingsDep, WriteKey
+from .models import get_model_row
+from .schemas import JobCreate, JobList, JobPublic, ProgressPublic
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def job_public(job: Job, request: Request, certificate_id: str | None) -> JobPublic:
+    cert_url = (str(request.url_for("get_certificate", certificate_id=certificate_id))
+                if certificate_id else None)
+    return JobPublic(
+        id=job.id, url=str(request.url_for("get_job", job_id=job.id)), model_id=job.model_id,
+        property_id=job.property_id, state=job.state, verdict=job.verdict, message=job.message,
+        cancel_requested=job.cancel_requested, options=job.options,
+        progress=ProgressPublic(**job.progress) if job.progress else None, result=job.result,
+        certificate_url=cert_url, worker=job.worker, device=job.device, attempts=job.attempts,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        seconds=job.seconds)
+
+
+def _certificate_ids(session: Session, job_ids: list[str]) -> dict[str, str]:
+    rows = session.execute(select(Certificate.job_id, Certificate.id)
+                           .where(Certificate.job_id.in_(job_ids))).all()
+    return {job_id: cert_id for job_id, cert_id in rows}
+
+
+def _get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    return job
+
+
+def _store_property(session: Session, fmt: str, text: str) -> str:
+    prop_id = hashlib.sha256(f"{fmt}\n{text}".encode()).hexdigest()
+    if session.get(PropertyRecord, prop_id) is None:
+        session.add(PropertyRecord(id=prop_id, format=fmt, text=text))
+        session.flush()  # the job's foreign key needs the row first
+    return prop_id
+
+
+def _validated_options(body: JobCreate, max_timeout: float) -> dict[str, Any]:
+    options = body.options.model_dump()
+    if options["timeout"] > max_timeout:
+        raise HTTPException(422, f"options.timeout {options['timeout']:g} s is above the "
+                                 f"server's limit of {max_timeout:g} s")
+    try:
+        engine_settings(options)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise HTTPException(422, f"invalid options: {exc}") from None
+    return options
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+def create_job(body: JobCreate, request: Request, response: Response, session: SessionDep,
+               settings: SettingsDep, queue: QueueDep, cache: ModelCacheDep,
+               _key: WriteKey) -> JobPublic:
+    """Check the property against the model, store the job, then queue it."""
+    row = get_model_row(session, body.model_id)
+    model = cache.get(row.id, lambda: row.onnx_bytes)
+    fmt = body.property.format
+    text = canonical_property_text(fmt, body.property.value)
+    try:
+        parse_property(fmt, text, model)
+    except ValueError as exc:
+        raise HTTPException(422, f"invalid property: {exc}") from None
+    options = _validated_options(body, settings.max_job_timeout)
+    job = Job(model_id=row.id, property_id=_store_property(session, fmt, text),
+              options=options, message="")
+    session.add(job)
+    session.commit()
+    _enqueue(session, queue, job)
+    url = str(request.url_for("get_job", job_id=job.id))
+    response.headers["Location"] = url
+    return job_public(job, request, None)
+
+
+def _enqueue(session: Session, queue: QueueDep, job: Job) -> None:
+    """Send the committed job to the queue; a queue that refuses it fails the job (503)."""
+    try:
+        queue.enqueue(job.id)
+    except Exception as exc:
+        transition(session, job.id, "queued", "failed",
+                   message=f"the job could not be queued: {exc}")
+        session.commit()
+        raise HTTPException(503, f"the job queue is unavailable: {exc}") from None
+
+
+@router.get("/{job_id}", response_model=JobPublic, name="get_job")
+def get_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
+    job = _get_job(session, job_id)
+    return job_public(job, request, _certificate_ids(session, [job.id]).get(job.id))
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
+def cancel_job(job_id: str, request: Request, session: SessionDep,
+               _key: WriteKey) -> JobPublic:
+    """Cancel a queued job at once; ask a running job's worker to stop."""
+    job = _get_job(session, job_id)
+    for _ in range(3):
+        if job.state in FINISHED:
+            raise HTTPException(409, f"job {job_id!r} has already finished ({job.state}); "
+                                     "there is nothing to cancel")
+        done = (transition(session, job_id, "queued", "cancelled", cancel_requested=True,
+                           message="cancelled before it started")
+                if job.state == "queued" else _request_stop(session, job_id))
+        session.commit()
+        session.refresh(job)
+        if done:
+            break
+    return job_public(job, request, None)
+
+
+def _request_stop(session: Session, job_id: str) -> bool:
+    done = session.execute(update(Job).where(Job.id == job_id, Job.state == "running")
+                           .values(cancel_requested=True))
+    return done.rowcount == 1  # type: ignore[attr-defined]
+
+
+@router.get("", response_model=JobList)
+def list_jobs(request: Request, session: SessionDep, model: str | None = None,
+              state: str | None = None, verdict: str | None = None, limit: int = 50,
+              offset: int = 0) -> JobList:
+    if state is not None and state not in JOB_STATES:
+        raise HTTPException(400, f"state must be one of {', '.join(JOB_STATES)}; got {state!r}")
+    if not 1 <= limit <= 500 or offset < 0:
+        raise HTTPException(400, "limit must be between 1 and 500 and offset at least 0")
+    query = select(Job)
+    for column, value in ((Job.model_id, model), (Job.state, state), (Job.verdict, verdict)):
+        if value is not None:
+            query = query.where(column == value)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(query.order_by(Job.created_at.desc(), Job.id)
+                           .limit(limit).offset(offset)).all()
+    certs = _certificate_ids(session, [j.id for j in jobs])
+    return JobList(items=[job_public(j, request, certs.get(j.id)) for j in jobs],
+                   total=total, limit=limit, offset=offset)

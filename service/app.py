@@ -1,0 +1,118 @@
+"""The FastAPI application: routers under /api/v1, JSON errors, start-up and shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import migrate
+from .api import certificates, health, jobs, models
+from .db import make_engine, session_factory
+from .engine import ModelCache
+from .queues import JobQueue, make_queue
+from .recovery import requeue_abandoned
+from .settings import ServiceSettings
+
+API_PREFIX = "/api/v1"
+BODY_SLACK = 64 * 1024  # multipart headers and boundaries around an uploaded file
+
+
+def create_app(settings: ServiceSettings, queue: JobQueue | None = None,
+               run_migrations: bool = True) -> FastAPI:
+    """The API for ``settings``.  ``queue`` defaults to the backend the settings name and is
+    created at start-up; migrations run at start-up unless told otherwise."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            migrate.upgrade(settings)
+        owned = queue is None
+        app.state.queue = make_queue(settings) if owned else queue
+        requeue_abandoned(app.state.sessions, settings, app.state.queue)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.queue.shutdown()
+            app.state.engine.dispose()
+
+    app = FastAPI(title="nnverify", version="0.1.0", lifespan=lifespan,
+                  description="Neural-network verification: upload an ONNX model, submit a "
+                              "property, poll the job, fetch its certificate.")
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.sqlalchemy_url)
+    app.state.sessions = session_factory(app.state.engine)
+    app.state.model_cache = ModelCache()
+    app.state.queue = queue
+    for module in (models, jobs, certificates, health):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + BODY_SLACK,
+                       message=f"the request body is larger than the upload limit of "
+                               f"{settings.max_upload_mb:g} MB (NNVERIFY_MAX_UPLOAD_MB)")
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON ``{"detail": "<what is wrong>"}``."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": "malformed request: " + describe_errors(exc.errors())},
+                            status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"internal server error ({type(exc).__name__})"},
+                            status_code=500)
+
+
+def describe_errors(errors: Any) -> str:
+    """One line per pydantic error: where, then what."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes: at once when its declared length is too
+    large, else as soon as the bytes read pass the limit (chunked uploads)."""
+
+    def __init__(self, app: ASGIApp, limit: int, message: str):
+        self.app, self.limit, self.message = app, limit, message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            response = JSONResponse({"detail": self.message}, status_code=413,
+                                    headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise StarletteHTTPException(413, self.message)
+            return message
+
+        await self.app(scope, counted, send)

@@ -1,0 +1,85 @@
+"""Job queues: where a committed job is sent to be run.
+
+``LocalPool`` is the embedded default, a spawn-context process pool inside ``nnverify
+serve``; ``CeleryQueue`` sends the job id to Redis for ``nnverify worker`` processes.  Both
+run ``service.worker.run_job``.  Callers enqueue only after the job's row has committed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Protocol
+
+from .settings import ServiceSettings
+from .worker import run_job
+
+
+class JobQueue(Protocol):
+    def enqueue(self, job_id: str) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def shutdown(self) -> None: ...
+
+
+def _run_in_pool(job_id: str, settings: ServiceSettings) -> str:
+    return run_job(job_id, settings)
+
+
+class LocalPool:
+    """A pool of worker processes started with the server and stopped with it."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.size = settings.local_workers
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.size, mp_context=multiprocessing.get_context("spawn"))
+
+    def enqueue(self, job_id: str) -> None:
+        future: Future[str] = self._pool.submit(_run_in_pool, job_id, self.settings)
+        future.add_done_callback(_ignore_result)
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "backend": "local", "workers": self.size}
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ignore_result(future: Future[str]) -> None:
+    future.exception()  # a pool failure is already recorded on the job by run_job
+
+
+class CeleryQueue:
+    """Sends job ids to Celery workers through Redis."""
+
+    def __init__(self, settings: ServiceSettings):
+        from .celery_app import make_celery
+
+        self.settings = settings
+        self.app = make_celery(settings)
+
+    def enqueue(self, job_id: str) -> None:
+        from .celery_app import TASK_NAME
+
+        self.app.send_task(TASK_NAME, args=[job_id], queue=self.settings.celery_queue)
+
+    def health(self) -> dict[str, Any]:
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=1)
+            replies = self.app.control.ping(timeout=0.5) or []
+        except Exception as exc:
+            return {"ok": False, "backend": "celery", "workers": 0,
+                    "detail": f"broker unreachable: {exc}"}
+        return {"ok": True, "backend": "celery", "workers": len(replies)}
+
+    def shutdown(self) -> None:
+        self.app.close()
+
+
+def make_queue(settings: ServiceSettings) -> JobQueue:
+    if settings.worker_backend == "celery":
+        return CeleryQueue(settings)
+    return LocalPool(settings)

@@ -1,0 +1,84 @@
+"""The service's one settings object, read from the environment (DESIGN.md: Configuration).
+
+Variables carry the prefix ``NNVERIFY_`` (``NNVERIFY_DATA_DIR``, ``NNVERIFY_MAX_UPLOAD_MB``, ...);
+``DATABASE_URL`` and ``REDIS_URL`` are read without it, as container platforms set them.
+Every entry point builds one ``ServiceSettings`` and passes it down; nothing reads the
+environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NNVERIFY_", extra="ignore")
+
+    data_dir: Path = Path("nnverify-data")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "NNVERIFY_DATABASE_URL"))
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "NNVERIFY_REDIS_URL"))
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_upload_mb: float = Field(default=100.0, gt=0)
+    worker_backend: Literal["local", "celery"] = "local"
+    local_workers: int = Field(default=2, ge=1)
+    # None: decided from the host (required unless the server listens on loopback only)
+    require_api_keys: bool | None = None
+    max_job_timeout: float = Field(default=3600.0, gt=0)
+    progress_interval: float = Field(default=0.5, gt=0)
+    # a running job whose heartbeat is older than this is taken as abandoned at start-up
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    # seconds before Redis hands an unacknowledged job to another worker; keep it above
+    # max_job_timeout so a long job is not started twice while its first worker lives
+    celery_visibility_timeout: float = Field(default=4000.0, gt=0)
+    celery_queue: str = "nnverify"
+    worker_device: str | None = None
+    # test hook: a job sleeps this long (cancellable) before verifying; only tests set it
+    test_job_delay: float = Field(default=0.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_postgres_url(cls, url: str | None) -> str | None:
+        """Accept ``postgres://`` and ``postgresql://`` and use the psycopg 3 driver."""
+        if url is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def keys_required(self) -> bool:
+        if self.require_api_keys is not None:
+            return self.require_api_keys
+        return not is_loopback(self.host)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'nnverify.db').resolve()}"

@@ -1,0 +1,181 @@
+"""The one job function, ``run_job``, run by every backend (local pool and Celery).
+
+It receives a job id, never data, and is idempotent: a finished job is left alone, and a
+job delivered twice (its first worker died) starts a new attempt from queued or running.
+Each attempt is fenced by its number, so a stale attempt can no longer write to the job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import select, update
+
+from verifier.verify import Progress, Result, verify
+
+from .db import session_scope
+from .engine import engine_settings, import_model, parse_property
+from .settings import ServiceSettings
+from .states import FINISHED, transition
+from .tables import Certificate, Job, ModelRecord, PropertyRecord, utcnow
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, settings: ServiceSettings, device: str | None = None) -> str:
+    """Run job ``job_id`` to its end and return the job's final state."""
+    attempt = _start_attempt(job_id, settings, device)
+    if attempt is None:
+        return _state_of(job_id, settings)
+    try:
+        _run_attempt(job_id, attempt, settings, device)
+    except Exception as exc:  # the job fails with the reason; the worker lives on
+        with session_scope(settings) as s:
+            transition(s, job_id, "running", "failed", attempt=attempt,
+                       message=f"internal error: {type(exc).__name__}: {exc}")
+    return _state_of(job_id, settings)
+
+
+def _state_of(job_id: str, settings: ServiceSettings) -> str:
+    with session_scope(settings) as s:
+        return s.scalar(select(Job.state).where(Job.id == job_id)) or "missing"
+
+
+def _start_attempt(job_id: str, settings: ServiceSettings, device: str | None) -> int | None:
+    """Claim the job for a new attempt; None when there is nothing to run."""
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.state in FINISHED:
+            return None
+        if job.cancel_requested:
+            transition(s, job_id, job.state, "cancelled", message="cancelled before it started")
+            return None
+        attempt = job.attempts + 1
+        now = utcnow()
+        claimed = transition(
+            s, job_id, job.state, "running", attempt=job.attempts, attempts=attempt,
+            worker=worker_name(), device=device or job.options.get("device") or "cpu",
+            started_at=now, heartbeat_at=now, progress=None)
+        return attempt if claimed else None
+
+
+def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
+                 device: str | None) -> None:
+    with session_scope(settings) as s:
+        job = s.get_one(Job, job_id)
+        options = dict(job.options)
+        onnx_bytes = s.get_one(ModelRecord, job.model_id).onnx_bytes
+        prop_row = s.get_one(PropertyRecord, job.property_id)
+        fmt, text = prop_row.format, prop_row.text
+    model = import_model(onnx_bytes)
+    prop = parse_property(fmt, text, model)
+    engine = engine_settings(options, device)
+    monitor = JobMonitor(job_id, attempt, settings)
+    monitor.start()
+    try:
+        if settings.test_job_delay and not monitor.sleep(settings.test_job_delay):
+            result = Result("unknown", "cancelled")
+        else:
+            result = verify(model, prop, engine, progress=monitor.report,
+                            cancel=monitor.cancelled.is_set)
+    finally:
+        monitor.stop()
+    _finish(job_id, attempt, settings, monitor, result,
+            _certificate(model, text, engine, result))
+
+
+def _certificate(model: Any, text: str, engine: Any, result: Result) -> dict[str, Any]:
+    from verifier.certificate import make_certificate
+
+    return make_certificate(model, text, engine, result)
+
+
+def _finish(job_id: str, attempt: int, settings: ServiceSettings, monitor: JobMonitor,
+            result: Result, certificate: dict[str, Any]) -> None:
+    """Store the outcome, unless a newer attempt has taken the job over."""
+    data = result.to_dict()
+    fields: dict[str, Any] = {"result": data, "verdict": result.verdict,
+                              "message": result.message, "seconds": result.seconds,
+                              "progress": monitor.snapshot()}
+    with session_scope(settings) as s:
+        if monitor.cancelled.is_set() and not monitor.superseded.is_set():
+            transition(s, job_id, "running", "cancelled", attempt=attempt,
+                       **dict(fields, message="cancelled by request"))
+            return
+        target = "failed" if result.verdict == "error" else "succeeded"
+        if transition(s, job_id, "running", target, attempt=attempt, **fields) and \
+                target == "succeeded":
+            model_id = s.scalar(select(Job.model_id).where(Job.id == job_id))
+            s.add(Certificate(job_id=job_id, model_id=model_id, verdict=result.verdict,
+                              body=certificate))
+
+
+class JobMonitor:
+    """Carries progress and cancellation between the engine and the database.
+
+    The engine's callbacks only touch memory; a thread writes the latest progress and a
+    heartbeat every ``progress_interval`` seconds and reads the job's cancel flag.  If the
+    job leaves this attempt (cancelled, or taken over by a new attempt) the engine is told
+    to stop.
+    """
+
+    def __init__(self, job_id: str, attempt: int, settings: ServiceSettings):
+        self.job_id, self.attempt, self.settings = job_id, attempt, settings
+        self.cancelled = threading.Event()
+        self.superseded = threading.Event()
+        self._stop = threading.Event()
+        self._latest: Progress | None = None
+        self._written: Progress | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}", daemon=True)
+
+    def report(self, progress: Progress) -> None:
+        self._latest = progress
+
+    def snapshot(self) -> dict[str, Any] | None:
+        return asdict(self._latest) if self._latest is not None else None
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless cancelled first; True when the wait ran out."""
+        self.report(Progress("waiting", 0.0))
+        return not self.cancelled.wait(seconds)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.progress_interval):
+            try:
+                self._tick()
+            except Exception:  # a database hiccup must not kill the job; retry next tick
+                time.sleep(self.settings.progress_interval)
+
+    def _tick(self) -> None:
+        latest = self._latest
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if latest is not None and latest is not self._written:
+            values["progress"] = asdict(latest)
+        with session_scope(self.settings) as s:
+            row = s.execute(
+                update(Job)
+                .where(Job.id == self.job_id, Job.state == "running",
+                       Job.attempts == self.attempt)
+                .values(**values)
+                .returning(Job.cancel_requested)
+                .execution_options(synchronize_session=False)).first()
+        self._written = latest
+        if row is None:
+            self.superseded.set()
+            self.cancelled.set()
+        elif row[0]:
+            self.cancelled.set()
