@@ -23,6 +23,10 @@ class JobQueue(Protocol):
     def shutdown(self) -> None: ...
 
 
+def _warm_up() -> str:
+    return "ready"  # importing this module in the worker imported the engine
+
+
 def _run_in_pool(job_id: str, settings: ServiceSettings) -> str:
     return run_job(job_id, settings)
 
@@ -35,6 +39,8 @@ class LocalPool:
         self.size = settings.local_workers
         self._pool = ProcessPoolExecutor(
             max_workers=self.size, mp_context=multiprocessing.get_context("spawn"))
+        for _ in range(self.size):  # start the processes and import the engine now
+            self._pool.submit(_warm_up).add_done_callback(_ignore_result)
 
     def enqueue(self, job_id: str) -> None:
         future: Future[str] = self._pool.submit(_run_in_pool, job_id, self.settings)

@@ -1,0 +1,82 @@
+"""Helpers for the service tests: benchmark files, servers that may be absent, an in-process
+queue that runs the real job function, polling."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from service.settings import ServiceSettings
+from service.worker import run_job
+
+BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
+TEST_DIR = BENCH / "test"
+NANO_ONNX, NANO_PROP = TEST_DIR / "test_nano.onnx", TEST_DIR / "test_nano.vnnlib"
+SAT_ONNX, SAT_PROP = TEST_DIR / "test_sat.onnx", TEST_DIR / "test_prop.vnnlib"
+ACAS_ONNX = BENCH / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx"
+ACAS_PROP = BENCH / "acasxu" / "vnnlib" / "prop_1.vnnlib"
+API = "/api/v1"
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThreadQueue:
+    """Runs the real ``run_job`` in threads of the test process (TestClient tests)."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.enqueued: list[str] = []
+
+    def enqueue(self, job_id: str) -> None:
+        self.enqueued.append(job_id)
+        self.pool.submit(run_job, job_id, self.settings)
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "backend": "threads", "workers": 2}
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def upload(c: Any, path: Path, **kw: Any) -> Any:
+    return c.post(f"{API}/models", files={"file": (path.name, path.read_bytes())}, **kw)
+
+
+def job_body(model_id: str, prop: Path, **options: Any) -> dict[str, Any]:
+    return {"model_id": model_id, "property": {"vnnlib": prop.read_text()},
+            "options": {"timeout": 20, **options}}
+
+
+def wait_for(get: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool],
+             timeout: float = 30.0) -> dict[str, Any]:
+    """Poll ``get()`` until ``done`` holds; fail with the last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    value = get()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting; last value: {value}")
+        time.sleep(0.05)
+        value = get()
+    return value
+
+
+def wait_finished(c: Any, job_url: str, timeout: float = 30.0) -> dict[str, Any]:
+    return wait_for(lambda: c.get(job_url).json(), lambda j: j["state"] in FINISHED, timeout)
