@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from onnx.reference import ReferenceEvaluator
 from . import ops  # noqa: F401  (registers every op)
 from .errors import ModelError, UnsupportedOpError
 from .graph import Graph, Node
+from .ops import composite
 from .ops.base import REGISTRY, Const, Input, OpFormError, Var
 from .ops.shape import reshape_target
 from .patterns import fuse_patterns
@@ -53,6 +54,7 @@ class Model:
     output_shape: tuple[int, ...]
     op_census: dict[str, int]
     n_parameters: int
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_inputs(self) -> int:
@@ -251,6 +253,9 @@ def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
     attrs = _attrs(node)
     if node.op_type == "Split":
         return _build_split(node, attrs, inputs, shapes, opset)
+    lowered = _lower(node, attrs, inputs, shapes)
+    if lowered is not None:
+        return lowered
     cls = REGISTRY[node.op_type].select(attrs, inputs)
     cls.check(attrs, inputs)
     out_shape = _out_shape(node.op_type, attrs, inputs)
@@ -262,6 +267,28 @@ def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
     shapes[node.output[0]] = out_shape
     return [Node(node.output[0], node.op_type, op, [v.name for v in variables], out_shape,
                  node.name)]
+
+
+def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
+           shapes: dict[str, tuple[int, ...]]) -> list[Node] | None:
+    """Composite ops become primitive nodes (ops/composite.py); None for other ops."""
+    out = node.output[0]
+    if node.op_type == "Softmax":
+        x = inputs[0]
+        assert isinstance(x, Var)
+        nodes = composite.lower_softmax(out, x, attrs, node.name)
+    elif node.op_type == "LayerNormalization":
+        nodes = composite.lower_layernorm(out, inputs, attrs, node.name)
+    elif node.op_type == "Div" and all(isinstance(i, Var) for i in inputs):
+        x, y = inputs
+        assert isinstance(x, Var) and isinstance(y, Var)
+        nodes = composite.lower_div(out, x, y, tuple(np.broadcast_shapes(x.shape, y.shape)),
+                                    node.name)
+    else:
+        return None
+    for n in nodes:
+        shapes[n.name] = n.shape
+    return nodes
 
 
 def _out_shape(op_type: str, attrs: dict[str, Any], inputs: list[Input]) -> Any:

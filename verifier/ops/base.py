@@ -83,7 +83,7 @@ class Op:
         if t is None:
             arr = self._consts[index]
             dtype = like.dtype if np.issubdtype(arr.dtype, np.floating) else None
-            t = torch.as_tensor(arr, device=like.device)
+            t = torch.as_tensor(np.array(arr), device=like.device)
             t = t.to(dtype) if dtype is not None else t
             self._cache[key] = t
         return t

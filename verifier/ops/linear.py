@@ -21,6 +21,14 @@ class AffineOp(Op):
 
     linear = True
 
+    def backward(self, A: Tensor) -> list[Tensor]:
+        """Coefficients on each input given coefficients A (B, R, *out) on the output."""
+        return vjp_backward(self, A)
+
+    def bias_term(self, A: Tensor) -> Tensor:
+        """(B, R): the constant part of A . forward(x), i.e. A . forward(0)."""
+        return bias_term(self, A)
+
     def abs_linear(self, *rs: Tensor) -> Tensor:
         """|L| applied to non-negative radii (one per variable input)."""
         raise NotImplementedError
@@ -33,6 +41,41 @@ class AffineOp(Op):
         c = self.forward(*centres)
         r = self.abs_linear(*radii)
         return c - r, c + r
+
+
+def vjp_backward(op: Op, A: Tensor) -> list[Tensor]:
+    """Transpose of a linear map by autograd: the vector-Jacobian product at zero."""
+    B, R = A.shape[:2]
+    with torch.enable_grad():
+        xs = [torch.zeros(B * R, *s, dtype=A.dtype, device=A.device, requires_grad=True)
+              for s in op.var_shapes]
+        y = op.forward(*xs)
+        grads = torch.autograd.grad(y, xs, A.reshape(B * R, *A.shape[2:]),
+                                    create_graph=A.requires_grad)
+    return [g.reshape(B, R, *g.shape[1:]) for g in grads]
+
+
+def sum_to_shape(A: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Reduce coefficients (B, R, *s) of a broadcast result to an input of ONNX ``shape``."""
+    extra = A.dim() - 2 - len(shape)
+    if extra > 0:
+        A = A.sum(dim=tuple(range(2, 2 + extra)))
+    dims = tuple(i + 2 for i, n in enumerate(shape) if n == 1 and A.shape[i + 2] != 1)
+    return A.sum(dim=dims, keepdim=True) if dims else A
+
+
+def bias_term(op: Op, A: Tensor) -> Tensor:
+    """A . f(0) summed over the output entries: (B, R)."""
+    key = (-1, A.device, A.dtype)
+    offset = op._cache.get(key)
+    if offset is None:
+        with torch.no_grad():
+            zeros = [torch.zeros(1, *s, dtype=A.dtype, device=A.device) for s in op.var_shapes]
+            offset = op.forward(*zeros)
+        op._cache[key] = offset
+    if not bool((offset != 0).any()):
+        return A.new_zeros(A.shape[:2])
+    return (A * offset.unsqueeze(1)).flatten(2).sum(-1)
 
 
 def _require_const(inputs: list[Input], positions: tuple[int, ...], what: str) -> None:
@@ -75,6 +118,11 @@ class Gemm(AffineOp):
     def abs_linear(self, r: Tensor) -> Tensor:
         return self._x(r) @ self._weight(r).abs()
 
+    def backward(self, A: Tensor) -> list[Tensor]:
+        if self.attrs.get("transA", 0):
+            return super().backward(A)
+        return [A @ self._weight(A).t()]
+
 
 @register
 class MatMul(AffineOp):
@@ -103,6 +151,12 @@ class MatMul(AffineOp):
 
     def abs_linear(self, r: Tensor) -> Tensor:
         return self._apply(r, self.const(self.w_index, r).abs())
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        w = self.const(self.w_index, A)
+        if self.w_index == 1 and w.dim() == 2 and len(self.var_shapes[0]) >= 2:
+            return [A @ w.t()]
+        return super().backward(A)
 
 
 def _conv_pads(attrs: dict[str, Any], spatial: tuple[int, ...], kernel: tuple[int, ...],
@@ -238,6 +292,9 @@ class BatchNormalization(AffineOp):
     def abs_linear(self, r: Tensor) -> Tensor:
         return r * self._scale_shift(r)[0].abs()
 
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return [A * self._scale_shift(A[:, 0])[0]]
+
 
 @register
 class Add(AffineOp):
@@ -262,6 +319,13 @@ class Add(AffineOp):
         a, b = self._args(xs)
         return a + b
 
+    def _signs(self) -> list[float]:
+        return [1.0] * len(self.var_shapes)
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return [sum_to_shape(A * s if s != 1.0 else A, shape)
+                for s, shape in zip(self._signs(), self.var_shapes, strict=True)]
+
 
 @register
 class Sub(Add):
@@ -273,6 +337,11 @@ class Sub(Add):
     def forward(self, *xs: Tensor) -> Tensor:
         a, b = self._args(xs)
         return a - b
+
+    def _signs(self) -> list[float]:
+        if len(self.var_shapes) == 2:
+            return [1.0, -1.0]
+        return [-1.0] if self.has_const(0) else [1.0]
 
     def ibp(self, *bounds: Interval) -> Interval:
         lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
@@ -306,6 +375,9 @@ class MulConst(AffineOp):
     def abs_linear(self, r: Tensor) -> Tensor:
         return align(r, len(self.out_shape)) * self._factor(r).abs()
 
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return [sum_to_shape(A * self._factor(A), self.var_shapes[0])]
+
 
 @register
 class Neg(AffineOp):
@@ -316,3 +388,6 @@ class Neg(AffineOp):
 
     def ibp(self, b: Interval) -> Interval:
         return -b[1], -b[0]
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return [-A]

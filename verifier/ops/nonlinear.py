@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..relax import ScalarShape
 from .base import Const, Input, Interval, Op, OpFormError, Tensor, Var, register
 
 GELU_ARGMIN = -0.7517915246935553  # the unique stationary point of x * Phi(x)
@@ -32,6 +33,31 @@ class ScalarOp(Op):
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         """Points where f' changes sign, each broadcast like lo (may lie outside [lo, hi])."""
         return []
+
+    def df(self, x: Tensor) -> Tensor:
+        """f' (a one-sided derivative at kinks), by autograd unless overridden."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.f(xg).sum(), xg)
+        return g
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        """Points where f's convexity flips, as a (K, *shape) tensor (default: none)."""
+        return lo.new_zeros((0, *lo.shape))
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        """Whether f is convex left of the first inflection point."""
+        return torch.ones_like(lo, dtype=torch.bool)
+
+    inverse_df = None
+
+    def scalar_shape(self) -> ScalarShape:
+        return ScalarShape(self.f, self.df, self.inflections, self.convex_before,
+                           self.inverse_df, getattr(self, "fast_lines", None))
+
+    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
+        """The part of [lo, hi] where f is defined (relaxations are built there)."""
+        return lo, hi
 
     def ibp(self, b: Interval) -> Interval:
         lo, hi = b
@@ -59,6 +85,20 @@ class Relu(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
+    def df(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+    def fast_lines(self, lo: Tensor, hi: Tensor, a_l: Tensor, a_u: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+        """Exact intercepts: the extremes of relu(x) - a x on [l, u] lie at l, u or 0."""
+        inside = (lo < 0) & (hi > 0)
+
+        def extreme(a: Tensor, pick) -> Tensor:  # type: ignore[no-untyped-def]
+            best = pick(torch.relu(lo) - a * lo, torch.relu(hi) - a * hi)
+            return torch.where(inside, pick(best, torch.zeros_like(best)), best)
+
+        return extreme(a_l, torch.minimum), extreme(a_u, torch.maximum)
+
 
 @register
 class LeakyRelu(ScalarOp):
@@ -74,6 +114,15 @@ class LeakyRelu(ScalarOp):
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)] if self.slope < 0 else []
 
+    def df(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, 1.0, self.slope).to(x.dtype)
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.full_like(lo, self.slope <= 1, dtype=torch.bool)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        return torch.zeros_like(a)
+
 
 @register
 class Sigmoid(ScalarOp):
@@ -82,6 +131,18 @@ class Sigmoid(ScalarOp):
 
     def f(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo).unsqueeze(0)
+
+    def df(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 - s)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        root = torch.sqrt((1 - 4 * a).clamp(min=0))
+        s = torch.where(convex, 1 - root, 1 + root) / 2
+        return torch.log(s) - torch.log1p(-s)
 
 
 @register
@@ -92,6 +153,16 @@ class Tanh(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
 
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo).unsqueeze(0)
+
+    def df(self, x: Tensor) -> Tensor:
+        return 1 - torch.tanh(x) ** 2
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        t = torch.sqrt((1 - a).clamp(min=0))
+        return torch.atanh(torch.where(convex, -t, t))
+
 
 @register
 class Erf(ScalarOp):
@@ -101,6 +172,16 @@ class Erf(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return torch.erf(x)
 
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo).unsqueeze(0)
+
+    def df(self, x: Tensor) -> Tensor:
+        return 2 / math.sqrt(math.pi) * torch.exp(-x * x)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        r = torch.sqrt(-torch.log(a * math.sqrt(math.pi) / 2))
+        return torch.where(convex, -r, r)
+
 
 @register
 class Exp(ScalarOp):
@@ -109,6 +190,12 @@ class Exp(ScalarOp):
 
     def f(self, x: Tensor) -> Tensor:
         return torch.exp(x)
+
+    def df(self, x: Tensor) -> Tensor:
+        return torch.exp(x)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        return torch.log(a)
 
 
 @register
@@ -125,6 +212,18 @@ class Log(ScalarOp):
     def ibp(self, b: Interval) -> Interval:
         return torch.log(b[0].clamp(min=0)), torch.log(b[1].clamp(min=0))
 
+    def df(self, x: Tensor) -> Tensor:
+        return 1 / x
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo, dtype=torch.bool)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        return 1 / a
+
+    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
+        return lo.clamp(min=1e-30), hi.clamp(min=1e-30)
+
 
 @register
 class Sqrt(ScalarOp):
@@ -138,6 +237,18 @@ class Sqrt(ScalarOp):
 
     def ibp(self, b: Interval) -> Interval:
         return torch.sqrt(b[0].clamp(min=0)), torch.sqrt(b[1].clamp(min=0))
+
+    def df(self, x: Tensor) -> Tensor:
+        return 0.5 / torch.sqrt(x)
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo, dtype=torch.bool)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        return 0.25 / (a * a)
+
+    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
+        return lo.clamp(min=0), hi.clamp(min=0)
 
 
 @register
@@ -164,6 +275,20 @@ class Reciprocal(ScalarOp):
             return low * self.scale, high * self.scale
         return high * self.scale, low * self.scale
 
+    def df(self, x: Tensor) -> Tensor:
+        return -self.scale / (x * x)
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo).unsqueeze(0)
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.full_like(lo, self.scale < 0, dtype=torch.bool)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        r = torch.sqrt(-self.scale / a)
+        left = convex == (self.scale < 0)
+        return torch.where(left, -r, r)
+
 
 @register
 class Abs(ScalarOp):
@@ -174,6 +299,12 @@ class Abs(ScalarOp):
 
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)]
+
+    def df(self, x: Tensor) -> Tensor:
+        return torch.sign(x)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        return torch.zeros_like(a)
 
 
 @register
@@ -193,6 +324,17 @@ class Gelu(ScalarOp):
 
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.full_like(lo, GELU_ARGMIN)]
+
+    def df(self, x: Tensor) -> Tensor:
+        return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(
+            2 * math.pi)
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        r = math.sqrt(2)
+        return torch.stack([torch.full_like(lo, -r), torch.full_like(lo, r)])
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo, dtype=torch.bool)
 
 
 class Periodic(ScalarOp):
@@ -214,6 +356,19 @@ class Periodic(ScalarOp):
         low, high = super().ibp(b)
         wide = (b[1] - b[0]) >= 2 * math.pi
         return torch.where(wide, -1.0, low), torch.where(wide, 1.0, high)
+
+    def df(self, x: Tensor) -> Tensor:
+        return torch.cos(x + self.phase)
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        # sin(x + phase) flips convexity where x + phase = k*pi; three flips cover 2*pi
+        k = torch.ceil((lo + self.phase) / math.pi)
+        first = k * math.pi - self.phase
+        return torch.stack([first, first + math.pi, first + 2 * math.pi])
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        k = torch.ceil((lo + self.phase) / math.pi)
+        return torch.remainder(k, 2) == 0
 
 
 @register
@@ -268,13 +423,33 @@ class PowConst(ScalarOp):
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)]
 
+    def df(self, x: Tensor) -> Tensor:
+        return self.p * torch.pow(x, self.p - 1)
+
+    def _odd(self) -> bool:
+        return self.p == int(self.p) and int(self.p) % 2 == 1 and self.p > 1
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo).unsqueeze(0) if self._odd() else super().inflections(lo)
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        p = self.p
+        convex = self._odd() is False and (p >= 1 or p < 0)
+        return torch.full_like(lo, convex, dtype=torch.bool) if not self._odd() else \
+            torch.zeros_like(lo, dtype=torch.bool)
+
+    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
+        if self.p == int(self.p) and self.p > 0:
+            return lo, hi
+        return lo.clamp(min=1e-30 if self.p < 0 else 0), hi.clamp(min=1e-30 if self.p < 0 else 0)
+
 
 @register
-class Clip(Op):
-    """clamp(x, min, max) with constant limits: non-decreasing."""
+class Clip(ScalarOp):
+    """clamp(x, lo, hi) with constant limits: convex up to the midpoint, concave after."""
 
     onnx_types = ("Clip",)
-    monotone = True
+    increasing = True
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
@@ -286,8 +461,47 @@ class Clip(Op):
             return float(self.const_np(index).ravel()[0])
         return _float_attr(self.attrs, name, default)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x.clamp(self._limit(1, "min", -math.inf), self._limit(2, "max", math.inf))
+    @property
+    def limits(self) -> tuple[float, float]:
+        return self._limit(1, "min", -math.inf), self._limit(2, "max", math.inf)
+
+    def f(self, x: Tensor) -> Tensor:
+        return x.clamp(*self.limits)
+
+    def df(self, x: Tensor) -> Tensor:
+        a, b = self.limits
+        return ((x > a) & (x < b)).to(x.dtype)
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        a, b = self.limits
+        if math.isfinite(a) and math.isfinite(b):
+            return torch.full_like(lo, (a + b) / 2).unsqueeze(0)
+        return super().inflections(lo)
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.full_like(lo, math.isfinite(self.limits[0]), dtype=torch.bool)
+
+
+class MaxMinConst(ScalarOp):
+    """max(x, c) (convex) or min(x, c) (concave) for one variable and a constant."""
+
+    onnx_types = ()
+    increasing = True
+
+    def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
+        super().__init__(attrs, inputs, out_shape)
+        self.c_index = 0 if isinstance(inputs[0], Const) else 1
+        self.is_max = attrs["_op_type"] == "Max"
+
+    def f(self, x: Tensor) -> Tensor:
+        from .base import align
+
+        c = self.const(self.c_index, x)
+        x = align(x, len(self.out_shape)) if self.out_shape else x
+        return torch.maximum(x, c) if self.is_max else torch.minimum(x, c)
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.full_like(lo, self.is_max, dtype=torch.bool)
 
 
 @register
@@ -296,6 +510,11 @@ class MaxMin(Op):
 
     onnx_types = ("Max", "Min")
     monotone = True
+
+    @classmethod
+    def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
+        n_var = sum(isinstance(i, Var) for i in inputs)
+        return MaxMinConst if n_var == 1 and len(inputs) == 2 else cls
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         super().__init__(attrs, inputs, out_shape)

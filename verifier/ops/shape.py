@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .linear import bias_term, vjp_backward
 from .base import Const, Input, Op, OpFormError, Tensor, Var, align, axis, register
 
 
@@ -20,6 +21,12 @@ class MoveOp(Op):
 
     linear = True
     monotone = True
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return vjp_backward(self, A)
+
+    def bias_term(self, A: Tensor) -> Tensor:
+        return bias_term(self, A)
 
     def attr_or_input(self, name: str, index: int) -> list[int] | None:
         """An integer list given as attribute (old opsets) or constant input (new)."""
@@ -47,6 +54,12 @@ class Identity(MoveOp):
     def forward(self, x: Tensor) -> Tensor:
         return x
 
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return [A]
+
+    def bias_term(self, A: Tensor) -> Tensor:
+        return A.new_zeros(A.shape[:2])
+
 
 @register
 class Reshape(MoveOp):
@@ -60,6 +73,12 @@ class Reshape(MoveOp):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], *self.out_shape)
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        return [A.reshape(*A.shape[:2], *self.var_shapes[0])]
+
+    def bias_term(self, A: Tensor) -> Tensor:
+        return A.new_zeros(A.shape[:2])
 
 
 def reshape_target(op_type: str, attrs: dict[str, Any], in_shape: tuple[int, ...],

@@ -1,0 +1,120 @@
+"""Falsification by projected gradient descent with random restarts (DESIGN.md: Attack).
+
+For a case with disjuncts D_k = {y : C_k y <= d_k}, the violation of x is
+``v(x) = min_k max_r (C_k f(x) - d_k)_r``; v(x) <= 0 exactly when x is a counterexample.
+PGD minimises v over the box by signed-gradient steps from random starts.  What it finds
+is only a candidate: ``confirm`` re-runs the original model in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import ort
+from .graph import Graph
+from .onnx_import import Model
+from .problems import ProblemBatch
+from .property import Property
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    restarts: int = 16
+    steps: int = 60
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Counterexample:
+    """A confirmed counterexample: flat input, onnxruntime's flat output, where it lies."""
+
+    case: int
+    disjunct: int
+    x: np.ndarray
+    y: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"case": self.case, "disjunct": self.disjunct,
+                "input": self.x.tolist(), "output": self.y.tolist()}
+
+
+def violation(graph: Graph, batch: ProblemBatch, x: Tensor) -> tuple[Tensor, Tensor]:
+    """v(x) and the most violated disjunct for x of shape (B, K, n_in): both (B, K)."""
+    B, K, n = x.shape
+    y = graph.forward(x.reshape(B * K, n)).reshape(B, K, -1)
+    rows = torch.einsum("brm,bkm->bkr", batch.C, y) - batch.d.unsqueeze(1)  # (B, K, R)
+    D = max(batch.n_disjuncts)
+    idx = torch.where(batch.row_disjunct < 0, D, batch.row_disjunct).unsqueeze(1).expand(B, K, -1)
+    per = torch.full((B, K, D + 1), -math.inf, dtype=x.dtype, device=x.device)
+    per = per.scatter_reduce(2, idx, rows, reduce="amax", include_self=True)[..., :D]
+    counts = torch.tensor(batch.n_disjuncts, device=x.device).view(B, 1, 1)
+    per = torch.where(torch.arange(D, device=x.device).view(1, 1, D) >= counts, math.inf, per)
+    best, which = per.min(dim=2)
+    return best, which
+
+
+def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
+        expired=lambda: False) -> tuple[Tensor, Tensor, Tensor]:
+    """Minimise the violation; returns the best x (B, K, n), its v (B, K) and disjunct."""
+    gen = torch.Generator(device="cpu").manual_seed(settings.seed)
+    lo, hi = batch.lower.unsqueeze(1), batch.upper.unsqueeze(1)
+    B, n = batch.lower.shape
+    K = settings.restarts
+    u = torch.rand(B, K, n, generator=gen, dtype=lo.dtype).to(lo.device)
+    x = lo + u * (hi - lo)
+    x[:, 0] = ((batch.lower + batch.upper) / 2)
+    best_x, best_v = x.clone(), torch.full((B, K), math.inf, dtype=lo.dtype, device=lo.device)
+    best_k = torch.zeros((B, K), dtype=torch.long, device=lo.device)
+    for step in range(settings.steps):
+        x = x.detach().requires_grad_(True)
+        v, which = violation(graph, batch, x)
+        better = v.detach() < best_v
+        best_v = torch.where(better, v.detach(), best_v)
+        best_x = torch.where(better.unsqueeze(-1), x.detach(), best_x)
+        best_k = torch.where(better, which, best_k)
+        if (best_v < 0).any(dim=1).all() or expired():
+            break
+        (grad,) = torch.autograd.grad(v.sum(), x)
+        size = 0.5 * (1 + math.cos(math.pi * step / settings.steps)) * 0.2 + 0.01
+        x = torch.minimum(torch.maximum(x - size * (hi - lo) * grad.sign(), lo), hi)
+    return best_x, best_v, best_k
+
+
+def confirm(model: Model, prop: Property, case: int, x: np.ndarray) -> Counterexample | None:
+    """The counterexample if onnxruntime agrees that x (clipped into its box) violates."""
+    c = prop.cases[case]
+    x = np.clip(np.asarray(x, dtype=np.float64), c.lower, c.upper)
+    x = x.astype(model.input_dtype).astype(np.float64)
+    if np.any(x < c.lower - 1e-6 * (1 + np.abs(c.lower))) or np.any(
+            x > c.upper + 1e-6 * (1 + np.abs(c.upper))):
+        return None
+    y = ort.run(model, x)
+    for k, conj in enumerate(c.disjuncts):
+        if conj.holds(y):
+            return Counterexample(case, k, x, y)
+    return None
+
+
+def falsify(model: Model, prop: Property, batch: ProblemBatch, settings: AttackSettings,
+            expired=lambda: False) -> list[Counterexample]:
+    """Run PGD on a batch and return the counterexamples onnxruntime confirms (one per
+    distinct (case, disjunct), most violating first)."""
+    with torch.enable_grad():
+        xs, vs, _ = pgd(model.graph, batch, settings, expired)
+    found: dict[tuple[int, int], Counterexample] = {}
+    order = torch.argsort(vs.reshape(-1))
+    K = vs.shape[1]
+    for flat in order.tolist():
+        b, k = divmod(flat, K)
+        if vs[b, k] > 0:
+            break
+        cex = confirm(model, prop, batch.cases[b], xs[b, k].detach().cpu().double().numpy())
+        if cex is not None and (cex.case, cex.disjunct) not in found:
+            found[(cex.case, cex.disjunct)] = cex
+    return list(found.values())

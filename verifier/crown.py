@@ -1,0 +1,333 @@
+"""Linear bound propagation: CROWN and alpha-CROWN (DESIGN.md: Bounds).
+
+Backward pass: a lower bound of ``A . v_s`` for a node s is obtained by walking the graph
+from s towards the input, replacing each node by linear bounds in terms of its inputs:
+linear ops exactly (their transpose), nonlinear elementwise ops by relaxation lines
+``a_l x + b_l <= f(x) <= a_u x + b_u`` (positive coefficients take the lower line, negative
+ones the upper), products of two variables by McCormick planes, and any other op by its
+interval (concretised where it stands).  At the input box [l, u] the linear function
+``A_x . x + c`` is minimised in closed form: ``A_x . mid - |A_x| . rad + c``.
+
+Intermediate bounds (the inputs of every nonlinear op) are computed first, in topological
+order, by the same backward pass started at that node with rows +I and -I, and intersected
+with interval bounds.  alpha-CROWN then optimises the relaxation slopes of every nonlinear
+op for the final rows by projected gradient ascent on the bound (Adam), keeping the best
+bound seen per row: every iterate is a sound bound, so the maximum is too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .graph import Graph, Node
+from .ops.base import Tensor
+from .ops.bilinear import VarMatMul, VarMul
+from .ops.nonlinear import ScalarOp
+from .ops.shape import Concat, Expand, Gather, Identity, Pad, Reshape, Slice, SplitPart, Transpose
+from .relax import Lines, chord_slope, convexity_on, default_slopes, relax, slope_range
+
+EXACT_MOVES = (Identity, Reshape, Transpose, Concat, Slice, SplitPart, Gather, Pad, Expand)
+ROW_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class AlphaSettings:
+    iterations: int = 20
+    lr: float = 0.1
+    early_stop: bool = True
+    # largest alpha tensor (elements) kept for an intermediate bound; larger ones use CROWN's
+    memory_budget: int = 4_000_000
+
+
+def _safe_mul(a: Tensor, b: Tensor) -> Tensor:
+    """a * b with 0 * inf = 0 (a coefficient of zero ignores an infinite intercept)."""
+    return torch.where(a == 0, torch.zeros_like(a), a * b)
+
+
+def _sum_to(x: Tensor, shape: torch.Size) -> Tensor:
+    """Sum broadcast dims of x (B, R, *s') down to (B, R, *shape[2:])."""
+    extra = x.dim() - len(shape)
+    if extra > 0:
+        x = x.sum(dim=tuple(range(2, 2 + extra)))
+    dims = tuple(i for i in range(2, x.dim()) if shape[i] == 1 and x.shape[i] != 1)
+    return x.sum(dim=dims, keepdim=True) if dims else x
+
+
+class Bounder:
+    """Bounds of one batch of input boxes; holds the intermediate bounds it computes."""
+
+    def __init__(self, graph: Graph, lower: Tensor, upper: Tensor):
+        self.graph = graph
+        self.B = lower.shape[0]
+        self.lower = graph.to_input_shape(lower)
+        self.upper = graph.to_input_shape(upper)
+        self.box: dict[str, tuple[Tensor, Tensor]] = {graph.input_name: (self.lower, self.upper)}
+        self.lines: dict[str, Lines] = {}
+        self.index = {n.name: i for i, n in enumerate(graph.nodes)}
+        # alpha-CROWN: slopes per (start node, chunk, nonlinear node), created on first use
+        self.alphas: dict[tuple[str, int, str], tuple[Tensor, Tensor]] | None = None
+        self.alpha_budget = 0
+        self.final_rows = 0
+        self.chunk = 0
+        self.rows_of_node: dict[str, Tensor] = {}
+
+    # -- intermediate bounds ---------------------------------------------------------
+    def needed(self) -> set[str]:
+        """Nodes whose bounds a relaxation needs: inputs of nonlinear ops."""
+        out = set()
+        for node in self.graph.nodes:
+            if not node.op.linear:
+                out.update(node.inputs)
+        return out
+
+    def compute_intermediate(self, use_crown: bool = True) -> None:
+        needed = self.needed()
+        crowned = {self.graph.input_name}
+        self.box = {self.graph.input_name: (self.lower, self.upper)}
+        for node in self.graph.nodes:
+            lo, hi = node.op.ibp(*[self.box[i] for i in node.inputs])
+            self.box[node.name] = (lo, hi)
+            if not use_crown or node.name not in needed or node.name == self.graph.output_name:
+                continue
+            if isinstance(node.op, EXACT_MOVES) and all(i in crowned for i in node.inputs):
+                crowned.add(node.name)
+                continue
+            if self._all_relu_stable(node):
+                continue
+            self.box[node.name] = self.node_bounds(node.name, lo, hi)
+            crowned.add(node.name)
+
+    def _all_relu_stable(self, node: Node) -> bool:
+        from .ops.nonlinear import Relu
+
+        users = [self.graph.node(u) for u in self.graph.users[node.name]]
+        if not users or not all(isinstance(u.op, Relu) for u in users):
+            return False
+        lo, hi = self.box[node.name]
+        return bool(((lo >= 0) | (hi <= 0)).all())
+
+    def node_bounds(self, name: str, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """CROWN bounds of node ``name`` intersected with (lo, hi).  When every user is a
+        ReLU only unstable entries (lo < 0 < hi somewhere in the batch) get rows: a stable
+        ReLU's relaxation is exact whatever the bounds."""
+        shape = self.graph.node(name).shape
+        n = math.prod(shape)
+        lo_f, hi_f = lo.reshape(self.B, n), hi.reshape(self.B, n)
+        rows_idx = self.rows_of_node.get(name)
+        if rows_idx is None:  # fixed on first use, so alpha shapes stay put
+            if self._relu_users(name):
+                rows_idx = ((lo_f < 0) & (hi_f > 0)).any(dim=0).nonzero().flatten()
+            else:
+                rows_idx = torch.arange(n, device=lo.device)
+            self.rows_of_node[name] = rows_idx
+        new_lo, new_hi = lo_f.clone(), hi_f.clone()
+        half = ROW_CHUNK // 2
+        for chunk, start in enumerate(range(0, len(rows_idx), half)):
+            self.chunk = chunk
+            idx = rows_idx[start:start + half]
+            k = len(idx)
+            eye = torch.zeros(k, n, dtype=lo.dtype, device=lo.device)
+            eye[torch.arange(k), idx] = 1
+            A = torch.cat([eye, -eye]).reshape(1, 2 * k, *shape).expand(self.B, -1, *shape)
+            lb = self.bound(name, A)
+            new_lo[:, idx] = torch.maximum(lo_f[:, idx], lb[:, :k])
+            new_hi[:, idx] = torch.minimum(hi_f[:, idx], -lb[:, k:])
+        self.chunk = 0
+        return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+
+    def _relu_users(self, name: str) -> bool:
+        from .ops.nonlinear import Relu
+
+        users = [self.graph.node(u) for u in self.graph.users[name]]
+        return bool(users) and all(isinstance(u.op, Relu) for u in users)
+
+    # -- the backward pass -----------------------------------------------------------
+    def bound(self, start: str, A: Tensor) -> Tensor:
+        """Lower bound (B, R) of A . v_start over the input box, A: (B, R, *shape)."""
+        A_x, bias = self.backward(start, A)
+        if A_x is None:
+            return bias
+        mid = ((self.lower + self.upper) / 2).unsqueeze(1)
+        rad = ((self.upper - self.lower) / 2).unsqueeze(1)
+        return (A_x * mid).flatten(2).sum(-1) - (A_x.abs() * rad).flatten(2).sum(-1) + bias
+
+    def backward(self, start: str, A: Tensor) -> tuple[Tensor | None, Tensor]:
+        pending: dict[str, Tensor] = {start: A}
+        bias = A.new_zeros(A.shape[:2])
+        if start == self.graph.input_name:
+            return A, bias
+        for node in reversed(self.graph.nodes[: self.index[start] + 1]):
+            coeff = pending.pop(node.name, None)
+            if coeff is None:
+                continue
+            ins, b = self._rule(node, coeff, start)
+            bias = bias + b
+            for name, Ai in zip(node.inputs if ins else [], ins, strict=True):
+                pending[name] = pending[name] + Ai if name in pending else Ai
+        return pending.get(self.graph.input_name), bias
+
+    def _rule(self, node: Node, A: Tensor, start: str) -> tuple[list[Tensor], Tensor]:
+        op = node.op
+        if op.linear:
+            return op.backward(A), op.bias_term(A)  # type: ignore[attr-defined]
+        if isinstance(op, ScalarOp):
+            return self._scalar_rule(node, A, start)
+        if isinstance(op, VarMul):
+            return self._mul_rule(node, A)
+        if isinstance(op, VarMatMul):
+            return self._matmul_rule(node, A)
+        lo, hi = self.box[node.name]  # no linear rule: bound the node by its interval
+        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        term = _safe_mul(pos, lo.unsqueeze(1)) + _safe_mul(neg, hi.unsqueeze(1))
+        return [], term.flatten(2).sum(-1)
+
+    def _scalar_lines(self, node: Node, start: str) -> Lines:
+        op = node.op
+        assert isinstance(op, ScalarOp)
+        lo, hi = op.domain(*self.box[node.inputs[0]])
+        alpha = self._alpha(node, start, lo, hi)
+        if alpha is not None:
+            t_l, t_u = alpha
+            smin, smax = slope_range(op.scalar_shape(), lo, hi)
+            smin, smax = smin.unsqueeze(1), smax.unsqueeze(1)
+            a_l = smin + t_l.clamp(0, 1) * (smax - smin)
+            a_u = smin + t_u.clamp(0, 1) * (smax - smin)
+            # the chord is the best line on the side where f curves away from it
+            chord = chord_slope(op.scalar_shape(), lo, hi).unsqueeze(1)
+            convex, concave = convexity_on(op.scalar_shape(), lo.detach(), hi.detach())
+            a_l = torch.where(concave.unsqueeze(1), chord, a_l)
+            a_u = torch.where(convex.unsqueeze(1), chord, a_u)
+            return relax(op.scalar_shape(), lo.unsqueeze(1), hi.unsqueeze(1), a_l, a_u)
+        lines = self.lines.get(node.name)
+        if lines is None:
+            with torch.no_grad():
+                raw = relax(op.scalar_shape(), lo, hi)
+            lines = Lines(*(t.unsqueeze(1) for t in (raw.a_l, raw.b_l, raw.a_u, raw.b_u)))
+            self.lines[node.name] = lines
+        return lines
+
+    def _alpha(self, node: Node, start: str, lo: Tensor, hi: Tensor
+               ) -> tuple[Tensor, Tensor] | None:
+        """This (start, chunk, node)'s slope parameters in [0, 1], made on first use from
+        CROWN's default slopes, or None when alphas are off or would take too much memory."""
+        if self.alphas is None:
+            return None
+        key = (start, self.chunk, node.name)
+        found = self.alphas.get(key)
+        if found is not None or key[0] == "":
+            return found
+        rows = self._rows_of(start)
+        if rows * math.prod(node.shape) * self.B > self.alpha_budget and \
+                start != self.graph.output_name:
+            return None
+        shape = node.op.scalar_shape()  # type: ignore[attr-defined]
+        with torch.no_grad():
+            a_l, a_u = default_slopes(shape, lo, hi)
+            smin, smax = slope_range(shape, lo, hi)
+            if not bool((smax - smin > 1e-9).any()):
+                return None
+            span = (smax - smin).clamp(min=1e-12)
+            t = [((a - smin) / span).clamp(0, 1).unsqueeze(1).expand(self.B, rows, *node.shape)
+                 for a in (a_l, a_u)]
+        pair = (t[0].clone().requires_grad_(True), t[1].clone().requires_grad_(True))
+        self.alphas[key] = pair
+        return pair
+
+    def _rows_of(self, start: str) -> int:
+        if start == self.graph.output_name:
+            return self.final_rows
+        n = len(self.rows_of_node[start])
+        return 2 * min(ROW_CHUNK // 2, n - self.chunk * (ROW_CHUNK // 2))
+
+    def _scalar_rule(self, node: Node, A: Tensor, start: str) -> tuple[list[Tensor], Tensor]:
+        ln = self._scalar_lines(node, start)
+        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        A_in = pos * ln.a_l + neg * ln.a_u
+        bias = _safe_mul(pos, ln.b_l) + _safe_mul(neg, ln.b_u)
+        return [A_in], bias.flatten(2).sum(-1)
+
+    def _aligned_box(self, name: str, rank: int) -> tuple[Tensor, Tensor]:
+        from .ops.base import align
+
+        lo, hi = self.box[name]
+        return align(lo, rank).unsqueeze(1), align(hi, rank).unsqueeze(1)
+
+    def _mul_rule(self, node: Node, A: Tensor) -> tuple[list[Tensor], Tensor]:
+        """x*y >= yc x + xc y - xc yc - rx ry  and  <= yc x + xc y - xc yc + rx ry."""
+        rank = len(node.shape)
+        lx, ux = self._aligned_box(node.inputs[0], rank)
+        ly, uy = self._aligned_box(node.inputs[1], rank)
+        xc, rx, yc, ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, (uy - ly) / 2
+        A_x = _sum_to(A * yc, torch.Size((0, 0, *self._shape(node.inputs[0]))))
+        A_y = _sum_to(A * xc, torch.Size((0, 0, *self._shape(node.inputs[1]))))
+        bias = -(A * (xc * yc)) - A.abs() * (rx * ry)
+        return [A_x, A_y], bias.flatten(2).sum(-1)
+
+    def _matmul_rule(self, node: Node, A: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Z = X Y with every product bounded as in _mul_rule (centre plus radius term)."""
+        lx, ux = (t.unsqueeze(1) for t in self.box[node.inputs[0]])
+        ly, uy = (t.unsqueeze(1) for t in self.box[node.inputs[1]])
+        xc, rx, yc, ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, (uy - ly) / 2
+        A_x = A @ yc.transpose(-1, -2)
+        A_y = xc.transpose(-1, -2) @ A
+        bias = -(A * (xc @ yc)) - A.abs() * (rx @ ry)
+        return [A_x, A_y], bias.flatten(2).sum(-1)
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        if name == self.graph.input_name:
+            return self.graph.input_shape
+        return self.graph.node(name).shape
+
+
+def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
+               bounder: Bounder | None = None) -> Tensor:
+    """CROWN lower bounds (B, R) of C y - d over the boxes."""
+    b = bounder or Bounder(graph, lower, upper)
+    if bounder is None:
+        b.compute_intermediate()
+    A = C.reshape(C.shape[0], C.shape[1], *graph.output_shape)
+    return b.bound(graph.output_name, A) - d
+
+
+def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
+                     settings: AlphaSettings = AlphaSettings()) -> Tensor:
+    """alpha-CROWN: CROWN's bound, then the slopes of every nonlinear op optimised, for the
+    final rows and for each intermediate bound, on the final bound; never looser."""
+    b = Bounder(graph, lower, upper)
+    b.compute_intermediate()
+    best = crown_rows(graph, lower, upper, C, d, b).detach()
+    if (settings.early_stop and (best > 0).all()) or settings.iterations == 0:
+        return best
+    R = C.shape[1]
+    A = C.reshape(C.shape[0], R, *graph.output_shape)
+    b.alphas, b.final_rows, b.alpha_budget = {}, R, settings.memory_budget
+    opt: torch.optim.Optimizer | None = None
+    with torch.enable_grad():
+        for _ in range(settings.iterations + 1):
+            b.lines = {}
+            b.compute_intermediate()
+            lb = b.bound(graph.output_name, A) - d
+            best = torch.maximum(best, lb.detach())
+            if settings.early_stop and (best > 0).all():
+                break
+            params = [t for pair in b.alphas.values() for t in pair]
+            if not params:
+                break
+            if opt is None:
+                opt = torch.optim.Adam(params, lr=settings.lr)
+            elif len(params) > sum(len(g["params"]) for g in opt.param_groups):
+                known = {id(t) for g in opt.param_groups for t in g["params"]}
+                opt.add_param_group({"params": [t for t in params if id(t) not in known]})
+            rows = (best <= 0) if settings.early_stop else torch.ones_like(best, dtype=torch.bool)
+            loss = -(lb * rows).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for t in params:
+                    t.clamp_(0, 1)
+    b.alphas = None
+    return best

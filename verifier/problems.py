@@ -1,0 +1,93 @@
+"""Problems as batched tensors (DESIGN.md: Problem).
+
+Each case of a property (one input box, several disjuncts) becomes one row of a batch.
+Every disjunct contributes its rows of ``C y - d``; all rows of a case are stacked along a
+row axis (padded with inert rows marked -1), so that bounds for all disjuncts of many cases
+come from one call.  A disjunct is refuted when the lower bound of one of its rows is > 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .property import Case, Property
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class ProblemBatch:
+    lower: Tensor  # (B, n_in)
+    upper: Tensor  # (B, n_in)
+    C: Tensor  # (B, R, n_out)
+    d: Tensor  # (B, R)
+    row_disjunct: Tensor  # (B, R) long: index of the row's disjunct in its case, -1 = padding
+    cases: list[int]  # index of each batch row's case in the property
+    n_disjuncts: list[int]  # disjuncts per batch row
+
+    @property
+    def size(self) -> int:
+        return self.lower.shape[0]
+
+    def refuted(self, row_lower: Tensor) -> Tensor:
+        """(B, D) bool: disjuncts proven impossible by lower bounds of their rows (B, R).
+
+        D is the largest disjunct count; entries past a case's own count are True."""
+        best = self.disjunct_bounds(row_lower)
+        return best > 0
+
+    def disjunct_bounds(self, row_lower: Tensor) -> Tensor:
+        """(B, D): per disjunct, the largest row lower bound (> 0 refutes it); padding +inf."""
+        B = self.size
+        D = max(self.n_disjuncts) if self.n_disjuncts else 0
+        out = torch.full((B, D + 1), -torch.inf, dtype=row_lower.dtype, device=row_lower.device)
+        idx = torch.where(self.row_disjunct < 0, D, self.row_disjunct)
+        out = out.scatter_reduce(1, idx, row_lower, reduce="amax", include_self=True)[:, :D]
+        counts = torch.tensor(self.n_disjuncts, device=row_lower.device).unsqueeze(1)
+        pad = torch.arange(D, device=row_lower.device).unsqueeze(0) >= counts
+        return torch.where(pad, torch.inf, out)
+
+
+def case_rows(case: Case, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All rows of a case's disjuncts: C (R, n_out), d (R,), disjunct index per row (R,)."""
+    Cs = [c.C.reshape(-1, n_out) for c in case.disjuncts]
+    ds = [c.d.reshape(-1) for c in case.disjuncts]
+    which = [np.full(len(d), i) for i, d in enumerate(ds)]
+    if not Cs:
+        return np.zeros((0, n_out)), np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate(Cs), np.concatenate(ds), np.concatenate(which).astype(np.int64)
+
+
+def make_batch(prop: Property, indices: list[int], device: torch.device,
+               dtype: torch.dtype) -> ProblemBatch:
+    """Stack the given cases of ``prop`` into one batch."""
+    rows = [case_rows(prop.cases[i], prop.n_outputs) for i in indices]
+    R = max(1, max(len(r[1]) for r in rows))
+    B, m = len(indices), prop.n_outputs
+    C = np.zeros((B, R, m))
+    d = np.zeros((B, R))
+    which = np.full((B, R), -1, dtype=np.int64)
+    for b, (Cb, db, wb) in enumerate(rows):
+        C[b, : len(db)], d[b, : len(db)], which[b, : len(db)] = Cb, db, wb
+    lower = np.stack([prop.cases[i].lower for i in indices])
+    upper = np.stack([prop.cases[i].upper for i in indices])
+
+    def t(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
+    return ProblemBatch(
+        lower=t(lower), upper=t(upper), C=t(C), d=t(d),
+        row_disjunct=torch.as_tensor(which, device=device),
+        cases=list(indices),
+        n_disjuncts=[len(prop.cases[i].disjuncts) for i in indices],
+    )
+
+
+def batches(prop: Property, max_rows: int, device: torch.device, dtype: torch.dtype):
+    """Yield ProblemBatch objects covering every case, at most ``max_rows`` cases each."""
+    for start in range(0, len(prop.cases), max_rows):
+        yield make_batch(prop, list(range(start, min(start + max_rows, len(prop.cases)))),
+                         device, dtype)

@@ -1,0 +1,218 @@
+"""The verification pipeline: attack, then bounds of increasing strength (DESIGN.md).
+
+``verify(model, prop, settings)`` is the whole engine behind one call.  It takes every
+setting as an argument and keeps no state between calls, so verifications may run side by
+side in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .attack import AttackSettings, Counterexample, falsify
+from .bounds import METHODS, row_lower_bounds
+from .onnx_import import Model
+from .problems import ProblemBatch, batches, make_batch
+from .property import Property
+
+VERDICTS = ("verified", "falsified", "unknown", "timeout", "error")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a verification run depends on.  Defaults suit a first try."""
+
+    timeout: float = 60.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    methods: tuple[str, ...] = ("ibp",)
+    attack: AttackSettings = field(default_factory=AttackSettings)
+    bab: bool = True
+    batch_cases: int = 64
+
+    def validate(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown bound method(s) {unknown}; known: {sorted(METHODS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {self.dtype!r}")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        torch.device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a long run reports while it works."""
+
+    stage: str
+    elapsed: float
+    domains_open: int = 0
+    domains_done: int = 0
+    lower_bound: float | None = None
+
+
+@dataclass
+class MethodRecord:
+    method: str
+    seconds: float
+    open_before: int
+    open_after: int
+
+
+@dataclass
+class Result:
+    """The outcome of one verification, as plain data."""
+
+    verdict: str
+    message: str = ""
+    # per case, per disjunct: best proven lower bound of the disjunct's violation margin
+    # (> 0 means the disjunct is impossible); None where nothing was computed
+    bounds: list[list[float | None]] = field(default_factory=list)
+    counterexamples: list[Counterexample] = field(default_factory=list)
+    methods: list[MethodRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    domains: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "message": self.message,
+            "bounds": self.bounds,
+            "counterexamples": [c.to_dict() for c in self.counterexamples],
+            "methods": [asdict(m) for m in self.methods],
+            "seconds": self.seconds,
+            "domains": self.domains,
+        }
+
+    def to_vnncomp(self) -> str:
+        """The VNN-COMP result file: unsat / sat with assignments / unknown / timeout / error."""
+        word = {"verified": "unsat", "falsified": "sat"}.get(self.verdict, self.verdict)
+        if self.verdict != "falsified" or not self.counterexamples:
+            return word + "\n"
+        cex = self.counterexamples[0]
+        lines = [f"(X_{i} {v!r})" for i, v in enumerate(cex.x.tolist())]
+        lines += [f"(Y_{j} {v!r})" for j, v in enumerate(cex.y.tolist())]
+        return "sat\n(" + "\n".join(lines) + ")\n"
+
+
+class Clock:
+    """Deadline and cancellation, checked inside every long loop."""
+
+    def __init__(self, timeout: float, cancel: Callable[[], bool] | None):
+        self.start = time.monotonic()
+        self.deadline = self.start + timeout
+        self.cancel = cancel or (lambda: False)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline or self.cancel()
+
+
+class _State:
+    """Which disjuncts of which cases are still open, and their best bounds."""
+
+    def __init__(self, prop: Property):
+        self.open = [np.ones(len(c.disjuncts), dtype=bool) for c in prop.cases]
+        self.best: list[list[float | None]] = [[None] * len(c.disjuncts) for c in prop.cases]
+
+    def open_cases(self) -> list[int]:
+        return [i for i, o in enumerate(self.open) if o.any()]
+
+    def n_open(self) -> int:
+        return int(sum(o.sum() for o in self.open))
+
+    def record(self, batch: ProblemBatch, disjunct_lb: torch.Tensor) -> None:
+        lb = disjunct_lb.detach().cpu().double().numpy()
+        for b, case in enumerate(batch.cases):
+            for k in range(batch.n_disjuncts[b]):
+                value = float(lb[b, k])
+                old = self.best[case][k]
+                self.best[case][k] = value if old is None else max(old, value)
+                if value > 0:
+                    self.open[case][k] = False
+
+
+def verify(model: Model, prop: Property, settings: Settings | None = None,
+           progress: Callable[[Progress], None] | None = None,
+           cancel: Callable[[], bool] | None = None) -> Result:
+    """Decide ``prop`` on ``model``.  Never raises for a verification problem: an internal
+    failure is a Result with verdict ``error`` and its message."""
+    settings = settings or Settings()
+    clock = Clock(settings.timeout, cancel)
+    try:
+        result = _run(model, prop, settings, clock, progress or (lambda p: None))
+    except Exception as exc:  # reported as 'error', never as another verdict
+        result = Result("error", f"{type(exc).__name__}: {exc}")
+    result.seconds = clock.elapsed()
+    return result
+
+
+def _check_sizes(model: Model, prop: Property) -> None:
+    if prop.n_inputs != model.n_inputs or prop.n_outputs != model.n_outputs:
+        raise ValueError(
+            f"the property has {prop.n_inputs} inputs and {prop.n_outputs} outputs but the "
+            f"model has {model.n_inputs} inputs and {model.n_outputs} outputs")
+
+
+def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
+         progress: Callable[[Progress], None]) -> Result:
+    settings.validate()
+    _check_sizes(model, prop)
+    device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
+    graph = model.graph
+    state = _State(prop)
+    result = Result("unknown")
+
+    def open_batches() -> list[ProblemBatch]:
+        keep, size = state.open_cases(), settings.batch_cases
+        return [make_batch(prop, keep[s:s + size], device, dtype)
+                for s in range(0, len(keep), size)]
+
+    progress(Progress("attack", clock.elapsed(), domains_open=state.n_open()))
+    for batch in batches(prop, settings.batch_cases, device, dtype):
+        result.counterexamples += falsify(model, prop, batch, settings.attack, clock.expired)
+        if clock.expired():
+            break
+    if result.counterexamples:
+        return _finish(result, "falsified", state, "counterexample confirmed by onnxruntime")
+
+    for method in settings.methods:
+        if clock.expired():
+            break
+        t0, before = time.monotonic(), state.n_open()
+        for batch in open_batches():
+            rows = row_lower_bounds(graph, batch, method)
+            state.record(batch, batch.disjunct_bounds(rows))
+            if clock.expired():
+                break
+        result.methods.append(MethodRecord(method, time.monotonic() - t0, before, state.n_open()))
+        progress(Progress(method, clock.elapsed(), domains_open=state.n_open()))
+        if state.n_open() == 0:
+            return _finish(result, "verified", state, f"all disjuncts refuted by {method}")
+
+    if clock.cancel():
+        return _finish(result, "unknown", state, "cancelled")
+    if clock.expired():
+        return _finish(result, "timeout", state, f"no decision within {settings.timeout:g} s")
+    return _finish(result, "unknown", state,
+                   f"{state.n_open()} disjunct(s) neither refuted nor falsified")
+
+
+def _finish(result: Result, verdict: str, state: _State, message: str) -> Result:
+    result.verdict = verdict
+    result.message = message
+    result.bounds = state.best
+    return result
