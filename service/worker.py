@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from verifier.verify import Progress, Result, verify
 
@@ -113,6 +113,7 @@ def _finish(job_id: str, attempt: int, settings: ServiceSettings, monitor: JobMo
         if transition(s, job_id, "running", target, attempt=attempt, **fields) and \
                 target == "succeeded":
             model_id = s.scalar(select(Job.model_id).where(Job.id == job_id))
+            s.execute(delete(Certificate).where(Certificate.job_id == job_id))
             s.add(Certificate(job_id=job_id, model_id=model_id, verdict=result.verdict,
                               body=certificate))
 

@@ -80,3 +80,41 @@ def wait_for(get: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]],
 
 def wait_finished(c: Any, job_url: str, timeout: float = 30.0) -> dict[str, Any]:
     return wait_for(lambda: c.get(job_url).json(), lambda j: j["state"] in FINISHED, timeout)
+
+
+def onnx_bytes_with(op: str) -> bytes:
+    """A tiny model x[1,4] -> Relu -> ``op`` (TopK or an unknown op) -> y, as ONNX bytes."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    inits = []
+    if op == "TopK":
+        inits.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "k"))
+        nodes.append(helper.make_node("TopK", ["r", "k"], ["y", "idx"], name="topk"))
+    else:
+        nodes.append(helper.make_node(op, ["r"], ["y"], name="odd"))
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return bytes(model.SerializeToString())
+
+
+def onnx_bytes_with_external_data() -> bytes:
+    """A linear model whose weight lives in an external file (which is not sent)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    w = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y],
+                              initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin",
+                                   size_threshold=0)
+    assert onnx.TensorProto.EXTERNAL == model.graph.initializer[0].data_location
+    return bytes(model.SerializeToString())

@@ -80,3 +80,14 @@ def test_openapi_docs_are_served(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert f"{API}/jobs/{{job_id}}/cancel" in paths
+
+
+def test_json_property(client):
+    model = upload(client, NANO_ONNX).json()
+    spec = {"kind": "output_range", "input": {"lower": [-1.0], "upper": [1.0]},
+            "unsafe": [[{"output": 0, "op": "<=", "value": -1.0}]]}
+    body = {"model_id": model["id"], "property": {"json": spec}, "options": {"timeout": 20}}
+    created = client.post(f"{API}/jobs", json=body)
+    assert created.status_code == 202, created.text
+    job = wait_finished(client, created.headers["location"])
+    assert (job["state"], job["verdict"]) == ("succeeded", "verified"), job

@@ -1,0 +1,168 @@
+"""Bad input: each answer has the right status and a message that says what is wrong, and
+the server keeps serving afterwards."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from service_testkit import (
+    ACAS_PROP,
+    API,
+    NANO_ONNX,
+    NANO_PROP,
+    job_body,
+    onnx_bytes_with,
+    onnx_bytes_with_external_data,
+    upload,
+    wait_finished,
+)
+
+from service.app import create_app
+from service.db import session_scope
+from service.keys import create_key
+
+
+def post_bytes(client, data: bytes, name: str = "m.onnx"):
+    return client.post(f"{API}/models", files={"file": (name, data)})
+
+
+def assert_error(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str)
+    for word in words:
+        assert word.lower() in detail.lower(), detail
+    return detail
+
+
+def test_not_onnx_bytes(client):
+    assert_error(post_bytes(client, b"this is not a model at all" * 10), 400, "not an ONNX")
+
+
+def test_truncated_onnx(client):
+    data = NANO_ONNX.read_bytes()
+    assert_error(post_bytes(client, data[: len(data) // 2]), 400, "ONNX")
+
+
+def test_empty_upload(client):
+    assert_error(post_bytes(client, b""), 400, "empty")
+
+
+def test_unsupported_op(client):
+    assert_error(post_bytes(client, onnx_bytes_with("TopK")), 422, "unsupported", "TopK")
+
+
+def test_external_data(client):
+    assert_error(post_bytes(client, onnx_bytes_with_external_data()), 422, "external data")
+
+
+def test_oversize_upload(client):
+    assert_error(post_bytes(client, b"\0" * (2 << 20)), 413, "upload limit", "MB")
+
+
+def test_missing_file_field(client):
+    assert_error(client.post(f"{API}/models", data={"x": "1"}), 400, "file")
+
+
+def test_malformed_vnnlib(client):
+    model = upload(client, NANO_ONNX).json()
+    body = {"model_id": model["id"], "property": {"vnnlib": "(assert (<= X_0"}}
+    assert_error(client.post(f"{API}/jobs", json=body), 422, "invalid property")
+
+
+def test_spec_model_size_mismatch(client):
+    model = upload(client, NANO_ONNX).json()  # 1 input, 1 output; prop_1 has 5 and 5
+    detail = assert_error(client.post(f"{API}/jobs", json=job_body(model["id"], ACAS_PROP)),
+                          422, "invalid property")
+    assert "5" in detail and "1" in detail
+
+
+def test_property_needs_exactly_one_form(client):
+    model = upload(client, NANO_ONNX).json()
+    body = {"model_id": model["id"], "property": {}}
+    assert_error(client.post(f"{API}/jobs", json=body), 400, "exactly one")
+
+
+def test_bad_options(client):
+    model = upload(client, NANO_ONNX).json()
+    unknown = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, methods=["zap"]))
+    assert_error(unknown, 422, "zap")
+    extra = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, colour="red"))
+    assert_error(extra, 400, "colour")
+    negative = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, timeout=-1))
+    assert_error(negative, 400, "timeout")
+    too_long = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, timeout=1e9))
+    assert_error(too_long, 422, "timeout")
+
+
+def test_malformed_json_body(client):
+    response = client.post(f"{API}/jobs", content=b"{not json",
+                           headers={"content-type": "application/json"})
+    assert_error(response, 400, "malformed")
+
+
+@pytest.mark.parametrize("path", [
+    "/models/abc", "/jobs/abc", "/certificates/abc", "/models/abc/certificates"])
+def test_unknown_ids(client, path):
+    assert_error(client.get(API + path), 404, "abc")
+
+
+def test_unknown_ids_in_writes(client):
+    assert_error(client.post(f"{API}/jobs", json=job_body("nope", NANO_PROP)), 404, "nope")
+    assert_error(client.post(f"{API}/jobs/nope/cancel"), 404, "nope")
+    assert_error(client.delete(f"{API}/models/nope"), 404, "nope")
+
+
+def test_bad_list_filters(client):
+    assert_error(client.get(f"{API}/jobs", params={"state": "sleeping"}), 400, "state")
+    assert_error(client.get(f"{API}/jobs", params={"limit": 0}), 400, "limit")
+
+
+def test_cancelling_a_finished_job(client):
+    model = upload(client, NANO_ONNX).json()
+    url = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP)).headers["location"]
+    wait_finished(client, url)
+    assert_error(client.post(f"{url}/cancel"), 409, "already finished")
+
+
+def test_server_keeps_serving_after_errors(client):
+    post_bytes(client, b"junk")
+    post_bytes(client, onnx_bytes_with("TopK"))
+    client.post(f"{API}/jobs", content=b"{", headers={"content-type": "application/json"})
+    assert upload(client, NANO_ONNX).status_code in (200, 201)
+    assert client.get(f"{API}/health").status_code == 200
+
+
+def test_api_keys_guard_writes(settings):
+    settings = settings.model_copy(update={"require_api_keys": True})
+    with TestClient(create_app(settings, queue=_NoQueue())) as client:
+        with session_scope(settings) as session:
+            _row, key = create_key(session, "tester")
+        assert_error(post_bytes(client, NANO_ONNX.read_bytes()), 401, "X-API-Key")
+        bad = client.post(f"{API}/models", files={"file": ("m.onnx", NANO_ONNX.read_bytes())},
+                          headers={"X-API-Key": "nnv_wrong"})
+        assert_error(bad, 403, "invalid")
+        good = upload(client, NANO_ONNX, headers={"X-API-Key": key})
+        assert good.status_code == 201, good.text
+        assert client.get(f"{API}/models").status_code == 200  # reads stay open
+        assert_error(client.delete(f"{API}/models/{good.json()['id']}"), 401, "API key")
+
+
+def test_keys_are_required_off_loopback():
+    from service.settings import ServiceSettings
+
+    assert ServiceSettings(host="0.0.0.0").keys_required
+    assert not ServiceSettings(host="127.0.0.1").keys_required
+    assert not ServiceSettings(host="::1").keys_required
+    assert ServiceSettings(host="127.0.0.1", require_api_keys=True).keys_required
+
+
+class _NoQueue:
+    def enqueue(self, job_id: str) -> None:
+        pass
+
+    def health(self) -> dict:
+        return {"ok": True, "workers": 0}
+
+    def shutdown(self) -> None:
+        pass
