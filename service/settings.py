@@ -29,7 +29,7 @@ def is_loopback(host: str) -> bool:
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NNVERIFY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NNVERIFY_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Path("nnverify-data")
     database_url: str | None = Field(

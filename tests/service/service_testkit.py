@@ -118,3 +118,36 @@ def onnx_bytes_with_external_data() -> bytes:
                                    size_threshold=0)
     assert onnx.TensorProto.EXTERNAL == model.graph.initializer[0].data_location
     return bytes(model.SerializeToString())
+
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+PG_ADMIN_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
+
+
+def fresh_postgres_database():  # type: ignore[no-untyped-def]
+    """A context manager giving the URL of a new, empty PostgreSQL database, dropped after;
+    skips the test when the server is unreachable."""
+    import contextlib
+    import uuid
+
+    import pytest
+
+    @contextlib.contextmanager
+    def manage():  # type: ignore[no-untyped-def]
+        if not reachable(PG_HOST, PG_PORT):
+            pytest.skip(f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
+        import psycopg
+
+        name = f"nnverify_test_{uuid.uuid4().hex[:12]}"
+        try:
+            admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        except psycopg.OperationalError as exc:
+            pytest.skip(f"cannot connect to PostgreSQL as postgres: {exc}")
+        with admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+            try:
+                yield f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+            finally:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return manage()

@@ -1,0 +1,76 @@
+"""`nnverify serve` for real: uvicorn on a free loopback port, SQLite, the local process
+pool; upload, job, poll to the verdict, certificate, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from service_testkit import NANO_ONNX, NANO_PROP, SAT_ONNX, SAT_PROP, free_port, wait_finished
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, NNVERIFY_DATA_DIR=str(data_dir), NNVERIFY_LOCAL_WORKERS="1",
+               NNVERIFY_PROGRESS_INTERVAL="0.1")
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")  # type: ignore
+        try:
+            if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture
+def server(tmp_path) -> Iterator[str]:
+    port = free_port()
+    proc = start_server(tmp_path / "data", port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_runs_jobs_in_the_local_pool(server):
+    with httpx.Client(base_url=f"{server}/api/v1", timeout=10) as c:
+        health = c.get("/health").json()
+        assert health["queue"]["backend"] == "local" and health["workers"] == 1
+        results = []
+        for onnx_path, prop in ((NANO_ONNX, NANO_PROP), (SAT_ONNX, SAT_PROP)):
+            model = c.post("/models", files={"file": (onnx_path.name, onnx_path.read_bytes())})
+            assert model.status_code == 201, model.text
+            body = {"model_id": model.json()["id"], "property": {"vnnlib": prop.read_text()},
+                    "options": {"timeout": 20}}
+            created = c.post("/jobs", json=body)
+            assert created.status_code == 202, created.text
+            results.append(wait_finished(c, created.headers["location"], timeout=60))
+        assert [(j["state"], j["verdict"]) for j in results] == [
+            ("succeeded", "verified"), ("succeeded", "falsified")], results
+        cert = c.get(results[1]["certificate_url"])
+        assert cert.status_code == 200 and cert.json()["certificate"]["counterexamples"]
+        assert httpx.get(f"{server}/docs").status_code == 200
