@@ -37,6 +37,9 @@ class ScalarShape:
     inverse_df: Callable[[Tensor, Tensor], Tensor] | None = None
     # optional closed form of both intercepts given both slopes
     fast_intercepts: Callable[..., tuple[Tensor, Tensor]] | None = None
+    # (width, fmin, fmax): on intervals wider than ``width`` (where ``inflections`` no longer
+    # lists every flip) use the constant lines fmin <= f <= fmax
+    flat_when_wide: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -133,9 +136,16 @@ def relax(shape: ScalarShape, l: Tensor, u: Tensor, a_l: Tensor | None = None,
     if shape.fast_intercepts is not None:
         b_l, b_u = shape.fast_intercepts(l, u, a_l, a_u)
         return Lines(a_l, b_l, a_u, b_u)
+    wide = None
+    if shape.flat_when_wide is not None:
+        limit, fmin, fmax = shape.flat_when_wide
+        wide = (u - l) > limit
+        a_l, a_u = torch.where(wide, 0.0, a_l), torch.where(wide, 0.0, a_u)
     lb, ub = torch.broadcast_tensors(l, a_l)[0], torch.broadcast_tensors(u, a_u)[0]
     b_l = intercepts(shape, lb, torch.broadcast_tensors(u, a_l)[0], a_l, lower=True)
     b_u = intercepts(shape, torch.broadcast_tensors(l, a_u)[0], ub, a_u, lower=False)
+    if wide is not None:
+        b_l, b_u = torch.where(wide, fmin, b_l), torch.where(wide, fmax, b_u)
     return Lines(a_l, b_l, a_u, b_u)
 
 

@@ -32,7 +32,7 @@ class Settings:
     timeout: float = 60.0
     device: str = "cpu"
     dtype: str = "float32"
-    methods: tuple[str, ...] = ("ibp",)
+    methods: tuple[str, ...] = ("ibp", "crown", "alpha-crown")
     attack: AttackSettings = field(default_factory=AttackSettings)
     bab: bool = True
     batch_cases: int = 64

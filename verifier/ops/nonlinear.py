@@ -50,10 +50,12 @@ class ScalarOp(Op):
         return torch.ones_like(lo, dtype=torch.bool)
 
     inverse_df = None
+    flat_when_wide: tuple[float, float, float] | None = None
 
     def scalar_shape(self) -> ScalarShape:
         return ScalarShape(self.f, self.df, self.inflections, self.convex_before,
-                           self.inverse_df, getattr(self, "fast_lines", None))
+                           self.inverse_df, getattr(self, "fast_lines", None),
+                           self.flat_when_wide)
 
     def domain(self, lo: Tensor, hi: Tensor) -> Interval:
         """The part of [lo, hi] where f is defined (relaxations are built there)."""
@@ -342,6 +344,7 @@ class Periodic(ScalarOp):
     cover every interval shorter than pi, and wider intervals reach both -1 and 1."""
 
     phase = 0.0
+    flat_when_wide = (2 * math.pi, -1.0, 1.0)  # three listed flips cover 2*pi
 
     def f(self, x: Tensor) -> Tensor:
         return torch.sin(x + self.phase)

@@ -1,0 +1,156 @@
+"""Tiny one-op ONNX models, one per supported op form, shared by the op tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(1234)
+
+
+@dataclass
+class OpCase:
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    consts: list[np.ndarray | None] = field(default_factory=list)  # None = the input X
+    attrs: dict = field(default_factory=dict)
+    positive: bool = False  # input must be > 0 (log, sqrt, reciprocal)
+    n_outputs: int = 1
+    second_var: tuple[int, ...] | None = None  # a second variable made from X by Slice
+    opset: int = 17
+
+
+def w(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+CASES = [
+    OpCase("gemm", "Gemm", (1, 6), [None, w(4, 6), w(4)], {"transB": 1}),
+    OpCase("matmul", "MatMul", (1, 3, 6), [None, w(6, 5)]),
+    OpCase("matmul_left", "MatMul", (1, 6, 3), [w(4, 6), None]),
+    OpCase("add", "Add", (1, 2, 3), [None, w(2, 3)]),
+    OpCase("sub_const_first", "Sub", (1, 5), [w(5), None]),
+    OpCase("mul_const", "Mul", (1, 5), [None, w(5)]),
+    OpCase("div_const", "Div", (1, 5), [None, np.abs(w(5)) + 0.5]),
+    OpCase("neg", "Neg", (1, 5), [None]),
+    OpCase("conv", "Conv", (1, 2, 6, 6), [None, w(3, 2, 3, 3), w(3)],
+           {"pads": [1, 0, 1, 2], "strides": [2, 1]}),
+    OpCase("conv_same", "Conv", (1, 2, 5, 5), [None, w(2, 1, 3, 3)],
+           {"auto_pad": "SAME_UPPER", "group": 2}),
+    OpCase("convtranspose", "ConvTranspose", (1, 2, 4, 4), [None, w(2, 3, 3, 3), w(3)],
+           {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    OpCase("batchnorm", "BatchNormalization", (1, 3, 4, 4),
+           [None, w(3), w(3), w(3), np.abs(w(3)) + 0.1]),
+    OpCase("relu", "Relu", (1, 7), [None]),
+    OpCase("leakyrelu", "LeakyRelu", (1, 7), [None], {"alpha": 0.1}),
+    OpCase("sigmoid", "Sigmoid", (1, 7), [None]),
+    OpCase("tanh", "Tanh", (1, 7), [None]),
+    OpCase("erf", "Erf", (1, 7), [None]),
+    OpCase("gelu", "Gelu", (1, 7), [None], opset=20),
+    OpCase("sin", "Sin", (1, 7), [None]),
+    OpCase("cos", "Cos", (1, 7), [None]),
+    OpCase("exp", "Exp", (1, 7), [None]),
+    OpCase("log", "Log", (1, 7), [None], positive=True),
+    OpCase("sqrt", "Sqrt", (1, 7), [None], positive=True),
+    OpCase("reciprocal", "Reciprocal", (1, 7), [None], positive=True),
+    OpCase("pow2", "Pow", (1, 7), [None, np.array(2.0, dtype=np.float32)]),
+    OpCase("pow3", "Pow", (1, 7), [None, np.array(3.0, dtype=np.float32)]),
+    OpCase("abs", "Abs", (1, 7), [None]),
+    OpCase("clip", "Clip", (1, 7), [None, np.array(-0.5, np.float32), np.array(0.7, np.float32)]),
+    OpCase("max_const", "Max", (1, 7), [None, w(7)]),
+    OpCase("min_const", "Min", (1, 7), [None, w(7)]),
+    OpCase("softmax", "Softmax", (1, 3, 5), [None], {"axis": -1}),
+    OpCase("softmax_axis1", "Softmax", (1, 4, 3), [None], {"axis": 1}),
+    OpCase("maxpool", "MaxPool", (1, 2, 6, 6), [None], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    OpCase("avgpool", "AveragePool", (1, 2, 6, 6), [None],
+           {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+    OpCase("globalavgpool", "GlobalAveragePool", (1, 3, 4, 4), [None]),
+    OpCase("flatten", "Flatten", (1, 2, 3, 2), [None], {"axis": 1}),
+    OpCase("reshape", "Reshape", (1, 2, 6), [None, np.array([1, 3, -1], dtype=np.int64)]),
+    OpCase("transpose", "Transpose", (1, 2, 3, 4), [None], {"perm": [0, 2, 3, 1]}),
+    OpCase("concat", "Concat", (1, 2, 3), [None, w(1, 2, 2)], {"axis": 2}),
+    OpCase("slice", "Slice", (1, 6, 4), [None, np.array([1, 3]), np.array([5, 0]),
+                                          np.array([1, 2]), np.array([2, -1])]),
+    OpCase("gather", "Gather", (1, 6, 3), [None, np.array([4, 0, -1], dtype=np.int64)],
+           {"axis": 1}),
+    OpCase("split", "Split", (1, 6, 2), [None, np.array([2, 4], dtype=np.int64)], {"axis": 1},
+           n_outputs=2),
+    OpCase("squeeze", "Squeeze", (1, 3, 1, 2), [None, np.array([2], dtype=np.int64)]),
+    OpCase("unsqueeze", "Unsqueeze", (1, 3), [None, np.array([1, 3], dtype=np.int64)]),
+    OpCase("pad", "Pad", (1, 2, 3), [None, np.array([0, 1, 0, 0, 0, 2], dtype=np.int64),
+                                      np.array(0.5, dtype=np.float32)]),
+    OpCase("reducemean", "ReduceMean", (1, 3, 4), [None, np.array([2], dtype=np.int64)],
+           {"keepdims": 0}, opset=18),
+    OpCase("reducesum", "ReduceSum", (1, 3, 4), [None, np.array([1], dtype=np.int64)]),
+    OpCase("layernorm", "LayerNormalization", (1, 3, 6), [None, w(6), w(6)], {"axis": -1}),
+    OpCase("identity", "Identity", (1, 4), [None]),
+    OpCase("expand", "Expand", (1, 1, 3), [None, np.array([1, 4, 3], dtype=np.int64)]),
+    OpCase("tile", "Tile", (1, 2, 3), [None, np.array([1, 2, 2], dtype=np.int64)]),
+    OpCase("mul_vars", "Mul", (1, 6), [None, None], second_var=(1, 3)),
+    OpCase("div_vars", "Div", (1, 6), [None, None], second_var=(1, 3), positive=True),
+    OpCase("matmul_vars", "MatMul", (1, 3, 4), [None, None], second_var=(1, 2, 3)),
+    OpCase("max_vars", "Max", (1, 6), [None, None], second_var=(1, 3)),
+]
+
+
+def build(case: OpCase, dtype: int = TensorProto.FLOAT) -> bytes:
+    """The case as an ONNX model with input X of case.shape (and outputs summed if several)."""
+    np_dtype = np.float32 if dtype == TensorProto.FLOAT else np.float64
+    inits, names, nodes = [], [], []
+    if case.second_var is not None:
+        # split X's trailing dim into two variables a (first half) and b (second half)
+        last = case.shape[-1]
+        half = last // 2
+        for tag, (s, e) in {"a": (0, half), "b": (half, last)}.items():
+            nodes.append(helper.make_node(
+                "Slice", ["X", f"{tag}_s", f"{tag}_e", f"{tag}_ax"], [f"{tag}_raw"]))
+            inits += [numpy_helper.from_array(np.array([s]), f"{tag}_s"),
+                      numpy_helper.from_array(np.array([e]), f"{tag}_e"),
+                      numpy_helper.from_array(np.array([len(case.shape) - 1]), f"{tag}_ax")]
+        target = case.second_var
+        inits.append(numpy_helper.from_array(np.array(target, dtype=np.int64), "b_shape"))
+        nodes.append(helper.make_node("Reshape", ["b_raw", "b_shape"], ["b"]))
+        if case.op == "MatMul":
+            inits.append(numpy_helper.from_array(
+                np.array((1, case.shape[1], half), dtype=np.int64), "a_shape"))
+            nodes.append(helper.make_node("Reshape", ["a_raw", "a_shape"], ["a"]))
+        else:
+            nodes.append(helper.make_node("Identity", ["a_raw"], ["a"]))
+        names = ["a", "b"]
+    else:
+        for i, c in enumerate(case.consts):
+            if c is None:
+                names.append("X")
+            else:
+                arr = c.astype(np_dtype) if np.issubdtype(c.dtype, np.floating) else c
+                inits.append(numpy_helper.from_array(arr, f"c{i}"))
+                names.append(f"c{i}")
+    outs = [f"Y{i}" for i in range(case.n_outputs)]
+    nodes.append(helper.make_node(case.op, names, outs, **case.attrs))
+    final = outs[0]
+    if case.n_outputs > 1:
+        nodes.append(helper.make_node("Concat", outs, ["Ycat"], axis=1))
+        final = "Ycat"
+    graph = helper.make_graph(
+        nodes, case.name, [helper.make_tensor_value_info("X", dtype, case.shape)],
+        [helper.make_tensor_value_info(final, dtype, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+def sample_box(case: OpCase, width: float, rng: np.random.Generator):
+    """A random box around a random centre (positive when the op needs it)."""
+    centre = rng.standard_normal(case.shape) * 1.5
+    if case.positive:
+        centre = np.abs(centre) + width + 0.2
+    radius = rng.uniform(0, width, case.shape)
+    return centre - radius, centre + radius
+
+
+def onnx_model(case: OpCase) -> onnx.ModelProto:
+    return onnx.load_model_from_string(build(case))

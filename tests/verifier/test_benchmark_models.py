@@ -1,0 +1,61 @@
+"""Every shared benchmark model: import, agreement with onnxruntime, and sound bounds on its
+own specification's box (checked against onnxruntime on samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from verifier import load_model, parse_vnnlib_file
+from verifier.bounds import row_lower_bounds
+from verifier.crown import AlphaSettings
+from verifier.problems import make_batch
+
+from .conftest import bench_instances, bench_models
+
+MODELS = bench_models()
+INSTANCES = list({m: (m, s) for m, s in bench_instances()}.values())  # one spec per model
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
+def test_agrees_with_onnxruntime(path, bench):
+    model = load_model(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3, *model.input_shape)).astype(np.float32)
+    ref = np.stack([sess.run(None, {model.input_name: xi})[0] for xi in x]).reshape(3, -1)
+    with torch.no_grad():
+        ours32 = model.graph.forward(torch.tensor(x)).reshape(3, -1).numpy()
+        ours64 = model.graph.forward(torch.tensor(x, dtype=torch.float64)).reshape(3, -1).numpy()
+    scale = np.abs(ref).max()
+    assert np.abs(ours32 - ref).max() / scale < 1e-4
+    # float64 evaluation of a float32 model differs from float32 onnxruntime by rounding only
+    assert np.abs(ours64 - ref).max() / scale < 1e-4
+
+
+@pytest.mark.parametrize("model_path,spec_path", INSTANCES,
+                         ids=[f"{m.stem}-{s.stem}" for m, s in INSTANCES])
+def test_bounds_sound_on_spec_box(model_path, spec_path, bench):
+    model = load_model(model_path)
+    prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
+    batch = make_batch(prop, [0], torch.device("cpu"), torch.float32)
+    case = prop.cases[0]
+    rng = np.random.default_rng(1)
+    x = case.lower + rng.uniform(size=(300, model.n_inputs)) * (case.upper - case.lower)
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    ys = np.stack([sess.run(None, {model.input_name: xi.reshape(model.input_shape).astype(
+        model.input_dtype)})[0].ravel() for xi in x])
+    C, d = batch.C[0].double().numpy(), batch.d[0].double().numpy()
+    rows = (ys @ C.T - d)  # (samples, R)
+    fast = "vit" not in str(model_path)
+    methods = ("ibp", "crown", "alpha-crown") if fast else ("ibp", "crown")
+    previous = None
+    for method in methods:
+        lb = row_lower_bounds(model.graph, batch, method,
+                              alpha=AlphaSettings(iterations=5, early_stop=False))[0].numpy()
+        assert (rows >= lb - 1e-4 * (1 + np.abs(rows))).all(), method
+        if previous is not None and method == "alpha-crown":
+            assert (lb >= previous - 1e-5).all()
+        previous = lb

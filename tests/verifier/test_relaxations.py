@@ -1,0 +1,116 @@
+"""Every scalar relaxation contains its function: dense samples of many random intervals
+(narrow, wide, crossing inflection points and zero, large magnitudes), for CROWN's default
+slopes and for random slopes anywhere in the range alpha-CROWN may choose."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from verifier.ops.base import Const, Var
+from verifier.ops.composite import Rsqrt
+from verifier.ops.nonlinear import (
+    Abs, Clip, Cos, Erf, Exp, Gelu, LeakyRelu, Log, MaxMinConst, PowConst, Reciprocal, Relu,
+    Sigmoid, Sin, Sqrt, Tanh,
+)
+from verifier.relax import relax, slope_range
+
+X = [Var("x", (1, 1))]
+
+
+def _op(cls, attrs=None, inputs=None):
+    attrs = dict(attrs or {}, _op_type=cls.__name__)
+    return cls(attrs, inputs or X, (1, 1))
+
+
+OPS = {
+    "relu": (_op(Relu), None),
+    "leakyrelu": (_op(LeakyRelu, {"alpha": 0.2}), None),
+    "sigmoid": (_op(Sigmoid), None),
+    "tanh": (_op(Tanh), None),
+    "erf": (_op(Erf), None),
+    "gelu": (_op(Gelu), None),
+    "sin": (_op(Sin), None),
+    "cos": (_op(Cos), None),
+    "exp": (_op(Exp), (-30.0, 30.0)),
+    "log": (_op(Log), (1e-3, 1e3)),
+    "sqrt": (_op(Sqrt), (0.0, 1e3)),
+    "reciprocal_pos": (_op(Reciprocal), (1e-2, 1e2)),
+    "reciprocal_neg": (_op(Reciprocal), (-1e2, -1e-2)),
+    "reciprocal_scaled": (_op(Reciprocal, {}, [Const(np.array(-3.0)), X[0]]), (1e-2, 1e2)),
+    "abs": (_op(Abs), None),
+    "pow2": (_op(PowConst, {}, [X[0], Const(np.array(2.0))]), None),
+    "pow3": (_op(PowConst, {}, [X[0], Const(np.array(3.0))]), (-20.0, 20.0)),
+    "pow_half": (_op(PowConst, {}, [X[0], Const(np.array(0.5))]), (0.0, 100.0)),
+    "pow_neg": (_op(PowConst, {}, [X[0], Const(np.array(-1.5))]), (1e-2, 100.0)),
+    "clip": (_op(Clip, {}, [X[0], Const(np.array(-0.5)), Const(np.array(1.5))]), None),
+    "max_const": (MaxMinConst({"_op_type": "Max"}, [X[0], Const(np.array(0.3))], ()), None),
+    "min_const": (MaxMinConst({"_op_type": "Min"}, [X[0], Const(np.array(0.3))], ()), None),
+    "rsqrt": (Rsqrt({"epsilon": 1e-5}, X, (1, 1)), (0.0, 1e3)),
+}
+
+
+def _intervals(rng: np.random.Generator, domain, n: int = 300):
+    """Random intervals of many widths and places, clipped to the function's domain."""
+    lo_dom, hi_dom = domain or (-60.0, 60.0)
+    centres = np.concatenate([
+        rng.uniform(-3, 3, n // 3), rng.uniform(-0.2, 0.2, n // 3),
+        rng.uniform(-40, 40, n - 2 * (n // 3))])
+    widths = 10 ** rng.uniform(-5, 1.6, n)
+    l = np.clip(centres - widths / 2, lo_dom, hi_dom)
+    u = np.clip(centres + widths / 2, lo_dom, hi_dom)
+    u = np.maximum(u, l)
+    return torch.tensor(l), torch.tensor(u)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_relaxation_contains_function(name):
+    op, domain = OPS[name]
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    l, u = _intervals(rng, domain)
+    l, u = op.domain(l, u)
+    shape = op.scalar_shape()
+    grid = torch.linspace(0, 1, 2001, dtype=torch.float64).unsqueeze(1)
+    xs = l + grid * (u - l)  # (2001, n), includes both ends
+    fx = op.f(xs)
+    finite = torch.isfinite(fx).all(dim=0)
+    smin, smax = slope_range(shape, l, u)
+    trials = [None] + [smin + torch.rand(l.shape, dtype=torch.float64) * (smax - smin)
+                       for _ in range(4)] + [smin, smax]
+    for slopes in trials:
+        lines = relax(shape, l, u, slopes, slopes)
+        lower = lines.a_l * xs + lines.b_l
+        upper = lines.a_u * xs + lines.b_u
+        # rounding when a line is evaluated: relative to the size of its terms
+        scale = 1 + fx.abs() + (lines.a_l * xs).abs() + lines.b_l.abs() + (lines.a_u * xs).abs() \
+            + lines.b_u.abs()
+        tol = 1e-12 * scale
+        bad_low = ((lower > fx + tol) & finite).any(dim=0)
+        bad_up = ((upper < fx - tol) & finite).any(dim=0)
+        assert not bad_low.any(), f"lower line above f on [{l[bad_low][0]}, {u[bad_low][0]}]"
+        assert not bad_up.any(), f"upper line below f on [{l[bad_up][0]}, {u[bad_up][0]}]"
+
+
+def test_relu_triangle_is_textbook():
+    """One crossing ReLU on [l, u]: upper line u/(u-l) (x - l); lower slope 0 or 1."""
+    op = OPS["relu"][0]
+    l, u = torch.tensor([-1.0, -3.0]), torch.tensor([3.0, 1.0])
+    lines = relax(op.scalar_shape(), l, u)
+    assert torch.allclose(lines.a_u, u / (u - l))
+    assert torch.allclose(lines.b_u, -u * l / (u - l))
+    assert torch.equal(lines.a_l, torch.tensor([1.0, 0.0]))
+    assert torch.equal(lines.b_l, torch.tensor([0.0, 0.0]))
+
+
+def test_sigmoid_matches_tangent_and_chord_in_convex_region():
+    op = OPS["sigmoid"][0]
+    l, u = torch.tensor([-4.0], dtype=torch.float64), torch.tensor([-1.0], dtype=torch.float64)
+    lines = relax(op.scalar_shape(), l, u)
+    m = -2.5
+    s = 1 / (1 + math.exp(-m))
+    assert math.isclose(float(lines.a_l), s * (1 - s), rel_tol=1e-9)  # tangent at midpoint
+    chord = (1 / (1 + math.exp(1)) - 1 / (1 + math.exp(4))) / 3
+    assert math.isclose(float(lines.a_u), chord, rel_tol=1e-9)
