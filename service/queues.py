@@ -8,7 +8,10 @@ run ``service.worker.run_job``.  Callers enqueue only after the job's row has co
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from typing import Any, Protocol
 
 from .settings import ServiceSettings
@@ -32,19 +35,50 @@ def _run_in_pool(job_id: str, settings: ServiceSettings) -> str:
 
 
 class LocalPool:
-    """A pool of worker processes started with the server and stopped with it."""
+    """A pool of worker processes started with the server and stopped with it.
+
+    If a worker process dies (killed, out of memory) the pool breaks; it is then replaced and
+    the jobs it was running are submitted again (``run_job`` starts a new attempt, and gives
+    up after ``max_attempts``).
+    """
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.size = settings.local_workers
-        self._pool = ProcessPoolExecutor(
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
             max_workers=self.size, mp_context=multiprocessing.get_context("spawn"))
         for _ in range(self.size):  # start the processes and import the engine now
-            self._pool.submit(_warm_up).add_done_callback(_ignore_result)
+            pool.submit(_warm_up).add_done_callback(_ignore_result)
+        return pool
 
     def enqueue(self, job_id: str) -> None:
-        future: Future[str] = self._pool.submit(_run_in_pool, job_id, self.settings)
-        future.add_done_callback(_ignore_result)
+        with self._lock:
+            pool = self._pool
+            try:
+                future = pool.submit(_run_in_pool, job_id, self.settings)
+            except BrokenProcessPool:
+                pool = self._replace(pool)
+                future = pool.submit(_run_in_pool, job_id, self.settings)
+        future.add_done_callback(partial(self._done, job_id, pool))
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A fresh pool in place of ``broken`` (once, however many jobs notice); call with
+        the lock held."""
+        if self._pool is broken:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+        return self._pool
+
+    def _done(self, job_id: str, pool: ProcessPoolExecutor, future: Future[str]) -> None:
+        if future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
+            return  # anything else is already recorded on the job by run_job
+        with self._lock:
+            self._replace(pool)
+        self.enqueue(job_id)
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "backend": "local", "workers": self.size}
@@ -54,7 +88,8 @@ class LocalPool:
 
 
 def _ignore_result(future: Future[str]) -> None:
-    future.exception()  # a pool failure is already recorded on the job by run_job
+    if not future.cancelled():
+        future.exception()
 
 
 class CeleryQueue:

@@ -46,6 +46,8 @@ class ServiceSettings(BaseSettings):
     require_api_keys: bool | None = None
     max_job_timeout: float = Field(default=3600.0, gt=0)
     progress_interval: float = Field(default=0.5, gt=0)
+    # a job whose worker vanished this many times fails instead of being run again
+    max_attempts: int = Field(default=3, ge=1)
     # a running job whose heartbeat is older than this is taken as abandoned at start-up
     job_lease_seconds: float = Field(default=60.0, gt=0)
     # seconds before Redis hands an unacknowledged job to another worker; keep it above

@@ -57,6 +57,10 @@ def _start_attempt(job_id: str, settings: ServiceSettings, device: str | None) -
         if job.cancel_requested:
             transition(s, job_id, job.state, "cancelled", message="cancelled before it started")
             return None
+        if job.attempts >= settings.max_attempts:
+            transition(s, job_id, job.state, "failed", message=(
+                f"gave up after {job.attempts} attempts: the worker running it kept vanishing"))
+            return None
         attempt = job.attempts + 1
         now = utcnow()
         claimed = transition(
@@ -107,7 +111,7 @@ def _finish(job_id: str, attempt: int, settings: ServiceSettings, monitor: JobMo
     with session_scope(settings) as s:
         if monitor.cancelled.is_set() and not monitor.superseded.is_set():
             transition(s, job_id, "running", "cancelled", attempt=attempt,
-                       **dict(fields, message="cancelled by request"))
+                       **dict(fields, verdict=None, message="cancelled by request"))
             return
         target = "failed" if result.verdict == "error" else "succeeded"
         if transition(s, job_id, "running", target, attempt=attempt, **fields) and \

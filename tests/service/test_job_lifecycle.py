@@ -123,3 +123,50 @@ class _ListQueue:
 
     def enqueue(self, job_id: str) -> None:
         self.ids.append(job_id)
+
+
+def test_local_pool_reruns_a_job_whose_process_died(settings, client):
+    import multiprocessing
+    import os
+    import signal
+
+    from service.queues import LocalPool
+
+    job_id = make_job(client)
+    wait_finished(client, f"{API}/jobs/{job_id}")
+    with session_scope(settings) as s:
+        s.query(Job).filter_by(id=job_id).update({"state": "queued", "verdict": None,
+                                                  "attempts": 0})
+    pool = LocalPool(settings.model_copy(update={"local_workers": 1, "test_job_delay": 60.0}))
+    try:
+        pool.enqueue(job_id)
+        url = f"{API}/jobs/{job_id}"
+        deadline = time.monotonic() + 30
+        while client.get(url).json()["state"] != "running":
+            assert time.monotonic() < deadline, "the pool never started the job"
+            time.sleep(0.05)
+        pool.settings = settings  # the second attempt runs without the delay
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+        job = wait_finished(client, url, timeout=60)
+        assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 2)
+    finally:
+        pool.shutdown()
+
+
+def test_job_fails_after_too_many_vanished_workers(settings, client):
+    job_id = make_job(client)
+    wait_finished(client, f"{API}/jobs/{job_id}")
+    with session_scope(settings) as s:
+        s.query(Job).filter_by(id=job_id).update({"state": "running", "attempts": 3})
+    assert run_job(job_id, settings) == "failed"
+    assert "gave up after 3 attempts" in job_row(settings, job_id).message
+
+
+def test_worker_device_overrides_the_job_option(settings, client):
+    job_id = make_job(client)
+    wait_finished(client, f"{API}/jobs/{job_id}")
+    with session_scope(settings) as s:
+        s.query(Job).filter_by(id=job_id).update({"state": "queued"})
+    assert run_job(job_id, settings, device="cpu:0") == "succeeded"
+    assert job_row(settings, job_id).device == "cpu:0"

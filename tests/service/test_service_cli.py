@@ -1,0 +1,41 @@
+"""The nnverify command line: keys create / list / revoke, and the parser's commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.cli import build_parser, main
+from service.db import session_scope
+from service.settings import ServiceSettings
+from service.tables import ApiKey
+
+
+@pytest.fixture
+def data_env(tmp_path, monkeypatch) -> ServiceSettings:
+    monkeypatch.setenv("NNVERIFY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    return ServiceSettings()
+
+
+def test_keys_create_list_revoke(data_env, capsys):
+    assert main(["keys", "create", "--name", "alice"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("nnv_") and len(key) > 30
+    with session_scope(data_env) as s:
+        row = s.query(ApiKey).one()
+        assert row.name == "alice" and key not in (row.key_sha256, row.prefix)
+    assert main(["keys", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "alice" in listed and "active" in listed and key not in listed
+    assert main(["keys", "revoke", "alice"]) == 0
+    assert main(["keys", "list"]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["keys", "revoke", "nobody"]) == 1
+
+
+def test_parser_has_the_service_commands():
+    parser = build_parser()
+    for argv in (["serve", "--port", "0"], ["worker", "--device", "cuda:1"], ["db", "upgrade"],
+                 ["keys", "create", "--name", "x"]):
+        assert callable(parser.parse_args(argv).func)
+    assert parser.parse_args(["worker", "--device", "cuda:1"]).device == "cuda:1"
