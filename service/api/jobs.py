@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import torch
 from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..engine import canonical_property_text, engine_settings, parse_property
+from ..settings import ServiceSettings
 from ..states import FINISHED, transition
 from ..tables import JOB_STATES, Certificate, Job, PropertyRecord
 from .deps import ModelCacheDep, QueueDep, SessionDep, SettingsDep, WriteKey
@@ -53,11 +55,15 @@ def _store_property(session: Session, fmt: str, text: str) -> str:
     return prop_id
 
 
-def _validated_options(body: JobCreate, max_timeout: float) -> dict[str, Any]:
+def _validated_options(body: JobCreate, settings: ServiceSettings) -> dict[str, Any]:
     options = body.options.model_dump()
-    if options["timeout"] > max_timeout:
+    if options["timeout"] > settings.max_job_timeout:
         raise HTTPException(422, f"options.timeout {options['timeout']:g} s is above the "
-                                 f"server's limit of {max_timeout:g} s")
+                                 f"server's limit of {settings.max_job_timeout:g} s")
+    if settings.worker_backend == "local" and str(options["device"]).startswith("cuda") \
+            and not torch.cuda.is_available():
+        raise HTTPException(422, f"options.device {options['device']!r}: this server's "
+                                 "workers have no CUDA device; use \"cpu\"")
     try:
         engine_settings(options)
     except (ValueError, TypeError, RuntimeError) as exc:
@@ -78,7 +84,7 @@ def create_job(body: JobCreate, request: Request, response: Response, session: S
         parse_property(fmt, text, model)
     except ValueError as exc:
         raise HTTPException(422, f"invalid property: {exc}") from None
-    options = _validated_options(body, settings.max_job_timeout)
+    options = _validated_options(body, settings)
     job = Job(model_id=row.id, property_id=_store_property(session, fmt, text),
               options=options, message="")
     session.add(job)

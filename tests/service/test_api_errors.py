@@ -166,3 +166,13 @@ class _NoQueue:
 
     def shutdown(self) -> None:
         pass
+
+
+def test_cuda_device_without_cuda(client):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the device is accepted")
+    model = upload(client, NANO_ONNX).json()
+    response = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, device="cuda:0"))
+    assert_error(response, 422, "CUDA")
