@@ -5,9 +5,13 @@ a property accepted at job creation is read the same way when the job runs."""
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from verifier.onnx_import import Model, load_model
+from verifier.spec import parse_json_spec, parse_vnnlib
 from verifier.verify import Settings
 
 PROPERTY_FORMATS = ("vnnlib", "json")
@@ -30,8 +34,6 @@ def parse_property(fmt: str, text: str, model: Model) -> Any:
 
     Raises verifier.spec.SpecError (a ValueError) saying what is wrong and where.
     """
-    from verifier.spec import parse_json_spec, parse_vnnlib
-
     if fmt == "vnnlib":
         return parse_vnnlib(text, n_inputs=model.n_inputs, n_outputs=model.n_outputs)
     if fmt == "json":
@@ -57,14 +59,11 @@ class ModelCache:
     """Recently imported models by sha256, so creating jobs does not re-import each time."""
 
     def __init__(self, size: int = 8):
-        import threading
-        from collections import OrderedDict
-
         self.size = size
         self._items: OrderedDict[str, Model] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sha256: str, load: Any) -> Model:
+    def get(self, sha256: str, load: Callable[[], bytes]) -> Model:
         """The model for ``sha256``, calling ``load()`` for its bytes when not cached."""
         with self._lock:
             if sha256 in self._items:

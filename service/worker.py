@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from verifier.certificate import make_certificate
 from verifier.verify import Progress, Result, verify
 
 from .db import session_scope
@@ -92,13 +93,7 @@ def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
     finally:
         monitor.stop()
     _finish(job_id, attempt, settings, monitor, result,
-            _certificate(model, text, engine, result))
-
-
-def _certificate(model: Any, text: str, engine: Any, result: Result) -> dict[str, Any]:
-    from verifier.certificate import make_certificate
-
-    return make_certificate(model, text, engine, result)
+            make_certificate(model, text, engine, result))
 
 
 def _finish(job_id: str, attempt: int, settings: ServiceSettings, monitor: JobMonitor,
