@@ -3,7 +3,9 @@ pool; upload, job, poll to the verdict, certificate, over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,17 +14,37 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_testkit import NANO_ONNX, NANO_PROP, SAT_ONNX, SAT_PROP, free_port, wait_finished
+from service_testkit import (
+    NANO_ONNX,
+    NANO_PROP,
+    SAT_ONNX,
+    SAT_PROP,
+    free_port,
+    wait_finished,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, NNVERIFY_DATA_DIR=str(data_dir), NNVERIFY_LOCAL_WORKERS="1",
-               NNVERIFY_PROGRESS_INTERVAL="0.1")
-    env.pop("DATABASE_URL", None)
+def start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    full = dict(os.environ, NNVERIFY_DATA_DIR=str(data_dir), NNVERIFY_LOCAL_WORKERS="1",
+                NNVERIFY_PROGRESS_INTERVAL="0.1", **env)
+    full.pop("DATABASE_URL", None)
     return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Signal the server and its pool processes (one process group) and wait."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -48,12 +70,7 @@ def server(tmp_path) -> Iterator[str]:
         wait_healthy(base, proc)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_serve_runs_jobs_in_the_local_pool(server):
@@ -74,3 +91,27 @@ def test_serve_runs_jobs_in_the_local_pool(server):
         cert = c.get(results[1]["certificate_url"])
         assert cert.status_code == 200 and cert.json()["certificate"]["counterexamples"]
         assert httpx.get(f"{server}/docs").status_code == 200
+
+
+def test_jobs_survive_a_server_crash(tmp_path):
+    """The server and its pool die with SIGKILL mid-job; the next start re-queues the job."""
+    port, data = free_port(), tmp_path / "data"
+    base = f"http://127.0.0.1:{port}"
+    first = start_server(data, port, NNVERIFY_TEST_JOB_DELAY="60")
+    try:
+        wait_healthy(base, first)
+        with httpx.Client(base_url=f"{base}/api/v1", timeout=10) as c:
+            model = c.post("/models", files={"file": ("n.onnx", NANO_ONNX.read_bytes())}).json()
+            body = {"model_id": model["id"], "property": {"vnnlib": NANO_PROP.read_text()}}
+            url = c.post("/jobs", json=body).headers["location"]
+            wait_for(lambda: c.get(url).json(), lambda j: j["state"] == "running", 30)
+    finally:
+        stop(first, signal.SIGKILL)
+    second = start_server(data, port)
+    try:
+        wait_healthy(base, second)
+        with httpx.Client(timeout=10) as c:
+            job = wait_finished(c, url, timeout=60)
+        assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 2)
+    finally:
+        stop(second)
