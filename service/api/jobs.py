@@ -108,8 +108,13 @@ def _enqueue(session: Session, queue: QueueDep, job: Job) -> None:
 
 @router.get("/{job_id}", response_model=JobPublic, name="get_job")
 def get_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
-    job = _get_job(session, job_id)
-    return job_public(job, request, _certificate_ids(session, [job.id]).get(job.id))
+    """The job's state, progress, and its result and certificate link once finished."""
+    row = session.execute(select(Job, Certificate.id)
+                          .outerjoin(Certificate, Certificate.job_id == Job.id)
+                          .where(Job.id == job_id)).first()
+    if row is None:
+        raise HTTPException(404, f"no job with id {job_id!r}")
+    return job_public(row[0], request, row[1])
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
