@@ -3,6 +3,7 @@ API, and a worker killed with SIGKILL mid-job: the job is delivered again and fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from service_testkit import (
     NANO_PROP,
     SAT_ONNX,
     SAT_PROP,
+    fresh_postgres_database,
     job_body,
     reachable,
     upload,
@@ -43,7 +45,8 @@ pytestmark = pytest.mark.skipif(not reachable(REDIS_HOST, REDIS_PORT),
 class Workers:
     """Celery worker subprocesses sharing one queue name, data dir and Redis database."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, database_url: str | None = None):
+        self.database_url = database_url
         self.env = {
             "NNVERIFY_DATA_DIR": str(tmp / "data"),
             "REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
@@ -51,17 +54,19 @@ class Workers:
             "NNVERIFY_WORKER_BACKEND": "celery",
             "NNVERIFY_PROGRESS_INTERVAL": "0.1",
         }
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def settings(self) -> ServiceSettings:
         return ServiceSettings(**{  # type: ignore[arg-type]
             "data_dir": self.env["NNVERIFY_DATA_DIR"], "redis_url": self.env["REDIS_URL"],
             "celery_queue": self.env["NNVERIFY_CELERY_QUEUE"], "worker_backend": "celery",
-            "progress_interval": 0.1, "require_api_keys": False, "database_url": None})
+            "progress_interval": 0.1, "require_api_keys": False, "database_url": self.database_url})
 
     def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        full = dict(os.environ, **self.env, **env)
-        full.pop("DATABASE_URL", None)
+        full = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        full.update(self.env, **env)
         cmd = [sys.executable, "-m", "celery", "-A", "service.celery_app", "worker",
                "--pool=solo", "-Q", self.env["NNVERIFY_CELERY_QUEUE"], "-n", f"{name}@%h",
                "--without-gossip", "--without-mingle", "--loglevel=WARNING"]
@@ -89,12 +94,17 @@ class Workers:
         r.delete(self.env["NNVERIFY_CELERY_QUEUE"])
 
 
-@pytest.fixture
-def workers(tmp_path) -> Iterator[Workers]:
-    w = Workers(tmp_path)
-    migrate.upgrade(w.settings())
-    yield w
-    w.stop_all()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def workers(request, tmp_path) -> Iterator[Workers]:
+    """Workers on SQLite, or on a fresh PostgreSQL database (the scale-out setup)."""
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_postgres_database())
+        w = Workers(tmp_path, url)
+        migrate.upgrade(w.settings())
+        stack.callback(w.stop_all)
+        yield w
 
 
 @pytest.fixture
@@ -124,6 +134,7 @@ def test_flow_with_a_celery_worker(workers, api):
     assert health["queue"]["backend"] == "celery" and health["workers"] >= 1
 
 
+@pytest.mark.parametrize("workers", ["sqlite"], indirect=True)
 def test_killed_worker_job_is_delivered_again(workers, api):
     doomed = workers.start("doomed", NNVERIFY_TEST_JOB_DELAY="60")
     model = upload(api, NANO_ONNX).json()
