@@ -1,0 +1,364 @@
+"""Bounds on every entry of the Jacobian of ``g(x) = C f(x)`` over an input box.
+
+The Jacobian is built as a second graph, the *backward graph*, that runs reverse-mode
+differentiation: its input is the flat vector ``(s, d)`` where ``s`` is the seed (one row of
+C, a point box) and ``d`` holds the derivative ``sigma'(z)`` of every scalar nonlinearity
+at its pre-activation z.  Each linear op ``y = L(x) + b`` becomes its transpose
+``v_x = L^T(v_y)`` and each scalar op ``y = sigma(z)`` becomes the product
+``v_z = v_y * d`` of two variables.  The graph's output is ``v_x = C_i J(x)``: linear in s,
+multilinear in d.
+
+Over the box, each ``d`` lies in ``[min sigma', max sigma']`` on the pre-activation's
+interval ``[l, u]`` (the engine's intermediate bounds of the forward graph).  ReLU's
+derivative is exactly 0 or 1 on stable neurons.  The products are then bounded by the
+engine's own CROWN on the backward graph: McCormick planes per product (exact when one
+factor is a point), with the cotangents' intermediate bounds from CROWN intersected with
+intervals.  This is the bound propagation of Shi et al. (NeurIPS 2022) with the d's taken as
+independent box variables (their link back to x is relaxed away).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..crown import Bounder
+from ..graph import Graph, Node
+from ..ops.base import Interval, Op, Tensor, Var
+from ..ops.bilinear import VarMul
+from ..ops.linear import Add, AffineOp, Neg, Sub
+from ..ops.nonlinear import (
+    Abs,
+    Clip,
+    Cos,
+    Erf,
+    Exp,
+    Gelu,
+    LeakyRelu,
+    MaxMinConst,
+    Relu,
+    ScalarOp,
+    Sigmoid,
+    Sin,
+    Tanh,
+)
+from ..ops.shape import Identity, MoveOp
+from ..relax import slope_range
+
+DIFFERENTIABLE = (Relu, LeakyRelu, Sigmoid, Tanh, Gelu, Erf, Exp, Clip, Abs, Sin, Cos,
+                  MaxMinConst)
+"""Scalar ops whose derivative range over an interval ``slope_range`` gives exactly: f' is
+monotone between the listed inflection points of f (or piecewise constant)."""
+
+PERIODIC = (Sin, Cos)
+INPUT = "seed_and_derivatives"
+ROW_CHUNK = 1024
+
+
+# -- the linear pieces of the backward graph ---------------------------------------------
+def _overrides_abs_linear(op: Op) -> bool:
+    return isinstance(op, AffineOp) and type(op).abs_linear is not AffineOp.abs_linear
+
+
+def linear_part(op: Op, k: int, x: Tensor) -> Tensor:
+    """L_k(x): the op's linear map from variable input k (others zero), bias removed.
+    ``x`` is (N, *in_k); the result (N, *out)."""
+    zeros = [torch.zeros(1, *s, dtype=x.dtype, device=x.device) for s in op.var_shapes]
+    xs = [z.expand(x.shape[0], *z.shape[1:]) for z in zeros]
+    xs[k] = x
+    return op.forward(*xs) - op.forward(*zeros)
+
+
+def abs_part(op: Op, k: int, r: Tensor) -> Tensor:
+    """|L_k|(r): L_k with every weight replaced by its absolute value (linear in r).
+
+    Ops without ``abs_linear`` are the move/select/sum ops and +-1 arithmetic, whose
+    weights from input k all have one sign: |L_k| = L_k or -L_k."""
+    if _overrides_abs_linear(op):
+        rs = [torch.zeros(r.shape[0], *s, dtype=r.dtype, device=r.device)
+              for s in op.var_shapes]
+        rs[k] = r
+        return op.abs_linear(*rs)  # type: ignore[attr-defined]
+    sign = _weight_sign(op, k)
+    if sign is None:
+        raise ValueError(f"lipschitz: no absolute-value rule for the linear op "
+                         f"{type(op).__name__}")
+    return sign * linear_part(op, k, r)
+
+
+def _weight_sign(op: Op, k: int) -> float | None:
+    """The one sign of every weight from input k, for ops with weights in {0, 1} or {0, -1}."""
+    if isinstance(op, Sub):
+        return op._signs()[k]
+    if isinstance(op, Neg):
+        return -1.0
+    if isinstance(op, (MoveOp, Add)):
+        return 1.0
+    return None
+
+
+def transpose_apply(fn: Any, shape: tuple[int, ...], v: Tensor) -> Tensor:
+    """v^T (d fn / d x) for a linear fn at x = 0: the transposed map applied to v (N, *out)."""
+    with torch.enable_grad():
+        x = torch.zeros(v.shape[0], *shape, dtype=v.dtype, device=v.device, requires_grad=True)
+        (g,) = torch.autograd.grad(fn(x), x, v, create_graph=v.requires_grad)
+    return g
+
+
+class TransposeOp(AffineOp):
+    """``v_in = L_k^T(v_out)``: the transpose of a linear op's map from its input k.
+
+    Its own transpose (used by CROWN on the backward graph) is L_k itself; its absolute
+    value is the transpose of |L_k|, so interval bounds stay exact for a box."""
+
+    onnx_types = ()
+
+    def __init__(self, source: Op, k: int, in_shape: tuple[int, ...]):
+        super().__init__({}, [Var("v", source.out_shape)], in_shape)
+        self.source, self.k = source, k
+        self.in_shape = in_shape
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.source.backward(v.unsqueeze(1))[self.k].squeeze(1)  # type: ignore
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        B, R = A.shape[:2]
+        y = linear_part(self.source, self.k, A.reshape(B * R, *self.in_shape))
+        return [y.reshape(B, R, *y.shape[1:])]
+
+    def bias_term(self, A: Tensor) -> Tensor:
+        return A.new_zeros(A.shape[:2])
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return transpose_apply(lambda x: abs_part(self.source, self.k, x), self.in_shape, r)
+
+
+class Segment(Identity):
+    """A slice ``x[:, :, start:start + size]`` of the flat input, reshaped.  An exact move
+    (a subclass of Identity, so CROWN takes its bounds from the input box as they are)."""
+
+    def __init__(self, start: int, shape: tuple[int, ...], in_shape: tuple[int, ...]):
+        super().__init__({"_op_type": "Identity"}, [Var("x", in_shape)], shape)
+        self.start, self.size = start, math.prod(shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)[:, self.start:self.start + self.size]
+        return flat.reshape(x.shape[0], *self.out_shape)
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        B, R = A.shape[:2]
+        out = A.new_zeros(B, R, math.prod(self.var_shapes[0]))
+        out[:, :, self.start:self.start + self.size] = A.reshape(B, R, self.size)
+        return [out.reshape(B, R, *self.var_shapes[0])]
+
+
+# -- building the backward graph ---------------------------------------------------------
+@dataclass(eq=False)
+class JacobianGraph:
+    """The backward graph of ``forward`` and where each derivative sits in its input.
+
+    Input layout (flat): ``[seed (n_out) | d of scalar node 1 | d of scalar node 2 | ...]``;
+    ``d_nodes`` maps each scalar node's name to its (start, size).  ``graph`` is None when
+    the output does not depend on the input (the Jacobian is zero)."""
+
+    forward: Graph
+    graph: Graph | None
+    n_seed: int
+    d_nodes: dict[str, tuple[int, int]]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_seed + sum(size for _, size in self.d_nodes.values())
+
+
+def unsupported(node: Node, why: str) -> ValueError:
+    return ValueError(f"lipschitz: op {node.op_type} (node '{node.name}') is not supported: "
+                      f"{why}")
+
+
+def check_supported(graph: Graph) -> None:
+    """Raise ValueError naming the first node the Jacobian bound cannot handle."""
+    for node in graph.nodes:
+        op = node.op
+        if op.linear:
+            if not (_overrides_abs_linear(op) or isinstance(op, (MoveOp, Add, Sub, Neg))):
+                raise unsupported(node, "no absolute-value rule for this linear op")
+        elif isinstance(op, ScalarOp):
+            if not isinstance(op, DIFFERENTIABLE):
+                raise unsupported(node, "no derivative range for this nonlinearity")
+        else:
+            raise unsupported(node, "only linear ops and elementwise nonlinearities "
+                              "(ReLU, sigmoid, tanh, GeLU, ...) have Jacobian bounds")
+
+
+class _Builder:
+    """Accumulates the backward graph's nodes in topological order."""
+
+    def __init__(self, fwd: Graph):
+        self.fwd = fwd
+        self.nodes: list[Node] = []
+        self.cot: dict[str, str] = {}  # forward node -> backward node holding its cotangent
+        self.n_seed = math.prod(fwd.output_shape)
+        self.d_nodes: dict[str, tuple[int, int]] = {}
+        self.offset = self.n_seed
+        self.in_shape: tuple[int, ...] = (1, 0)  # fixed once every d is placed
+
+    def add(self, name: str, op: Op, inputs: list[str]) -> str:
+        self.nodes.append(Node(name, type(op).__name__, op, inputs, op.out_shape))
+        return name
+
+    def accumulate(self, target: str, name: str, shape: tuple[int, ...]) -> None:
+        old = self.cot.get(target)
+        if old is None:
+            self.cot[target] = name
+            return
+        op = Add({"_op_type": "Add"}, [Var(old, shape), Var(name, shape)], shape)
+        self.cot[target] = self.add(f"sum:{target}:{len(self.nodes)}", op, [old, name])
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        if name == self.fwd.input_name:
+            return self.fwd.input_shape
+        return self.fwd.node(name).shape
+
+    def build(self) -> JacobianGraph:
+        check_supported(self.fwd)
+        for node in self.fwd.nodes:
+            if isinstance(node.op, ScalarOp):
+                size = math.prod(node.shape)
+                self.d_nodes[node.name] = (self.offset, size)
+                self.offset += size
+        self.in_shape = (1, self.offset)
+        out = self.fwd.output_name
+        self.cot[out] = self.add("seed", Segment(0, self.fwd.output_shape, self.in_shape), [INPUT])
+        for node in reversed(self.fwd.nodes):
+            if node.name in self.cot:
+                self.step(node)
+        result = self.cot.get(self.fwd.input_name)
+        graph = None
+        if result is not None:
+            graph = Graph(INPUT, self.in_shape, self.nodes, result)
+        return JacobianGraph(self.fwd, graph, self.n_seed, self.d_nodes)
+
+    def step(self, node: Node) -> None:
+        v = self.cot[node.name]
+        if isinstance(node.op, ScalarOp):
+            start, _ = self.d_nodes[node.name]
+            d = self.add(f"d:{node.name}", Segment(start, node.shape, self.in_shape), [INPUT])
+            prod = VarMul({"_op_type": "Mul"}, [Var(v, node.shape), Var(d, node.shape)],
+                          node.shape)
+            name = self.add(f"vjp:{node.name}", prod, [v, d])
+            self.accumulate(node.inputs[0], name, self.shape_of(node.inputs[0]))
+            return
+        for k, inp in enumerate(node.inputs):
+            shape = self.shape_of(inp)
+            t = TransposeOp(node.op, k, shape)
+            name = self.add(f"vjp:{node.name}:{k}", t, [v])
+            self.accumulate(inp, name, shape)
+
+
+def jacobian_graph(graph: Graph) -> JacobianGraph:
+    """The backward graph of ``graph`` (raises ValueError on ops it cannot differentiate)."""
+    return _Builder(graph).build()
+
+
+# -- bounding ----------------------------------------------------------------------------
+def derivative_range(op: ScalarOp, lo: Tensor, hi: Tensor) -> Interval:
+    """[min f', max f'] over [lo, hi]: at the ends or an inflection point of f."""
+    dmin, dmax = slope_range(op.scalar_shape(), lo, hi)
+    if isinstance(op, PERIODIC):  # the listed flips cover 2*pi only
+        wide = (hi - lo) >= math.pi
+        dmin, dmax = torch.where(wide, -1.0, dmin), torch.where(wide, 1.0, dmax)
+    return dmin, dmax
+
+
+def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor) -> dict[str, Interval]:
+    """CROWN intermediate bounds of every node of the forward graph over the boxes."""
+    b = Bounder(graph, lower, upper)
+    with torch.no_grad():
+        b.compute_intermediate()
+    return b.box
+
+
+def backward_input_box(jg: JacobianGraph, C: Tensor, box: dict[str, Interval]
+                       ) -> tuple[Tensor, Tensor]:
+    """The backward graph's input box for K forward boxes and R rows of C: (K*R, n)."""
+    K, R = box[jg.forward.input_name][0].shape[0], C.shape[0]
+    lo = [C.unsqueeze(0).expand(K, R, -1)]
+    hi = [C.unsqueeze(0).expand(K, R, -1)]
+    for name, (_, size) in jg.d_nodes.items():
+        node = jg.forward.node(name)
+        z_lo, z_hi = box[node.inputs[0]]
+        d_lo, d_hi = derivative_range(node.op, *node.op.domain(z_lo, z_hi))  # type: ignore
+        lo.append(d_lo.reshape(K, 1, size).expand(K, R, size))
+        hi.append(d_hi.reshape(K, 1, size).expand(K, R, size))
+    return torch.cat(lo, -1).reshape(K * R, -1), torch.cat(hi, -1).reshape(K * R, -1)
+
+
+@dataclass
+class JacobianBounds:
+    """Entrywise bounds of C J(x) over each box, (K, R, n_in), and the backward-graph bounder
+    (batch K*R) that produced them, for further linear objectives over the same boxes."""
+
+    lower: Tensor
+    upper: Tensor
+    bounder: Bounder | None
+
+
+def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
+                   columns: list[int] | None = None) -> JacobianBounds:
+    """Entrywise bounds of C J(x) over each of the K input boxes ``lower``/``upper`` (K, n):
+    all n columns, or only the listed input ``columns``.  CROWN's bounds on the backward
+    graph, intersected with its interval bounds (both sound, so their meet is)."""
+    K, R, n = lower.shape[0], C.shape[0], lower[0].numel()
+    cols = list(range(n)) if columns is None else columns
+    if jg.graph is None:
+        zero = lower.new_zeros(K, R, len(cols))
+        return JacobianBounds(zero, zero, None)
+    box = forward_boxes(jg.forward, lower, upper)
+    s_lo, s_hi = backward_input_box(jg, C, box)
+    b = Bounder(jg.graph, s_lo, s_hi)
+    with torch.no_grad():
+        b.compute_intermediate()
+        eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[cols]
+        rows = torch.cat([eye, -eye]).reshape(1, 2 * len(cols), *jg.forward.input_shape)
+        lb = torch.cat([b.bound(jg.graph.output_name, chunk.expand(K * R, *chunk.shape[1:]))
+                        for chunk in torch.split(rows, ROW_CHUNK, dim=1)], -1)
+    m = len(cols)
+    i_lo, i_hi = (t.flatten(1)[:, cols] for t in b.box[jg.graph.output_name])
+    j_lo, j_hi = torch.maximum(lb[:, :m], i_lo), torch.minimum(-lb[:, m:], i_hi)
+    return JacobianBounds(j_lo.reshape(K, R, m), j_hi.reshape(K, R, m), b)
+
+
+def interval_jacobian(bounds: JacobianBounds, jg: JacobianGraph) -> Interval | None:
+    """The plain interval-product bounds of C J(x) (flat, (K*R, n)) kept by the bounder."""
+    if bounds.bounder is None or jg.graph is None:
+        return None
+    lo, hi = bounds.bounder.box[jg.graph.output_name]
+    return lo.flatten(1), hi.flatten(1)
+
+
+def abs_chord(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Slope a and intercept b with |t| <= a t + b on [lo, hi] (the chord; exact when the
+    sign is fixed)."""
+    width = hi - lo
+    safe = torch.where(width > 0, width, torch.ones_like(width))
+    a = torch.where(lo >= 0, 1.0, torch.where(hi <= 0, -1.0, (hi + lo) / safe))
+    b = torch.where((lo >= 0) | (hi <= 0), 0.0, -2 * hi * lo / safe)
+    return a.to(lo.dtype), b.to(lo.dtype)
+
+
+def joint_l1_upper(bounds: JacobianBounds, jg: JacobianGraph) -> Tensor | None:
+    """Upper bound (K*R,) of sum_j |(C J)_ij| as one linear objective: with
+    |t| <= a_j t + b_j per entry, max sum_j a_j J_ij comes from one CROWN row, which shares
+    the relaxation error across entries instead of paying it once per entry."""
+    if bounds.bounder is None or jg.graph is None:
+        return None
+    lo, hi = (t.flatten(0, 1) for t in (bounds.lower, bounds.upper))
+    a, b = abs_chord(lo, hi)
+    A = (-a).reshape(a.shape[0], 1, *jg.forward.input_shape)
+    with torch.no_grad():
+        lb = bounds.bounder.bound(jg.graph.output_name, A)[:, 0]
+    return -lb + b.sum(-1)
