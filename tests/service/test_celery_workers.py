@@ -76,22 +76,27 @@ class Workers:
         return proc
 
     def stop_all(self) -> None:
+        """Kill the workers (their jobs are done; nothing is left to acknowledge)."""
         for proc in self.procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
         self._purge()
 
     def _purge(self) -> None:
+        """Drop this run's queue and any of its messages left unacknowledged in Redis."""
+        import json
+
         import redis
 
         r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
-        r.delete(self.env["NNVERIFY_CELERY_QUEUE"])
+        queue = self.env["NNVERIFY_CELERY_QUEUE"]
+        for tag, raw in r.hgetall("unacked").items():
+            if json.loads(raw)[2] == queue:  # [message, exchange, routing key]
+                r.hdel("unacked", tag)
+                r.zrem("unacked_index", tag)
+        r.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
