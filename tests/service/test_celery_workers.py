@@ -20,6 +20,8 @@ from service_testkit import (
     API,
     NANO_ONNX,
     NANO_PROP,
+    PG_HOST,
+    PG_PORT,
     SAT_ONNX,
     SAT_PROP,
     fresh_postgres_database,
@@ -99,13 +101,13 @@ class Workers:
         r.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture
 def workers(request, tmp_path) -> Iterator[Workers]:
-    """Workers on SQLite, or on a fresh PostgreSQL database (the scale-out setup)."""
+    """Workers on a fresh PostgreSQL database (the scale-out setup) where PostgreSQL is
+    reachable, else on SQLite; a test may ask for one with indirect parametrisation."""
+    kind = getattr(request, "param", "postgresql" if reachable(PG_HOST, PG_PORT) else "sqlite")
     with contextlib.ExitStack() as stack:
-        url = None
-        if request.param == "postgresql":
-            url = stack.enter_context(fresh_postgres_database())
+        url = stack.enter_context(fresh_postgres_database()) if kind == "postgresql" else None
         w = Workers(tmp_path, url)
         migrate.upgrade(w.settings())
         stack.callback(w.stop_all)

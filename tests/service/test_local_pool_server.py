@@ -1,5 +1,6 @@
 """`nnverify serve` for real: uvicorn on a free loopback port, SQLite, the local process
-pool; upload, job, poll to the verdict, certificate, over HTTP."""
+pool.  The server is killed mid-job and started again: the job is re-queued and finishes;
+then upload, job, poll to the verdict and certificate over HTTP."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -61,41 +63,16 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) 
     raise AssertionError("server did not become healthy")
 
 
-@pytest.fixture
-def server(tmp_path) -> Iterator[str]:
-    port = free_port()
-    proc = start_server(tmp_path / "data", port)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
-        yield base
-    finally:
-        stop(proc)
+@dataclass
+class Restarted:
+    base: str  # the second server's URL
+    orphan_url: str  # a job that was running when the first server was killed
 
 
-def test_serve_runs_jobs_in_the_local_pool(server):
-    with httpx.Client(base_url=f"{server}/api/v1", timeout=10) as c:
-        health = c.get("/health").json()
-        assert health["queue"]["backend"] == "local" and health["workers"] == 1
-        results = []
-        for onnx_path, prop in ((NANO_ONNX, NANO_PROP), (SAT_ONNX, SAT_PROP)):
-            model = c.post("/models", files={"file": (onnx_path.name, onnx_path.read_bytes())})
-            assert model.status_code == 201, model.text
-            body = {"model_id": model.json()["id"], "property": {"vnnlib": prop.read_text()},
-                    "options": {"timeout": 20}}
-            created = c.post("/jobs", json=body)
-            assert created.status_code == 202, created.text
-            results.append(wait_finished(c, created.headers["location"], timeout=60))
-        assert [(j["state"], j["verdict"]) for j in results] == [
-            ("succeeded", "verified"), ("succeeded", "falsified")], results
-        cert = c.get(results[1]["certificate_url"])
-        assert cert.status_code == 200 and cert.json()["certificate"]["counterexamples"]
-        assert httpx.get(f"{server}/docs").status_code == 200
-
-
-def test_jobs_survive_a_server_crash(tmp_path):
-    """The server and its pool die with SIGKILL mid-job; the next start re-queues the job."""
-    port, data = free_port(), tmp_path / "data"
+@pytest.fixture(scope="module")
+def restarted(tmp_path_factory) -> Iterator[Restarted]:
+    """A server killed (SIGKILL, with its pool) while a job runs, then started again."""
+    port, data = free_port(), tmp_path_factory.mktemp("serve") / "data"
     base = f"http://127.0.0.1:{port}"
     first = start_server(data, port, NNVERIFY_TEST_JOB_DELAY="60")
     try:
@@ -110,8 +87,32 @@ def test_jobs_survive_a_server_crash(tmp_path):
     second = start_server(data, port)
     try:
         wait_healthy(base, second)
-        with httpx.Client(timeout=10) as c:
-            job = wait_finished(c, url, timeout=60)
-        assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 2)
+        yield Restarted(base, url)
     finally:
         stop(second)
+
+
+def test_jobs_survive_a_server_crash(restarted):
+    with httpx.Client(timeout=10) as c:
+        job = wait_finished(c, restarted.orphan_url, timeout=60)
+    assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 2)
+
+
+def test_serve_runs_jobs_in_the_local_pool(restarted):
+    with httpx.Client(base_url=f"{restarted.base}/api/v1", timeout=10) as c:
+        health = c.get("/health").json()
+        assert health["queue"]["backend"] == "local" and health["workers"] == 1
+        results = []
+        for onnx_path, prop in ((NANO_ONNX, NANO_PROP), (SAT_ONNX, SAT_PROP)):
+            model = c.post("/models", files={"file": (onnx_path.name, onnx_path.read_bytes())})
+            assert model.status_code in (200, 201), model.text
+            body = {"model_id": model.json()["id"], "property": {"vnnlib": prop.read_text()},
+                    "options": {"timeout": 20}}
+            created = c.post("/jobs", json=body)
+            assert created.status_code == 202, created.text
+            results.append(wait_finished(c, created.headers["location"], timeout=60))
+        assert [(j["state"], j["verdict"]) for j in results] == [
+            ("succeeded", "verified"), ("succeeded", "falsified")], results
+        cert = c.get(results[1]["certificate_url"])
+        assert cert.status_code == 200 and cert.json()["certificate"]["counterexamples"]
+        assert httpx.get(f"{restarted.base}/docs").status_code == 200
