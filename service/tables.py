@@ -58,7 +58,7 @@ class ModelRecord(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     filename: Mapped[str] = mapped_column(String(255), default="")
     size_bytes: Mapped[int] = mapped_column(Integer)
-    onnx_bytes: Mapped[bytes] = mapped_column(LargeBinary)
+    onnx_bytes: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded on use
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
