@@ -10,6 +10,8 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from verifier.errors import ModelError
+
 from ..engine import canonical_property_text, engine_settings, parse_property
 from ..settings import ServiceSettings
 from ..states import FINISHED, transition
@@ -77,7 +79,10 @@ def create_job(body: JobCreate, request: Request, response: Response, session: S
                _key: WriteKey) -> JobPublic:
     """Check the property against the model, store the job, then queue it."""
     row = get_model_row(session, body.model_id)
-    model = cache.get(row.id, lambda: row.onnx_bytes)
+    try:
+        model = cache.get(row.id, lambda: row.onnx_bytes)
+    except ModelError as exc:  # stored before the engine changed what it accepts
+        raise HTTPException(422, f"the model cannot be verified: {exc}") from None
     fmt = body.property.format
     text = canonical_property_text(fmt, body.property.value)
     try:

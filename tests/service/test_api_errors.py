@@ -176,3 +176,17 @@ def test_cuda_device_without_cuda(client):
     model = upload(client, NANO_ONNX).json()
     response = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, device="cuda:0"))
     assert_error(response, 422, "CUDA")
+
+
+def test_queue_down_fails_the_job_with_503(settings):
+    class DownQueue(_NoQueue):
+        def enqueue(self, job_id: str) -> None:
+            raise ConnectionError("broker refused the connection")
+
+    with TestClient(create_app(settings, queue=DownQueue())) as client:
+        model = upload(client, NANO_ONNX).json()
+        response = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP))
+        assert_error(response, 503, "queue is unavailable", "refused")
+        jobs = client.get(f"{API}/jobs").json()["items"]
+        assert [(j["state"], "could not be queued" in j["message"]) for j in jobs] == [
+            ("failed", True)]
