@@ -68,8 +68,19 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import torch
+
     from .celery_app import make_celery
 
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        print(f"nnverify worker: bad --device {args.device!r}: {exc}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"nnverify worker: --device {args.device} but torch sees no CUDA device "
+              "(is the CUDA build of torch installed?)", file=sys.stderr)
+        return 2
     settings = ServiceSettings(worker_device=args.device, worker_backend="celery")
     app = make_celery(settings)
     name = f"nnverify-{args.device.replace(':', '')}@%h"

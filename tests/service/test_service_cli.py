@@ -39,3 +39,13 @@ def test_parser_has_the_service_commands():
                  ["keys", "create", "--name", "x"]):
         assert callable(parser.parse_args(argv).func)
     assert parser.parse_args(["worker", "--device", "cuda:1"]).device == "cuda:1"
+
+
+def test_worker_refuses_a_device_it_cannot_use(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["worker", "--device", "cuda:0"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert main(["worker", "--device", "toaster"]) == 2
