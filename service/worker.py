@@ -30,8 +30,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_job(job_id: str, settings: ServiceSettings, device: str | None = None) -> str:
-    """Run job ``job_id`` to its end and return the job's final state."""
+def run_job(job_id: str, settings: ServiceSettings | None = None,
+            device: str | None = None) -> str:
+    """Run job ``job_id`` to its end and return the job's final state.
+
+    ``settings`` default to those of the environment; ``device`` (a worker's own) overrides
+    the device the job asked for.
+    """
+    settings = settings or ServiceSettings()
     attempt = _start_attempt(job_id, settings, device)
     if attempt is None:
         return _state_of(job_id, settings)
