@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import migrate
 from .api import certificates, health, jobs, models
-from .db import make_engine, session_factory
+from .db import ensure_data_dir, make_engine, session_factory
 from .engine import ModelCache
 from .queues import JobQueue, make_queue
 from .recovery import requeue_abandoned
@@ -47,6 +47,7 @@ def create_app(settings: ServiceSettings, queue: JobQueue | None = None,
                   description="Neural-network verification: upload an ONNX model, submit a "
                               "property, poll the job, fetch its certificate.")
     app.state.settings = settings
+    ensure_data_dir(settings)
     app.state.engine = make_engine(settings.sqlalchemy_url)
     app.state.sessions = session_factory(app.state.engine)
     app.state.model_cache = ModelCache()
