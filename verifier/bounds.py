@@ -38,7 +38,9 @@ def crown(graph: Graph, batch: ProblemBatch, **_: object) -> Tensor:
 def alpha_crown(graph: Graph, batch: ProblemBatch, **options: object) -> Tensor:
     settings = options.get("alpha") or AlphaSettings()
     assert isinstance(settings, AlphaSettings)
-    return alpha_crown_rows(graph, batch.lower, batch.upper, batch.C, batch.d, settings)
+    expired = options.get("expired") or (lambda: False)
+    return alpha_crown_rows(graph, batch.lower, batch.upper, batch.C, batch.d, settings,
+                            expired)  # type: ignore[arg-type]
 
 
 METHODS: dict[str, Callable[..., Tensor]] = {

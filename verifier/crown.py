@@ -18,6 +18,7 @@ bound seen per row: every iterate is a sound bound, so the maximum is too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,10 @@ def _sum_to(x: Tensor, shape: torch.Size) -> Tensor:
     return x.sum(dim=dims, keepdim=True) if dims else x
 
 
+class Interrupted(Exception):
+    """The deadline passed or the run was cancelled in the middle of a bound computation."""
+
+
 class Bounder:
     """Bounds of one batch of input boxes; holds the intermediate bounds it computes."""
 
@@ -73,6 +78,14 @@ class Bounder:
         self.final_rows = 0
         self.chunk = 0
         self.rows_of_node: dict[str, Tensor] = {}
+        # branch-and-bound: per-domain limits of split inputs, and the domains made empty
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.infeasible = torch.zeros(self.B, dtype=torch.bool, device=lower.device)
+        # coefficients recorded by the last backward pass from the output (for branching)
+        self.record = False
+        self.recorded: dict[str, Tensor] = {}
+        self.last_A_x: Tensor | None = None
+        self.expired: Callable[[], bool] = lambda: False
 
     # -- intermediate bounds ---------------------------------------------------------
     def needed(self) -> set[str]:
@@ -89,7 +102,7 @@ class Bounder:
         self.box = {self.graph.input_name: (self.lower, self.upper)}
         for node in self.graph.nodes:
             lo, hi = node.op.ibp(*[self.box[i] for i in node.inputs])
-            self.box[node.name] = (lo, hi)
+            self.box[node.name] = self._apply_splits(node.name, lo, hi)
             if not use_crown or node.name not in needed or node.name == self.graph.output_name:
                 continue
             if isinstance(node.op, EXACT_MOVES) and all(i in crowned for i in node.inputs):
@@ -97,8 +110,22 @@ class Bounder:
                 continue
             if self._all_relu_stable(node):
                 continue
-            self.box[node.name] = self.node_bounds(node.name, lo, hi)
+            if self.expired():
+                raise Interrupted
+            self.box[node.name] = self._apply_splits(node.name, *self.node_bounds(node.name, lo, hi))
             crowned.add(node.name)
+
+    def _apply_splits(self, name: str, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """Branch-and-bound splits of a nonlinearity's input: per-domain limits (lo', hi')
+        intersected with the bounds.  A domain whose limits cross its bounds is empty
+        (recorded in ``infeasible``)."""
+        split = self.splits.get(name)
+        if split is None:
+            return lo, hi
+        lo, hi = torch.maximum(lo, split[0]), torch.minimum(hi, split[1])
+        empty = (lo > hi).flatten(1).any(dim=1)
+        self.infeasible = self.infeasible | empty
+        return lo, torch.maximum(hi, lo)
 
     def _all_relu_stable(self, node: Node) -> bool:
         from .ops.nonlinear import Relu
@@ -148,6 +175,8 @@ class Bounder:
     def bound(self, start: str, A: Tensor) -> Tensor:
         """Lower bound (B, R) of A . v_start over the input box, A: (B, R, *shape)."""
         A_x, bias = self.backward(start, A)
+        if start == self.graph.output_name:
+            self.last_A_x = A_x
         if A_x is None:
             return bias
         mid = ((self.lower + self.upper) / 2).unsqueeze(1)
@@ -163,6 +192,8 @@ class Bounder:
             coeff = pending.pop(node.name, None)
             if coeff is None:
                 continue
+            if self.record and start == self.graph.output_name:
+                self.recorded[node.name] = coeff.detach()
             ins, b = self._rule(node, coeff, start)
             bias = bias + b
             for name, Ai in zip(node.inputs if ins else [], ins, strict=True):
@@ -293,7 +324,8 @@ def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
 
 
 def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
-                     settings: AlphaSettings = AlphaSettings()) -> Tensor:
+                     settings: AlphaSettings = AlphaSettings(),
+                     expired: Callable[[], bool] = lambda: False) -> Tensor:
     """alpha-CROWN: CROWN's bound, then the slopes of every nonlinear op optimised, for the
     final rows and for each intermediate bound, on the final bound; never looser."""
     b = Bounder(graph, lower, upper)
@@ -304,13 +336,31 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     R = C.shape[1]
     A = C.reshape(C.shape[0], R, *graph.output_shape)
     b.alphas, b.final_rows, b.alpha_budget = {}, R, settings.memory_budget
+    b.expired = expired
+    holder = [best]
+    try:
+        _optimise(b, A, d, holder, settings)
+    except Interrupted:
+        pass
+    b.alphas = None
+    return holder[0]
+
+
+def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
+              settings: AlphaSettings) -> None:
+    """Adam on the slope parameters; ``holder[0]`` keeps the best bound per row so far."""
+    best = holder[0]
+    graph = b.graph
     opt: torch.optim.Optimizer | None = None
     with torch.enable_grad():
         for _ in range(settings.iterations + 1):
+            if b.expired():
+                break
             b.lines = {}
             b.compute_intermediate()
             lb = b.bound(graph.output_name, A) - d
             best = torch.maximum(best, lb.detach())
+            holder[0] = best
             if settings.early_stop and (best > 0).all():
                 break
             params = [t for pair in b.alphas.values() for t in pair]
@@ -329,5 +379,3 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
             with torch.no_grad():
                 for t in params:
                     t.clamp_(0, 1)
-    b.alphas = None
-    return best

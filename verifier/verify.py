@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .attack import AttackSettings, Counterexample, falsify
+from .bab import BabSettings, run_bab
 from .bounds import METHODS, row_lower_bounds
 from .onnx_import import Model
 from .problems import ProblemBatch, batches, make_batch
@@ -35,6 +36,7 @@ class Settings:
     methods: tuple[str, ...] = ("ibp", "crown", "alpha-crown")
     attack: AttackSettings = field(default_factory=AttackSettings)
     bab: bool = True
+    bab_settings: BabSettings = field(default_factory=BabSettings)
     batch_cases: int = 64
 
     def validate(self) -> None:
@@ -193,8 +195,12 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         if clock.expired():
             break
         t0, before = time.monotonic(), state.n_open()
+        # alpha-CROWN gets a share of the time left, so branch-and-bound keeps the rest
+        share = 0.3 if settings.bab else 1.0
+        stop = t0 + share * max(0.0, clock.deadline - t0)
+        expired = (lambda: clock.expired() or time.monotonic() > stop)
         for batch in open_batches():
-            rows = row_lower_bounds(graph, batch, method)
+            rows = row_lower_bounds(graph, batch, method, expired=expired)
             state.record(batch, batch.disjunct_bounds(rows))
             if clock.expired():
                 break
@@ -203,12 +209,46 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         if state.n_open() == 0:
             return _finish(result, "verified", state, f"all disjuncts refuted by {method}")
 
+    if settings.bab and not clock.expired():
+        decided = _branch_and_bound(model, prop, settings, clock, state, result, progress,
+                                    device, dtype)
+        if decided is not None:
+            return decided
+
     if clock.cancel():
         return _finish(result, "unknown", state, "cancelled")
     if clock.expired():
         return _finish(result, "timeout", state, f"no decision within {settings.timeout:g} s")
     return _finish(result, "unknown", state,
                    f"{state.n_open()} disjunct(s) neither refuted nor falsified")
+
+
+def _branch_and_bound(model: Model, prop: Property, settings: Settings, clock: Clock,
+                      state: _State, result: Result, progress: Callable[[Progress], None],
+                      device: torch.device, dtype: torch.dtype) -> Result | None:
+    """BaB over the cases still open; a Result when it decides, else None."""
+    open_cases = state.open_cases()
+    root = make_batch(prop, open_cases, device, dtype)
+    t0, before = time.monotonic(), state.n_open()
+
+    def report(n_open: int, done: int, lb: float) -> None:
+        progress(Progress("bab", clock.elapsed(), domains_open=n_open, domains_done=done,
+                          lower_bound=lb))
+
+    outcome = run_bab(model, prop, root, settings.bab_settings, clock.expired, report)
+    result.domains = outcome.domains
+    if outcome.verdict == "verified":
+        for case in open_cases:
+            state.open[case][:] = False
+    result.methods.append(MethodRecord("bab", time.monotonic() - t0, before, state.n_open()))
+    if outcome.counterexamples:
+        result.counterexamples += outcome.counterexamples
+        return _finish(result, "falsified", state, "counterexample found during branch-and-bound"
+                       ", confirmed by onnxruntime")
+    if outcome.verdict == "verified":
+        return _finish(result, "verified", state,
+                       f"every domain refuted by branch-and-bound ({outcome.domains} domains)")
+    return None
 
 
 def _finish(result: Result, verdict: str, state: _State, message: str) -> Result:

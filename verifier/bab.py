@@ -1,0 +1,313 @@
+"""Branch-and-bound (DESIGN.md: BaB).
+
+Open domains live in batched tensors: an input box per domain, the case it belongs to, and
+(for activation splitting) per-ReLU split masks.  Each round takes the weakest domains,
+splits each in two, bounds all children in one batched CROWN call, drops the children whose
+every disjunct is refuted and tries the inputs the bounds point at as counterexamples.  It
+stops on proof, confirmed counterexample, deadline or cancellation.
+
+* Input splitting (few input dimensions): bisect the dimension with the largest
+  ``|A_x| * width`` (how much of the bound's looseness that dimension carries).
+* ReLU splitting: split the unstable neuron whose upper relaxation costs the bound most,
+  ``max(0, -A) * (-l u / (u - l))`` (the BaBSR intercept score); the children clamp the
+  neuron's pre-activation bounds to z >= 0 and z <= 0, and a domain whose clamped bounds
+  cross is empty, hence verified.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .attack import Counterexample, confirm
+from .crown import Bounder, Interrupted
+from .graph import Graph
+from .onnx_import import Model
+from .graph import Node
+from .ops.nonlinear import Abs, LeakyRelu, Relu, ScalarOp
+from .problems import ProblemBatch
+from .property import Property
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class BabSettings:
+    batch: int = 512  # domains split per round (children: twice as many)
+    max_domains: int = 50_000  # open domains kept before giving up (memory cap)
+    input_split_max_dims: int = 16  # models with at most this many inputs split inputs
+
+
+@dataclass
+class BabState:
+    """Open domains, as batched tensors (first dimension: domain)."""
+
+    lower: Tensor
+    upper: Tensor
+    case: Tensor  # (N,) long: row of the root batch each domain belongs to
+    # input of a split nonlinearity -> per-domain limits (lo, hi), each (N, *shape)
+    splits: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    margin: Tensor | None = None  # (N,) the domain's weakest disjunct bound (<= 0: open)
+    score: Tensor | None = None  # (N, K) branching scores (input dims or neurons)
+    boxes: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # split nodes' bounds
+
+    @property
+    def size(self) -> int:
+        return self.lower.shape[0]
+
+    def take(self, idx: Tensor) -> BabState:
+        return BabState(self.lower[idx], self.upper[idx], self.case[idx],
+                        {k: (v[0][idx], v[1][idx]) for k, v in self.splits.items()},
+                        None if self.margin is None else self.margin[idx],
+                        None if self.score is None else self.score[idx],
+                        {k: (v[0][idx], v[1][idx]) for k, v in self.boxes.items()})
+
+    @staticmethod
+    def cat(parts: list[BabState]) -> BabState:
+        parts = [p for p in parts if p.size]
+        if not parts:
+            raise ValueError("no domains")
+        margins = [p.margin for p in parts]
+        scores = [p.score for p in parts]
+        return BabState(
+            torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
+            torch.cat([p.case for p in parts]),
+            {k: (torch.cat([p.splits[k][0] for p in parts]),
+                 torch.cat([p.splits[k][1] for p in parts])) for k in parts[0].splits},
+            None if any(m is None for m in margins) else torch.cat(margins),  # type: ignore
+            None if any(s is None for s in scores) else torch.cat(scores),  # type: ignore
+            {k: (torch.cat([p.boxes[k][0] for p in parts]),
+                 torch.cat([p.boxes[k][1] for p in parts])) for k in parts[0].boxes})
+
+
+@dataclass
+class BabOutcome:
+    verdict: str  # verified | falsified | unknown | timeout
+    domains: int
+    counterexamples: list[Counterexample]
+    open_cases: set[int]
+    lower_bound: float
+
+
+def split_nodes(graph: Graph) -> list[tuple[str, Node]]:
+    """(input name, nonlinear node) for every splittable elementwise nonlinearity."""
+    return [(n.inputs[0], n) for n in graph.nodes
+            if isinstance(n.op, ScalarOp) and n.inputs[0] != graph.input_name]
+
+
+def branch_point(op: ScalarOp, lo: Tensor, hi: Tensor) -> Tensor:
+    """Where to split [lo, hi]: the kink of piecewise-linear functions, else the middle."""
+    if isinstance(op, (Relu, LeakyRelu, Abs)):
+        return torch.zeros_like(lo)
+    return (lo + hi) / 2
+
+
+def _choose_mode(graph: Graph, n_inputs: int, settings: BabSettings) -> str:
+    if n_inputs <= settings.input_split_max_dims or not split_nodes(graph):
+        return "input"
+    return "activation"
+
+
+class BranchAndBound:
+    def __init__(self, model: Model, prop: Property, root: ProblemBatch, settings: BabSettings,
+                 expired: Callable[[], bool], progress: Callable[[int, int, float], None]):
+        self.model, self.prop, self.root, self.settings = model, prop, root, settings
+        self.graph = model.graph
+        self.expired, self.progress = expired, progress
+        self.mode = _choose_mode(self.graph, root.lower.shape[1], settings)
+        self.nodes = split_nodes(self.graph)
+        self.done = 0
+        self.found: list[Counterexample] = []
+        self.batch = settings.batch if self.mode == "input" else 16
+
+    # -- bounding ------------------------------------------------------------------------
+    def bound(self, state: BabState) -> tuple[Tensor, Tensor, Bounder]:
+        """Per-domain disjunct bounds (N, D) and the weakest one (N,)."""
+        b = Bounder(self.graph, state.lower, state.upper)
+        b.splits = state.splits
+        b.expired = self.expired
+        b.record = self.mode == "activation"
+        with torch.no_grad():
+            b.compute_intermediate()
+            C, d = self.root.C[state.case], self.root.d[state.case]
+            A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
+            rows = b.bound(self.graph.output_name, A) - d
+        sub = ProblemBatch(state.lower, state.upper, C, d, self.root.row_disjunct[state.case],
+                           [], [self.root.n_disjuncts[i] for i in state.case.tolist()])
+        per = sub.disjunct_bounds(rows)
+        per = torch.where(b.infeasible.unsqueeze(1), torch.inf, per)
+        return per, per.min(dim=1).values, b
+
+    # -- branching -----------------------------------------------------------------------
+    def input_scores(self, state: BabState, b: Bounder) -> Tensor:
+        A_x = b.last_A_x
+        width = state.upper - state.lower
+        score = width if A_x is None else A_x.abs().sum(dim=1).reshape(state.size, -1) * width
+        return torch.where(width > 0, score + 1e-12 * width, -1.0)
+
+    def split_inputs(self, state: BabState) -> BabState:
+        assert state.score is not None
+        dim = state.score.argmax(dim=1)
+        mid = (state.lower.gather(1, dim[:, None]) + state.upper.gather(1, dim[:, None])) / 2
+        left_up = state.upper.clone()
+        left_up.scatter_(1, dim[:, None], mid)
+        right_lo = state.lower.clone()
+        right_lo.scatter_(1, dim[:, None], mid)
+        left = BabState(state.lower, left_up, state.case)
+        right = BabState(right_lo, state.upper, state.case)
+        return BabState.cat([left, right])
+
+    def activation_scores(self, state: BabState, b: Bounder) -> Tensor:
+        """Per neuron: the gap between its relaxation lines at the middle of its interval,
+        weighted by how much the bound depends on it (sum over rows of |A|); -1 where the
+        neuron is stable (linear on its interval) or its interval is tiny."""
+        scores = []
+        for name, node in self.nodes:
+            lo, hi = b.box[name]
+            A = b.recorded.get(node.name)
+            lines = b.lines.get(node.name)
+            if A is None or lines is None:
+                s = torch.zeros_like(lo)
+            else:
+                mid = ((lo + hi) / 2).unsqueeze(1)
+                gap = (lines.a_u - lines.a_l) * mid + (lines.b_u - lines.b_l)
+                s = (A.abs() * gap).sum(dim=1)
+            splittable = (hi - lo) > 1e-6
+            if isinstance(node.op, Relu):
+                splittable &= (lo < 0) & (hi > 0)
+            scores.append(torch.where(splittable & (s > 0), s, -1.0).reshape(state.size, -1))
+        return torch.cat(scores, dim=1)
+
+    def split_activations(self, state: BabState, b_box: dict[str, tuple[Tensor, Tensor]]
+                          ) -> BabState | None:
+        """Two children per domain, split at the chosen neuron's branching point."""
+        assert state.score is not None
+        best, pos = state.score.max(dim=1)
+        if bool((best < 0).any()):
+            return None  # some domain has nothing left to split
+        sizes = [math.prod(node.shape) for _, node in self.nodes]
+        offsets = np.cumsum([0] + sizes)
+        left = {k: (v[0].clone(), v[1].clone()) for k, v in state.splits.items()}
+        right = {k: (v[0].clone(), v[1].clone()) for k, v in state.splits.items()}
+        for i, (name, node) in enumerate(self.nodes):
+            sel = ((pos >= int(offsets[i])) & (pos < int(offsets[i + 1]))).nonzero().flatten()
+            if not len(sel):
+                continue
+            for side in (left, right):
+                if name not in side:
+                    full = torch.full((state.size, *node.shape), math.inf,
+                                      dtype=state.lower.dtype, device=state.lower.device)
+                    side[name] = (-full, full.clone())
+            j = pos[sel] - int(offsets[i])
+            lo, hi = (t.reshape(state.size, -1)[sel, j] for t in b_box[name])
+            point = branch_point(node.op, lo, hi)  # type: ignore[arg-type]
+            left[name][1].reshape(state.size, -1)[sel, j] = point
+            right[name][0].reshape(state.size, -1)[sel, j] = point
+        return BabState.cat([BabState(state.lower, state.upper, state.case, left),
+                             BabState(state.lower, state.upper, state.case, right)])
+
+    # -- falsification -------------------------------------------------------------------
+    def try_points(self, state: BabState, b: Bounder) -> None:
+        """Evaluate the box corners the CROWN bound is minimised at (and the centres)."""
+        if b.last_A_x is None:
+            return
+        A = b.last_A_x.sum(dim=1).reshape(state.size, -1)  # crude: all rows together
+        corner = torch.where(A > 0, state.lower, state.upper)
+        centre = (state.lower + state.upper) / 2
+        for pts in (corner, centre):
+            with torch.no_grad():
+                y = self.graph.forward(pts).reshape(state.size, -1)
+            C, d = self.root.C[state.case], self.root.d[state.case]
+            rows = torch.einsum("brm,bm->br", C, y) - d
+            sub = ProblemBatch(state.lower, state.upper, C, d,
+                               self.root.row_disjunct[state.case], [],
+                               [self.root.n_disjuncts[i] for i in state.case.tolist()])
+            per = sub.disjunct_bounds(rows)  # rows' max per disjunct: <= 0 means violated
+            hit = (per <= 0).any(dim=1).nonzero().flatten()
+            for i in hit[:8].tolist():
+                case = self.root.cases[int(state.case[i])]
+                cex = confirm(self.model, self.prop, case, pts[i].double().cpu().numpy())
+                if cex is not None:
+                    self.found.append(cex)
+                    return
+
+    # -- the loop ------------------------------------------------------------------------
+    def bound_and_score(self, state: BabState) -> Bounder:
+        _, state.margin, b = self.bound(state)
+        if self.mode == "input":
+            state.score = self.input_scores(state, b)
+        else:
+            state.score = self.activation_scores(state, b)
+            state.boxes = {name: b.box[name] for name, _ in self.nodes}
+        return b
+
+    def run(self, state: BabState) -> BabOutcome:
+        try:
+            return self._loop(state)
+        except Interrupted:
+            return BabOutcome("timeout", self.done, self.found, set(self.root.cases), -math.inf)
+
+    def _loop(self, state: BabState) -> BabOutcome:
+        self.bound_and_score(state)
+        margin = state.margin
+        assert margin is not None
+        state = state.take((margin <= 0).nonzero().flatten())
+        global_lb = float(margin.min()) if margin.numel() else math.inf
+        while state.size:
+            if self.expired():
+                return self._outcome("timeout", state, global_lb)
+            if state.size > self.settings.max_domains:
+                return self._outcome("unknown", state, global_lb)
+            order = torch.argsort(state.margin)  # type: ignore[arg-type]
+            k = min(self.batch, state.size)
+            started = time.monotonic()
+            pick, rest = state.take(order[:k]), state.take(order[k:])
+            if self.mode == "input":
+                children = self.split_inputs(pick)
+            else:
+                maybe = self.split_activations(pick, pick.boxes)
+                if maybe is None:
+                    return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
+                children = maybe
+            b = self.bound_and_score(children)
+            margin = children.margin
+            assert margin is not None
+            self.done += children.size
+            self._adapt(time.monotonic() - started)
+            self.try_points(children, b)
+            if self.found:
+                return self._outcome("falsified", children, global_lb)
+            keep = children.take((margin <= 0).nonzero().flatten())
+            state = BabState.cat([keep, rest]) if keep.size + rest.size else keep
+            global_lb = float(state.margin.min()) if state.size else math.inf  # type: ignore
+            self.progress(state.size, self.done, global_lb)
+        return self._outcome("verified", state, global_lb)
+
+    def _adapt(self, seconds: float) -> None:
+        """Keep a round between about 0.2 and 1 s, so deadlines are met within a second."""
+        if seconds < 0.2:
+            self.batch = min(self.settings.batch, self.batch * 2)
+        elif seconds > 1.0:
+            self.batch = max(1, self.batch // 2)
+
+    def _outcome(self, verdict: str, state: BabState, lb: float) -> BabOutcome:
+        cases = {self.root.cases[int(i)] for i in state.case.unique().tolist()} if state.size \
+            else set()
+        return BabOutcome(verdict, self.done, self.found, cases, lb)
+
+
+def run_bab(model: Model, prop: Property, root: ProblemBatch, settings: BabSettings,
+            expired: Callable[[], bool],
+            progress: Callable[[int, int, float], None] = lambda *a: None) -> BabOutcome:
+    """Branch and bound over every case of ``root`` (one batch row per case)."""
+    bab = BranchAndBound(model, prop, root, settings, expired, progress)
+    state = BabState(root.lower, root.upper, torch.arange(root.size, device=root.lower.device))
+    return bab.run(state)
+
+
+__all__ = ["BabSettings", "BabOutcome", "run_bab", "time"]
