@@ -190,3 +190,16 @@ def test_queue_down_fails_the_job_with_503(settings):
         jobs = client.get(f"{API}/jobs").json()["items"]
         assert [(j["state"], "could not be queued" in j["message"]) for j in jobs] == [
             ("failed", True)]
+
+
+def test_health_is_503_when_the_queue_is_down(settings):
+    class Unhealthy(_NoQueue):
+        def health(self) -> dict:
+            return {"ok": False, "workers": 0, "detail": "broker unreachable: refused"}
+
+    with TestClient(create_app(settings, queue=Unhealthy())) as client:
+        response = client.get(f"{API}/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "degraded" and body["database"]["ok"]
+        assert "unreachable" in body["queue"]["detail"]
