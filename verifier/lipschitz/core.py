@@ -48,6 +48,7 @@ class LipschitzSettings:
     attack_steps: int = 50  # gradient-ascent steps on the norm from the best samples
     bab_seconds: float = 0.0  # input splitting to tighten the upper bound (0: none)
     seed: int = 0
+    link_derivatives: bool = True  # keep sigma'(z) tied to x in the backward graph
 
     def validate(self) -> None:
         if self.norm not in NORMS:
@@ -177,12 +178,13 @@ def local_lipschitz(model: Any, lower: np.ndarray, upper: np.ndarray,
     graph = _graph(model)
     lo, hi = _box(graph, lower, upper)
     Cm = _spec_matrix(graph, C)
-    jg = jacobian_graph(graph)
+    jg = jacobian_graph(graph, settings.link_derivatives)
     root = bound_boxes(jg, Cm, lo, hi, settings.norm)
     t_bound = time.monotonic() - start
-    naive = naive_bound(graph, Cm, forward_boxes(graph, lo, hi), settings.norm)
+    box = forward_boxes(graph, lo, hi)
+    naive = naive_bound(graph, Cm, box, settings.norm)
     witness = sampled_lower_bound(graph, Cm, lo[0], hi[0], settings.norm, settings.samples,
-                                  settings.attack_steps, settings.seed)
+                                  settings.attack_steps, settings.seed, box)
     upper_bp = float(root.upper[0])
     leaves = 1
     if settings.bab_seconds > 0:

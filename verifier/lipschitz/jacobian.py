@@ -46,7 +46,8 @@ from ..ops.nonlinear import (
     Tanh,
 )
 from ..ops.shape import Identity, MoveOp
-from ..relax import slope_range
+from ..relax import Lines, slope_range
+from .derivatives import DerivativeOp, StepDerivative, derivative_op
 
 DIFFERENTIABLE = (Relu, LeakyRelu, Sigmoid, Tanh, Gelu, Erf, Exp, Clip, Abs, Sin, Cos,
                   MaxMinConst)
@@ -158,20 +159,24 @@ class Segment(Identity):
 # -- building the backward graph ---------------------------------------------------------
 @dataclass(eq=False)
 class JacobianGraph:
-    """The backward graph of ``forward`` and where each derivative sits in its input.
+    """The backward graph of ``forward`` and the layout of its flat input.
 
-    Input layout (flat): ``[seed (n_out) | d of scalar node 1 | d of scalar node 2 | ...]``;
-    ``d_nodes`` maps each scalar node's name to its (start, size).  ``graph`` is None when
-    the output does not depend on the input (the Jacobian is zero)."""
+    Input layout: ``[seed (n_out) | x (n_in) when linked | free derivatives ...]``.  A
+    *linked* derivative is computed inside the graph as ``sigma'(z(x))`` from a copy of the
+    forward graph, so its relaxation keeps it tied to x and to the other derivatives; a
+    *free* one is a box variable over ``[min sigma', max sigma']`` on z's interval (for
+    activations without a derivative op).  ``free`` maps those nodes to (start, size).
+    ``graph`` is None when the output does not depend on the input (the Jacobian is 0)."""
 
     forward: Graph
     graph: Graph | None
     n_seed: int
-    d_nodes: dict[str, tuple[int, int]]
+    linked: bool
+    free: dict[str, tuple[int, int]]
 
     @property
-    def n_inputs(self) -> int:
-        return self.n_seed + sum(size for _, size in self.d_nodes.values())
+    def x_start(self) -> int:
+        return self.n_seed
 
 
 def unsupported(node: Node, why: str) -> ValueError:
@@ -197,14 +202,13 @@ def check_supported(graph: Graph) -> None:
 class _Builder:
     """Accumulates the backward graph's nodes in topological order."""
 
-    def __init__(self, fwd: Graph):
-        self.fwd = fwd
+    def __init__(self, fwd: Graph, link: bool):
+        self.fwd, self.link = fwd, link
         self.nodes: list[Node] = []
         self.cot: dict[str, str] = {}  # forward node -> backward node holding its cotangent
         self.n_seed = math.prod(fwd.output_shape)
-        self.d_nodes: dict[str, tuple[int, int]] = {}
-        self.offset = self.n_seed
-        self.in_shape: tuple[int, ...] = (1, 0)  # fixed once every d is placed
+        self.free: dict[str, tuple[int, int]] = {}
+        self.in_shape: tuple[int, ...] = (1, 0)  # fixed once every input is placed
 
     def add(self, name: str, op: Op, inputs: list[str]) -> str:
         self.nodes.append(Node(name, type(op).__name__, op, inputs, op.out_shape))
@@ -223,30 +227,52 @@ class _Builder:
             return self.fwd.input_shape
         return self.fwd.node(name).shape
 
+    def layout(self) -> None:
+        """Place the seed, x (when linked) and every free derivative in the flat input."""
+        offset = self.n_seed + (math.prod(self.fwd.input_shape) if self.link else 0)
+        for node in self.fwd.nodes:
+            if isinstance(node.op, ScalarOp) and not (
+                    self.link and derivative_op(node.shape, node.op) is not None):
+                size = math.prod(node.shape)
+                self.free[node.name] = (offset, size)
+                offset += size
+        self.in_shape = (1, offset)
+
+    def copy_forward(self) -> None:
+        """The forward graph again, reading x from the flat input (names prefixed fwd:)."""
+        x = Segment(self.n_seed, self.fwd.input_shape, self.in_shape)
+        rename = {self.fwd.input_name: self.add("fwd:" + self.fwd.input_name, x, [INPUT])}
+        for node in self.fwd.nodes:
+            rename[node.name] = self.add("fwd:" + node.name, node.op,
+                                         [rename[i] for i in node.inputs])
+
     def build(self) -> JacobianGraph:
         check_supported(self.fwd)
-        for node in self.fwd.nodes:
-            if isinstance(node.op, ScalarOp):
-                size = math.prod(node.shape)
-                self.d_nodes[node.name] = (self.offset, size)
-                self.offset += size
-        self.in_shape = (1, self.offset)
+        self.layout()
+        if self.link:
+            self.copy_forward()
         out = self.fwd.output_name
-        self.cot[out] = self.add("seed", Segment(0, self.fwd.output_shape, self.in_shape), [INPUT])
+        seed = Segment(0, self.fwd.output_shape, self.in_shape)
+        self.cot[out] = self.add("seed", seed, [INPUT])
         for node in reversed(self.fwd.nodes):
             if node.name in self.cot:
                 self.step(node)
         result = self.cot.get(self.fwd.input_name)
-        graph = None
-        if result is not None:
-            graph = Graph(INPUT, self.in_shape, self.nodes, result)
-        return JacobianGraph(self.fwd, graph, self.n_seed, self.d_nodes)
+        graph = None if result is None else Graph(INPUT, self.in_shape, self.nodes, result)
+        return JacobianGraph(self.fwd, graph, self.n_seed, self.link, self.free)
+
+    def derivative(self, node: Node) -> str:
+        if node.name in self.free:
+            start, _ = self.free[node.name]
+            seg = Segment(start, node.shape, self.in_shape)
+            return self.add(f"d:{node.name}", seg, [INPUT])
+        deriv = derivative_op(node.shape, node.op)
+        return self.add(f"d:{node.name}", deriv, ["fwd:" + node.inputs[0]])  # type: ignore
 
     def step(self, node: Node) -> None:
         v = self.cot[node.name]
         if isinstance(node.op, ScalarOp):
-            start, _ = self.d_nodes[node.name]
-            d = self.add(f"d:{node.name}", Segment(start, node.shape, self.in_shape), [INPUT])
+            d = self.derivative(node)
             prod = VarMul({"_op_type": "Mul"}, [Var(v, node.shape), Var(d, node.shape)],
                           node.shape)
             name = self.add(f"vjp:{node.name}", prod, [v, d])
@@ -259,9 +285,40 @@ class _Builder:
             self.accumulate(inp, name, shape)
 
 
-def jacobian_graph(graph: Graph) -> JacobianGraph:
-    """The backward graph of ``graph`` (raises ValueError on ops it cannot differentiate)."""
-    return _Builder(graph).build()
+def jacobian_graph(graph: Graph, link: bool = True) -> JacobianGraph:
+    """The backward graph of ``graph`` (raises ValueError on ops it cannot differentiate);
+    ``link`` keeps derivatives tied to x where a derivative op exists."""
+    return _Builder(graph, link).build()
+
+
+class JacobianBounder(Bounder):
+    """CROWN on the backward graph.  Bounds of the forward copy's nodes are given (computed
+    once per box, not once per row of C); a derivative's bounds stay the interval ones,
+    which are exact for its input's interval (lines could not do better); step derivatives
+    take their closed-form lines."""
+
+    def __init__(self, graph: Graph, lower: Tensor, upper: Tensor,
+                 given: dict[str, Interval]):
+        super().__init__(graph, lower, upper)
+        self.given = given
+
+    def node_bounds(self, name: str, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        if name in self.given:
+            g_lo, g_hi = self.given[name]
+            return torch.maximum(lo, g_lo), torch.minimum(hi, g_hi)
+        if isinstance(self.graph.node(name).op, DerivativeOp):
+            return lo, hi
+        return super().node_bounds(name, lo, hi)
+
+    def _scalar_lines(self, node: Node, start: str) -> Lines:
+        if not isinstance(node.op, StepDerivative):
+            return super()._scalar_lines(node, start)
+        lines = self.lines.get(node.name)
+        if lines is None:
+            raw = node.op.step_lines(*self.box[node.inputs[0]])
+            lines = Lines(*(t.unsqueeze(1) for t in (raw.a_l, raw.b_l, raw.a_u, raw.b_u)))
+            self.lines[node.name] = lines
+        return lines
 
 
 # -- bounding ----------------------------------------------------------------------------
@@ -282,19 +339,27 @@ def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor) -> dict[str, Inter
     return b.box
 
 
-def backward_input_box(jg: JacobianGraph, C: Tensor, box: dict[str, Interval]
-                       ) -> tuple[Tensor, Tensor]:
-    """The backward graph's input box for K forward boxes and R rows of C: (K*R, n)."""
-    K, R = box[jg.forward.input_name][0].shape[0], C.shape[0]
-    lo = [C.unsqueeze(0).expand(K, R, -1)]
-    hi = [C.unsqueeze(0).expand(K, R, -1)]
-    for name, (_, size) in jg.d_nodes.items():
+def backward_input_box(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor
+                       ) -> tuple[Tensor, Tensor, dict[str, Interval]]:
+    """The backward graph's input box for K forward boxes and R rows of C, (K*R, n), and
+    the forward copy's node bounds repeated for each row."""
+    K, R = lower.shape[0], C.shape[0]
+    box = forward_boxes(jg.forward, lower, upper)
+    seed = C.unsqueeze(0).expand(K, R, -1)
+    lo, hi = [seed], [seed]
+    given: dict[str, Interval] = {}
+    if jg.linked:
+        lo.append(lower.unsqueeze(1).expand(K, R, -1))
+        hi.append(upper.unsqueeze(1).expand(K, R, -1))
+        for name, (b_lo, b_hi) in box.items():
+            given["fwd:" + name] = (b_lo.repeat_interleave(R, 0), b_hi.repeat_interleave(R, 0))
+    for name, (_, size) in jg.free.items():
         node = jg.forward.node(name)
         z_lo, z_hi = box[node.inputs[0]]
         d_lo, d_hi = derivative_range(node.op, *node.op.domain(z_lo, z_hi))  # type: ignore
         lo.append(d_lo.reshape(K, 1, size).expand(K, R, size))
         hi.append(d_hi.reshape(K, 1, size).expand(K, R, size))
-    return torch.cat(lo, -1).reshape(K * R, -1), torch.cat(hi, -1).reshape(K * R, -1)
+    return torch.cat(lo, -1).reshape(K * R, -1), torch.cat(hi, -1).reshape(K * R, -1), given
 
 
 @dataclass
@@ -317,9 +382,8 @@ def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
     if jg.graph is None:
         zero = lower.new_zeros(K, R, len(cols))
         return JacobianBounds(zero, zero, None)
-    box = forward_boxes(jg.forward, lower, upper)
-    s_lo, s_hi = backward_input_box(jg, C, box)
-    b = Bounder(jg.graph, s_lo, s_hi)
+    s_lo, s_hi, given = backward_input_box(jg, C, lower.flatten(1), upper.flatten(1))
+    b = JacobianBounder(jg.graph, s_lo, s_hi, given)
     with torch.no_grad():
         b.compute_intermediate()
         eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[cols]

@@ -98,16 +98,79 @@ def ascend(graph: Graph, C: Tensor, lower: Tensor, upper: Tensor, starts: Tensor
     return best_x
 
 
+def node_values(graph: Graph, x: Tensor) -> dict[str, Tensor]:
+    """Every node's value for a batch of flat inputs x (P, n)."""
+    values = {graph.input_name: graph.to_input_shape(x)}
+    for node in graph.nodes:
+        values[node.name] = node.op.forward(*[values[i] for i in node.inputs])
+    return values
+
+
+def switching_targets(graph: Graph, box: dict[str, tuple[Tensor, Tensor]], limit: int,
+                      gen: torch.Generator) -> list[tuple[str, int]]:
+    """Pre-activations (node, flat index) whose activation's slope is not fixed over the
+    box (an unstable ReLU, a sigmoid off its flat tails), at most ``limit`` at random."""
+    from ..ops.nonlinear import ScalarOp
+    from .jacobian import derivative_range
+
+    found: list[tuple[str, int]] = []
+    for node in graph.nodes:
+        if isinstance(node.op, ScalarOp):
+            z = node.inputs[0]
+            lo, hi = (t[0].flatten() for t in box[z])
+            d_lo, d_hi = derivative_range(node.op, lo, hi)
+            found += [(z, int(j)) for j in torch.nonzero(d_hi > d_lo).flatten()]
+    if len(found) <= limit:
+        return found
+    pick = torch.randperm(len(found), generator=gen)[:limit]
+    return [found[int(i)] for i in pick]
+
+
+def push_activations(graph: Graph, lower: Tensor, upper: Tensor,
+                     targets: list[tuple[str, int]], steps: int) -> Tensor:
+    """Points that drive each target pre-activation to its largest and to its smallest value
+    in the box (signed-gradient ascent from the centre): one point per (target, sign).
+    Where a ReLU net's gradient norm jumps on a small region where some neuron switches on,
+    uniform samples rarely land and these points do."""
+    P = 2 * len(targets)
+    signs = torch.tensor([1.0, -1.0], dtype=lower.dtype).repeat(len(targets))
+    x = ((lower + upper) / 2).expand(P, -1).clone()
+    width = upper - lower
+    where: dict[str, tuple[list[int], list[int]]] = {}  # node -> (points, entries)
+    for k, (name, j) in enumerate(targets):
+        rows, cols = where.setdefault(name, ([], []))
+        rows += [2 * k, 2 * k + 1]
+        cols += [j, j]
+    for t in range(steps):
+        with torch.enable_grad():
+            xg = x.requires_grad_(True)
+            values = node_values(graph, xg)
+            total = sum((values[name].reshape(P, -1)[rows, cols] * signs[rows]).sum()
+                        for name, (rows, cols) in where.items())
+            (grad,) = torch.autograd.grad(total, xg)
+        step = width * (0.5 * (1 - t / steps) + 0.02)
+        x = torch.minimum(torch.maximum(x.detach() + step * grad.sign(), lower), upper)
+    return x.detach()
+
+
 def sampled_lower_bound(graph: Graph, C: Tensor, lower: Tensor, upper: Tensor, norm: str,
-                        samples: int, steps: int, seed: int) -> Witness:
-    """The largest gradient row norm found by sampling, then ascent from the best points."""
+                        samples: int, steps: int, seed: int,
+                        box: dict[str, tuple[Tensor, Tensor]] | None = None) -> Witness:
+    """The largest gradient row norm found at random points, at points that switch
+    activations on and off (when ``box`` gives the nodes' bounds), then by ascent of the
+    norm from the best of them."""
     gen = torch.Generator().manual_seed(seed)
     pts = random_points(lower, upper, samples, gen)
+    if box is not None and steps > 0:
+        targets = switching_targets(graph, box, max(samples, 1), gen)
+        if targets:
+            pts = torch.cat([pts, push_activations(graph, lower, upper, targets, steps)])
     best = best_of(graph, C, pts, norm)
     if steps <= 0:
         return best
     R = C.shape[0]
-    norms = row_norms(full_jacobian(graph, C, pts[: min(len(pts), 64)]), norm)  # (P, R)
+    norms = torch.cat([row_norms(full_jacobian(graph, C, chunk), norm)
+                       for chunk in torch.split(pts, max(1, 4096 // R))])  # (P, R)
     top = norms.max(0).values.argsort(descending=True)[: min(R, 8)]
     starts, rows = [], []
     for r in top.tolist():
