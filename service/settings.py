@@ -9,6 +9,7 @@ environment elsewhere.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -28,10 +29,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/nnverify``, else ``~/.local/share/nnverify``."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "nnverify"
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NNVERIFY_", extra="ignore", populate_by_name=True)
 
-    data_dir: Path = Path("nnverify-data")
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "NNVERIFY_DATABASE_URL"))
     redis_url: str = Field(
