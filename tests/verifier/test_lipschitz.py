@@ -21,7 +21,10 @@ from verifier.lipschitz import (
     local_lipschitz,
     monotonicity,
 )
+from verifier.lipschitz.derivatives import derivative_op
 from verifier.lipschitz.sampling import full_jacobian
+from verifier.ops.nonlinear import Gelu, LeakyRelu, Relu, Sigmoid, Tanh
+from verifier.relax import relax
 
 FAST = LipschitzSettings(samples=64, attack_steps=20)
 
@@ -183,6 +186,87 @@ def test_zero_width_box_gives_the_gradient_norm():
     assert r.upper == pytest.approx(r.lower, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("link", [True, False])
+def test_free_and_linked_derivatives_both_bracket(link):
+    model, weights, biases = random_net(11, [1, 7, 6, 2], "Relu")
+    settings = LipschitzSettings(samples=64, attack_steps=20, link_derivatives=link)
+    r = local_lipschitz(model, np.array([-1.0]), np.array([1.5]), settings=settings)
+    exact = relu_1d_exact(weights, biases, -1.0, 1.5, np.eye(2))
+    assert r.lower <= exact + 1e-9 <= r.upper + 2e-9
+
+
+def _activation(cls, **attrs):
+    attrs = {"_op_type": cls.onnx_types[0], **attrs}
+    return cls(attrs, [], (1, 4000))
+
+
+@pytest.mark.parametrize("op", [_activation(Relu), _activation(LeakyRelu, alpha=0.2),
+                                _activation(LeakyRelu, alpha=3.0), _activation(Sigmoid),
+                                _activation(Tanh), _activation(Gelu)],
+                         ids=["relu", "leaky", "leaky_steep", "sigmoid", "tanh", "gelu"])
+def test_derivative_ops_bound_the_true_derivative(op):
+    """Interval bounds and relaxation lines of sigma' hold at dense samples of random
+    intervals (the step's lines at its jump too)."""
+    deriv = derivative_op((1, 4000), op)
+    rng = np.random.default_rng(0)
+    centre = torch.tensor(rng.standard_normal((1, 4000)) * 3)
+    radius = torch.tensor(rng.uniform(0, 4, (1, 4000)))
+    lo, hi = centre - radius, centre + radius
+    lines = deriv.step_lines(lo, hi) if hasattr(deriv, "step_lines") else relax(
+        deriv.scalar_shape(), lo, hi)
+    i_lo, i_hi = deriv.ibp((lo, hi))
+    for t in np.linspace(0, 1, 201):
+        z = lo + t * (hi - lo)
+        d = op.df(z)
+        assert bool((d >= i_lo - 1e-9).all() and (d <= i_hi + 1e-9).all())
+        assert bool((lines.a_l * z + lines.b_l <= d + 1e-9).all())
+        assert bool((lines.a_u * z + lines.b_u >= d - 1e-9).all())
+    zero = torch.zeros(1, 4000, dtype=torch.float64)  # both sides of a jump at 0
+    for d in (op.df(zero - 1e-12), op.df(zero + 1e-12)):
+        inside = (lo <= 0) & (hi >= 0)
+        assert bool((lines.b_l <= d + 1e-9)[inside].all() and (lines.b_u >= d - 1e-9)[inside].all())
+
+
+def conv_residual_net(seed: int, act: str) -> bytes:
+    """(x - m) / s -> Conv -> BatchNorm -> act -> Conv (+ skip) -> act -> Flatten -> MatMul."""
+    rng = np.random.default_rng(seed)
+
+    def const(name: str, arr: np.ndarray):
+        return numpy_helper.from_array(arr.astype(np.float32), name)
+
+    inits = [const("m", rng.standard_normal((1, 1, 3, 3)) * 0.1), const("s", np.full(1, 0.5)),
+             const("k1", rng.standard_normal((2, 1, 2, 2))), const("c1", rng.standard_normal(2)),
+             const("g", rng.uniform(0.5, 1.5, 2)), const("be", rng.standard_normal(2)),
+             const("mu", rng.standard_normal(2)), const("var", rng.uniform(0.5, 2, 2)),
+             const("k2", rng.standard_normal((2, 2, 1, 1))),
+             const("w", rng.standard_normal((8, 3)))]
+    H = helper.make_node
+    nodes = [H("Sub", ["X", "m"], ["a"]), H("Div", ["a", "s"], ["b"]),
+             H("Conv", ["b", "k1", "c1"], ["c"]),
+             H("BatchNormalization", ["c", "g", "be", "mu", "var"], ["d"]),
+             H(act, ["d"], ["e"]), H("Conv", ["e", "k2"], ["f"]), H("Add", ["f", "e"], ["h"]),
+             H(act, ["h"], ["i"]), H("Flatten", ["i"], ["j"]), H("MatMul", ["j", "w"], ["Y"])]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("X", TensorProto.FLOAT, (1, 1, 3, 3))],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("act", ["Relu", "Tanh"])
+def test_conv_batchnorm_residual_net_is_bracketed(act):
+    model = load_model(conv_residual_net(2, act))
+    rng = np.random.default_rng(1)
+    centre = rng.standard_normal(9) * 0.5
+    lo, hi = centre - 0.2, centre + 0.2
+    r = local_lipschitz(model, lo, hi, settings=FAST)
+    pts = torch.tensor(rng.uniform(lo, hi, (4000, 9)))
+    J = full_jacobian(model.graph, torch.eye(3, dtype=torch.float64), pts)
+    sampled = float(J.abs().sum(-1).max())
+    assert r.lower <= r.upper and sampled <= r.upper + 1e-9 and r.upper <= r.naive + 1e-9
+
+
 # -- monotonicity ------------------------------------------------------------------------
 @pytest.mark.parametrize("act", ["Sigmoid", "Tanh", "Relu"])
 def test_a_network_built_monotone_is_proved_monotone(act):
@@ -262,6 +346,14 @@ def test_cli_prints_json_and_refuses_bad_input(tmp_path, capsys):
     assert _run_cli(["lipschitz", str(path), "--center-file", str(tmp_path / "c.npy"),
                      "--eps", "0.05", "--output-row", "0", "--norm", "2"]) == 0
     assert "upper" in capsys.readouterr().out
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n"
+                    "(declare-const Y_0 Real)\n(assert (>= X_0 0.0))\n(assert (<= X_0 0.2))\n"
+                    "(assert (>= X_1 0.1))\n(assert (<= X_1 0.3))\n(assert (<= Y_0 0.0))\n")
+    assert _run_cli(["lipschitz", str(path), "--center-file", str(spec), "--eps", "0.1",
+                     "--json", "--samples", "16", "--attack-steps", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert np.allclose(out["argmax_input"], np.clip(out["argmax_input"], [0, 0.1], [0.2, 0.3]))
     assert _run_cli(["lipschitz", str(path), "--center", "0.1", "--eps", "0.05"]) == 2
     assert _run_cli(["lipschitz", str(tmp_path / "missing.onnx"), "--center", "0,0",
                      "--eps", "0.1"]) == 2

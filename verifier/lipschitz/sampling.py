@@ -145,8 +145,8 @@ def push_activations(graph: Graph, lower: Tensor, upper: Tensor,
         with torch.enable_grad():
             xg = x.requires_grad_(True)
             values = node_values(graph, xg)
-            total = sum((values[name].reshape(P, -1)[rows, cols] * signs[rows]).sum()
-                        for name, (rows, cols) in where.items())
+            total = torch.stack([(values[name].reshape(P, -1)[rows, cols] * signs[rows]).sum()
+                                 for name, (rows, cols) in where.items()]).sum()
             (grad,) = torch.autograd.grad(total, xg)
         step = width * (0.5 * (1 - t / steps) + 0.02)
         x = torch.minimum(torch.maximum(x.detach() + step * grad.sign(), lower), upper)
