@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .attack import Counterexample, confirm
-from .crown import Bounder, Interrupted
+from .crown import Bounder, Interrupted, optimise_final
 from .graph import Graph
 from .onnx_import import Model
 from .graph import Node
@@ -41,6 +41,7 @@ class BabSettings:
     batch: int = 512  # domains split per round (children: twice as many)
     max_domains: int = 50_000  # open domains kept before giving up (memory cap)
     input_split_max_dims: int = 16  # models with at most this many inputs split inputs
+    beta_iterations: int = 10  # Adam steps on alpha and beta per activation-split round
 
 
 @dataclass
@@ -52,7 +53,8 @@ class BabState:
     case: Tensor  # (N,) long: row of the root batch each domain belongs to
     # input of a split nonlinearity -> per-domain limits (lo, hi), each (N, *shape)
     splits: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
-    margin: Tensor | None = None  # (N,) the domain's weakest disjunct bound (<= 0: open)
+    # (N, D) per-disjunct lower bounds (> 0 refutes); a child inherits its parent's
+    per: Tensor | None = None
     score: Tensor | None = None  # (N, K) branching scores (input dims or neurons)
     boxes: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # split nodes' bounds
 
@@ -63,7 +65,7 @@ class BabState:
     def take(self, idx: Tensor) -> BabState:
         return BabState(self.lower[idx], self.upper[idx], self.case[idx],
                         {k: (v[0][idx], v[1][idx]) for k, v in self.splits.items()},
-                        None if self.margin is None else self.margin[idx],
+                        None if self.per is None else self.per[idx],
                         None if self.score is None else self.score[idx],
                         {k: (v[0][idx], v[1][idx]) for k, v in self.boxes.items()})
 
@@ -72,7 +74,7 @@ class BabState:
         parts = [p for p in parts if p.size]
         if not parts:
             raise ValueError("no domains")
-        margins = [p.margin for p in parts]
+        margins = [p.per for p in parts]
         scores = [p.score for p in parts]
         return BabState(
             torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
@@ -124,6 +126,7 @@ class BranchAndBound:
         self.done = 0
         self.found: list[Counterexample] = []
         self.batch = settings.batch if self.mode == "input" else 16
+        self.global_lb = -math.inf
 
     # -- bounding ------------------------------------------------------------------------
     def bound(self, state: BabState) -> tuple[Tensor, Tensor, Bounder]:
@@ -134,9 +137,14 @@ class BranchAndBound:
         b.record = self.mode == "activation"
         with torch.no_grad():
             b.compute_intermediate()
-            C, d = self.root.C[state.case], self.root.d[state.case]
-            A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
-            rows = b.bound(self.graph.output_name, A) - d
+        C, d = self.root.C[state.case], self.root.d[state.case]
+        iterations = self.settings.beta_iterations if self.mode == "activation" else 0
+        rows = optimise_final(b, C, d, iterations, expired=self.expired)
+        if iterations:  # record the coefficients of the optimised bound for branching
+            with torch.no_grad():
+                b.record, b.lines = True, b.lines
+                A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
+                b.bound(self.graph.output_name, A)
         sub = ProblemBatch(state.lower, state.upper, C, d, self.root.row_disjunct[state.case],
                            [], [self.root.n_disjuncts[i] for i in state.case.tolist()])
         per = sub.disjunct_bounds(rows)
@@ -145,10 +153,18 @@ class BranchAndBound:
 
     # -- branching -----------------------------------------------------------------------
     def input_scores(self, state: BabState, b: Bounder) -> Tensor:
-        A_x = b.last_A_x
+        """|A_x| * width per input dimension (how much of the linear bound's slack the
+        dimension carries) plus a share of the relative width, so a dimension on which the
+        bound's looseness comes from relaxations rather than the linear term still splits."""
         width = state.upper - state.lower
-        score = width if A_x is None else A_x.abs().sum(dim=1).reshape(state.size, -1) * width
-        return torch.where(width > 0, score + 1e-12 * width, -1.0)
+        rel = width / width.max(dim=1, keepdim=True).values.clamp(min=1e-30)
+        if b.last_A_x is None:
+            smear = torch.zeros_like(width)
+        else:
+            smear = b.last_A_x.abs().sum(dim=1).reshape(state.size, -1) * width
+        score = smear + (0.05 * smear.sum(dim=1, keepdim=True) + 1e-9) * rel
+        root_width = (self.root.upper - self.root.lower)[state.case]
+        return torch.where(width > 1e-6 * root_width, score, -1.0)
 
     def split_inputs(self, state: BabState) -> BabState:
         assert state.score is not None
@@ -158,8 +174,8 @@ class BranchAndBound:
         left_up.scatter_(1, dim[:, None], mid)
         right_lo = state.lower.clone()
         right_lo.scatter_(1, dim[:, None], mid)
-        left = BabState(state.lower, left_up, state.case)
-        right = BabState(right_lo, state.upper, state.case)
+        left = BabState(state.lower, left_up, state.case, state.splits, state.per)
+        right = BabState(right_lo, state.upper, state.case, state.splits, state.per)
         return BabState.cat([left, right])
 
     def activation_scores(self, state: BabState, b: Bounder) -> Tensor:
@@ -189,7 +205,18 @@ class BranchAndBound:
         assert state.score is not None
         best, pos = state.score.max(dim=1)
         if bool((best < 0).any()):
-            return None  # some domain has nothing left to split
+            # nothing left to split in these domains (every neuron fixed or stable, yet the
+            # split constraints are not enforced on the input box): bisect their inputs
+            stuck = (best < 0).nonzero().flatten()
+            free = (best >= 0).nonzero().flatten()
+            boxed = state.take(stuck)
+            width = boxed.upper - boxed.lower
+            boxed.score = torch.where(width > 0, width, -1.0)
+            parts = [self.split_inputs(boxed)]
+            if len(free):
+                sub = state.take(free)
+                parts.append(self.split_activations(sub, sub.boxes))  # type: ignore[arg-type]
+            return BabState.cat(parts)
         sizes = [math.prod(node.shape) for _, node in self.nodes]
         offsets = np.cumsum([0] + sizes)
         left = {k: (v[0].clone(), v[1].clone()) for k, v in state.splits.items()}
@@ -208,8 +235,8 @@ class BranchAndBound:
             point = branch_point(node.op, lo, hi)  # type: ignore[arg-type]
             left[name][1].reshape(state.size, -1)[sel, j] = point
             right[name][0].reshape(state.size, -1)[sel, j] = point
-        return BabState.cat([BabState(state.lower, state.upper, state.case, left),
-                             BabState(state.lower, state.upper, state.case, right)])
+        return BabState.cat([BabState(state.lower, state.upper, state.case, left, state.per),
+                             BabState(state.lower, state.upper, state.case, right, state.per)])
 
     # -- falsification -------------------------------------------------------------------
     def try_points(self, state: BabState, b: Bounder) -> None:
@@ -237,8 +264,11 @@ class BranchAndBound:
                     return
 
     # -- the loop ------------------------------------------------------------------------
-    def bound_and_score(self, state: BabState) -> Bounder:
-        _, state.margin, b = self.bound(state)
+    def bound_and_score(self, state: BabState, inherited: Tensor | None = None) -> Bounder:
+        """Bound the domains (a bound is never worse than the parent's, which holds on the
+        child's smaller domain too) and compute branching scores."""
+        per, _, b = self.bound(state)
+        state.per = per if inherited is None else torch.maximum(per, inherited)
         if self.mode == "input":
             state.score = self.input_scores(state, b)
         else:
@@ -250,20 +280,22 @@ class BranchAndBound:
         try:
             return self._loop(state)
         except Interrupted:
-            return BabOutcome("timeout", self.done, self.found, set(self.root.cases), -math.inf)
+            return BabOutcome("timeout", self.done, self.found, set(self.root.cases),
+                              self.global_lb)
 
     def _loop(self, state: BabState) -> BabOutcome:
         self.bound_and_score(state)
-        margin = state.margin
-        assert margin is not None
+        assert state.per is not None
+        margin = state.per.min(dim=1).values
         state = state.take((margin <= 0).nonzero().flatten())
         global_lb = float(margin.min()) if margin.numel() else math.inf
+        self.global_lb = global_lb
         while state.size:
             if self.expired():
                 return self._outcome("timeout", state, global_lb)
             if state.size > self.settings.max_domains:
                 return self._outcome("unknown", state, global_lb)
-            order = torch.argsort(state.margin)  # type: ignore[arg-type]
+            order = torch.argsort(state.per.min(dim=1).values)  # type: ignore[union-attr]
             k = min(self.batch, state.size)
             started = time.monotonic()
             pick, rest = state.take(order[:k]), state.take(order[k:])
@@ -274,9 +306,9 @@ class BranchAndBound:
                 if maybe is None:
                     return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                 children = maybe
-            b = self.bound_and_score(children)
-            margin = children.margin
-            assert margin is not None
+            b = self.bound_and_score(children, children.per)
+            assert children.per is not None
+            margin = children.per.min(dim=1).values
             self.done += children.size
             self._adapt(time.monotonic() - started)
             self.try_points(children, b)
@@ -284,7 +316,8 @@ class BranchAndBound:
                 return self._outcome("falsified", children, global_lb)
             keep = children.take((margin <= 0).nonzero().flatten())
             state = BabState.cat([keep, rest]) if keep.size + rest.size else keep
-            global_lb = float(state.margin.min()) if state.size else math.inf  # type: ignore
+            global_lb = float(state.per.min()) if state.size else math.inf  # type: ignore
+            self.global_lb = global_lb
             self.progress(state.size, self.done, global_lb)
         return self._outcome("verified", state, global_lb)
 
@@ -296,6 +329,7 @@ class BranchAndBound:
             self.batch = max(1, self.batch // 2)
 
     def _outcome(self, verdict: str, state: BabState, lb: float) -> BabOutcome:
+        self.global_lb = lb
         cases = {self.root.cases[int(i)] for i in state.case.unique().tolist()} if state.size \
             else set()
         return BabOutcome(verdict, self.done, self.found, cases, lb)

@@ -86,6 +86,8 @@ class Bounder:
         self.recorded: dict[str, Tensor] = {}
         self.last_A_x: Tensor | None = None
         self.expired: Callable[[], bool] = lambda: False
+        # beta-CROWN multipliers of the split constraints, per split node: (b_lo, b_hi)
+        self.betas: dict[str, tuple[Tensor, Tensor]] | None = None
 
     # -- intermediate bounds ---------------------------------------------------------
     def needed(self) -> set[str]:
@@ -194,11 +196,28 @@ class Bounder:
                 continue
             if self.record and start == self.graph.output_name:
                 self.recorded[node.name] = coeff.detach()
+            if self.betas is not None and start == self.graph.output_name and \
+                    node.name in self.betas:
+                coeff, extra = self._beta_terms(node.name, coeff)
+                bias = bias + extra
             ins, b = self._rule(node, coeff, start)
             bias = bias + b
             for name, Ai in zip(node.inputs if ins else [], ins, strict=True):
                 pending[name] = pending[name] + Ai if name in pending else Ai
         return pending.get(self.graph.input_name), bias
+
+    def _beta_terms(self, name: str, A: Tensor) -> tuple[Tensor, Tensor]:
+        """beta-CROWN: on a domain where z >= c_lo and z <= c_hi hold (branch-and-bound
+        splits), f >= f - b_lo (z - c_lo) - b_hi (c_hi - z) for any b_lo, b_hi >= 0, so the
+        bound may add these terms; their multipliers are optimised like the slopes."""
+        b_lo, b_hi = (t.clamp(min=0) for t in self.betas[name])  # type: ignore[index]
+        c_lo, c_hi = (t.unsqueeze(1) for t in self.splits[name])
+        has_lo, has_hi = torch.isfinite(c_lo), torch.isfinite(c_hi)
+        b_lo = torch.where(has_lo, b_lo, 0.0)
+        b_hi = torch.where(has_hi, b_hi, 0.0)
+        A = A - b_lo + b_hi
+        extra = b_lo * torch.where(has_lo, c_lo, 0.0) - b_hi * torch.where(has_hi, c_hi, 0.0)
+        return A, extra.flatten(2).sum(-1)
 
     def _rule(self, node: Node, A: Tensor, start: str) -> tuple[list[Tensor], Tensor]:
         op = node.op
@@ -379,3 +398,48 @@ def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
             with torch.no_grad():
                 for t in params:
                     t.clamp_(0, 1)
+
+
+def optimise_final(b: Bounder, C: Tensor, d: Tensor, iterations: int, lr: float = 0.1,
+                   expired: Callable[[], bool] = lambda: False) -> Tensor:
+    """Bound of C y - d with the intermediate bounds held fixed, tightened by optimising the
+    final rows' slopes (alpha) and the split constraints' multipliers (beta) by Adam.
+    Every iterate is sound; the best per row is returned."""
+    graph = b.graph
+    R = C.shape[1]
+    A = C.reshape(C.shape[0], R, *graph.output_shape)
+    with torch.no_grad():
+        best = b.bound(graph.output_name, A) - d
+    if iterations <= 0:
+        return best
+    b.betas = {name: tuple(torch.zeros(b.B, R, *lim[0].shape[1:], dtype=A.dtype,  # type: ignore
+                                       device=A.device, requires_grad=True) for _ in range(2))
+               for name, lim in b.splits.items()}
+    b.alphas, b.final_rows, b.alpha_budget = {}, R, 0
+    opt: torch.optim.Optimizer | None = None
+    with torch.enable_grad():
+        for _ in range(iterations):
+            if expired():
+                break
+            lb = b.bound(graph.output_name, A) - d
+            best = torch.maximum(best, lb.detach())
+            params = [t for pair in b.alphas.values() for t in pair]
+            params += [t for pair in b.betas.values() for t in pair]
+            if not params:
+                break
+            if opt is None:
+                opt = torch.optim.Adam(params, lr=lr)
+            opt.zero_grad()
+            (-lb[best <= 0].sum()).backward()
+            opt.step()
+            with torch.no_grad():
+                for t in b.alphas.values():
+                    t[0].clamp_(0, 1)
+                    t[1].clamp_(0, 1)
+                for pair in b.betas.values():
+                    for t in pair:
+                        t.clamp_(min=0)
+        with torch.no_grad():
+            best = torch.maximum(best, b.bound(graph.output_name, A) - d)
+    b.alphas, b.betas = None, None
+    return best

@@ -7,6 +7,7 @@ side in one process.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -240,6 +241,11 @@ def _branch_and_bound(model: Model, prop: Property, settings: Settings, clock: C
     if outcome.verdict == "verified":
         for case in open_cases:
             state.open[case][:] = False
+    elif math.isfinite(outcome.lower_bound):
+        # the weakest open domain bounds every disjunct of every open case from below
+        for case in open_cases:
+            state.best[case] = [max(v if v is not None else -math.inf, outcome.lower_bound)
+                                for v in state.best[case]]
     result.methods.append(MethodRecord("bab", time.monotonic() - t0, before, state.n_open()))
     if outcome.counterexamples:
         result.counterexamples += outcome.counterexamples

@@ -1,0 +1,116 @@
+"""Branch-and-bound against exact answers on small networks, deadlines and cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from verifier import Settings, load_model, parse_vnnlib_file, verify
+from verifier.bab import BabSettings
+from verifier.property import Case, Conjunction, Property
+
+ACTIVATIONS = ["Relu", "Sigmoid", "Tanh", "Gelu"]
+
+
+def _net(act: str, seed: int, widths=(2, 12, 12, 1)) -> bytes:
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        W = (rng.standard_normal((b, a)) * 1.2).astype(np.float32)
+        c = (rng.standard_normal(b) * 0.3).astype(np.float32)
+        inits += [numpy_helper.from_array(W, f"W{i}"), numpy_helper.from_array(c, f"c{i}")]
+        nodes.append(helper.make_node("Gemm", [prev, f"W{i}", f"c{i}"], [f"h{i}"], transB=1))
+        prev = f"h{i}"
+        if i < len(widths) - 2:
+            nodes.append(helper.make_node(act, [prev], [f"a{i}"]))
+            prev = f"a{i}"
+    graph = helper.make_graph(
+        nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, widths[0]))],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, (1, 1))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]).SerializeToString()
+
+
+def _grid_min(model, lo, hi, n=401) -> float:
+    g = np.stack(np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)), -1)
+    with torch.no_grad():
+        y = model.graph.forward(torch.tensor(g.reshape(-1, 2), dtype=torch.float64))
+    return float(y.min())
+
+
+def _prop(lo, hi, threshold: float) -> Property:
+    """Unsafe: y <= threshold anywhere in the box."""
+    conj = Conjunction(np.array([[1.0]]), np.array([threshold]))
+    return Property(2, 1, (Case(np.array(lo), np.array(hi), (conj,)),))
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_verdicts_match_dense_gridding(act, seed):
+    model = load_model(_net(act, seed))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    true_min = _grid_min(model, lo, hi)
+    spread = abs(true_min) + 1.0
+    settings = Settings(timeout=20, methods=("ibp", "crown"))
+    safe = verify(model, _prop(lo, hi, true_min - 0.02 * spread), settings)
+    unsafe = verify(model, _prop(lo, hi, true_min + 0.02 * spread), settings)
+    assert safe.verdict == "verified", safe.message
+    assert unsafe.verdict == "falsified", unsafe.message
+    # a verified answer survives a 100k-sample search
+    x = torch.tensor(np.random.default_rng(seed).uniform(-1, 1, (100_000, 2)))
+    with torch.no_grad():
+        assert float(model.graph.forward(x).min()) > true_min - 0.02 * spread
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activation_splitting_decides_where_crown_alone_cannot(act):
+    """Force activation splitting (input splitting switched off) on small networks."""
+    model = load_model(_net(act, 5, widths=(2, 10, 10, 1)))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    true_min = _grid_min(model, lo, hi)
+    prop = _prop(lo, hi, true_min - 0.1 * (abs(true_min) + 1))
+    crown_only = verify(model, prop, Settings(timeout=20, methods=("crown",), bab=False))
+    bab = verify(model, prop, Settings(timeout=8, methods=("crown",),
+                                       bab_settings=BabSettings(input_split_max_dims=0)))
+    assert bab.verdict in ("verified", "timeout", "unknown"), bab.message  # it is safe
+    if crown_only.verdict != "verified":
+        assert bab.domains > 0
+        # splitting tightens the bound (or decides)
+        assert bab.verdict == "verified" or bab.bounds[0][0] > crown_only.bounds[0][0]
+
+
+def test_deadline_is_honoured_within_a_second(bench):
+    model = load_model(bench / "mnist_fc" / "onnx" / "mnist-net_256x6.onnx")
+    prop = parse_vnnlib_file(bench / "mnist_fc" / "vnnlib" / "prop_0_0.05.vnnlib",
+                             model.n_inputs, model.n_outputs)
+    t0 = time.monotonic()
+    result = verify(model, prop, Settings(timeout=3))
+    elapsed = time.monotonic() - t0
+    assert result.verdict in ("timeout", "falsified", "verified")
+    assert elapsed < 4.0
+
+
+def test_cancellation_is_honoured_within_a_second(bench):
+    model = load_model(bench / "mnist_fc" / "onnx" / "mnist-net_256x6.onnx")
+    prop = parse_vnnlib_file(bench / "mnist_fc" / "vnnlib" / "prop_0_0.05.vnnlib",
+                             model.n_inputs, model.n_outputs)
+    flag = threading.Event()
+    threading.Timer(2.0, flag.set).start()
+    t0 = time.monotonic()
+    result = verify(model, prop, Settings(timeout=60), cancel=flag.is_set)
+    assert time.monotonic() - t0 < 3.0
+    assert result.verdict == "unknown" and "cancelled" in result.message
+
+
+def test_bab_lower_bound_never_decreases(bench):
+    model = load_model(bench / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx")
+    prop = parse_vnnlib_file(bench / "acasxu" / "vnnlib" / "prop_1.vnnlib",
+                             model.n_inputs, model.n_outputs)
+    seen: list[float] = []
+    verify(model, prop, Settings(timeout=30, methods=("crown",)),
+           progress=lambda p: seen.append(p.lower_bound) if p.stage == "bab" else None)
+    assert seen and all(b >= a - 1e-6 for a, b in zip(seen, seen[1:], strict=False))
