@@ -33,6 +33,59 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--result-file", type=Path,
                    help="write the VNN-COMP result (unsat/sat/unknown/timeout/error) here")
     p.set_defaults(func=run_verify)
+    _add_vnncomp(sub)
+    try:
+        from .lipschitz import add_lipschitz_command
+    except ImportError:  # pragma: no cover - the Lipschitz module is optional
+        return
+    add_lipschitz_command(sub)
+
+
+def _add_vnncomp(sub: argparse._SubParsersAction) -> None:
+    """VNN-COMP's prepare_instance.sh / run_instance.sh contract."""
+    p = sub.add_parser("vnncomp", help="VNN-COMP run-script contract (prepare / run)")
+    vsub = p.add_subparsers(dest="vnncomp_command", required=True)
+    prep = vsub.add_parser("prepare", help="check that an instance can be run (no analysis)")
+    run = vsub.add_parser("run", help="verify one instance and write the results file")
+    for q in (prep, run):
+        q.add_argument("category")
+        q.add_argument("onnx", type=Path)
+        q.add_argument("vnnlib", type=Path)
+    run.add_argument("results", type=Path)
+    run.add_argument("timeout", type=float)
+    run.add_argument("--device", default="cpu")
+    prep.set_defaults(func=run_prepare)
+    run.set_defaults(func=run_vnncomp)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Non-zero exit (instance skipped) when the model or spec cannot be used."""
+    try:
+        model = load_model(args.onnx)
+        parse_vnnlib_file(args.vnnlib, model.n_inputs, model.n_outputs)
+    except (NNVerifyError, SpecError, OSError) as exc:
+        print(f"nnverify: cannot prepare {args.category} instance: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_vnncomp(args: argparse.Namespace) -> int:
+    """Verify within the harness's timeout (minus start-up) and write the results file."""
+    import time
+
+    started = time.monotonic()
+    try:
+        model = load_model(args.onnx)
+        prop = parse_vnnlib_file(args.vnnlib, model.n_inputs, model.n_outputs)
+    except (NNVerifyError, SpecError, OSError) as exc:
+        print(f"nnverify: error: {exc}", file=sys.stderr)
+        args.results.write_text("error\n")
+        return 0
+    budget = max(0.5, args.timeout - (time.monotonic() - started) - 1.0)
+    result = verify(model, prop, Settings(timeout=budget, device=args.device))
+    args.results.write_text(result.to_vnncomp())
+    print(f"{result.verdict} in {result.seconds:.2f} s")
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -8,6 +8,7 @@ op type, node name and position.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 from collections import Counter
@@ -79,6 +80,11 @@ class Model:
 def load_model(source: bytes | str | Path) -> Model:
     """Import an ONNX model from bytes or a file path; raise ModelError saying what is wrong."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+    if data[:2] == b"\x1f\x8b":  # gzip (VNN-COMP ships models as .onnx.gz)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ModelError(f"the gzip-compressed model is damaged: {exc}") from None
     proto = _parse(data)
     _refuse_external_data(proto)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)

@@ -158,3 +158,18 @@ def test_spec_size_mismatch_names_both_sizes(bench):
     prop = parse_vnnlib((bench / "test" / "test_prop.vnnlib").read_text())
     result = verify(model, prop, Settings(timeout=5))
     assert result.verdict == "error" and "5 inputs" in result.message
+
+
+def test_vnncomp_contract(bench, tmp_path):
+    import gzip
+
+    model = tmp_path / "m.onnx.gz"
+    model.write_bytes(gzip.compress((bench / "test" / "test_unsat.onnx").read_bytes()))
+    spec = bench / "test" / "test_prop.vnnlib"
+    assert _cli("vnncomp", "prepare", "test", str(model), str(spec)).returncode == 0
+    out = tmp_path / "res.txt"
+    proc = _cli("vnncomp", "run", "test", str(model), str(spec), str(out), "30.0")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().strip() == "unsat"
+    bad = _cli("vnncomp", "prepare", "test", str(bench / "test" / "test_nano.onnx"), str(spec))
+    assert bad.returncode != 0 and "5" in bad.stderr
