@@ -131,7 +131,7 @@ def test_relu_1d_bracket_contains_the_enumerated_constant(seed, eps):
 
 @pytest.mark.parametrize("act", ["Sigmoid", "Tanh", "Gelu", "Relu", "LeakyRelu"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("n_in,eps", [(1, 0.3), (2, 0.1), (2, 1.0)])
+@pytest.mark.parametrize("n_in,eps", [(1, 0.3), (2, 0.7)])
 def test_bracket_contains_the_gridded_constant(act, seed, n_in, eps):
     model, _, _ = random_net(seed, [n_in, 5, 4, 2], act)
     centre = np.random.default_rng(seed + 20).standard_normal(n_in)
@@ -197,7 +197,7 @@ def test_free_and_linked_derivatives_both_bracket(link):
 
 def _activation(cls, **attrs):
     attrs = {"_op_type": cls.onnx_types[0], **attrs}
-    return cls(attrs, [], (1, 4000))
+    return cls(attrs, [], (1, 600))
 
 
 @pytest.mark.parametrize("op", [_activation(Relu), _activation(LeakyRelu, alpha=0.2),
@@ -207,21 +207,21 @@ def _activation(cls, **attrs):
 def test_derivative_ops_bound_the_true_derivative(op):
     """Interval bounds and relaxation lines of sigma' hold at dense samples of random
     intervals (the step's lines at its jump too)."""
-    deriv = derivative_op((1, 4000), op)
+    deriv = derivative_op((1, 600), op)
     rng = np.random.default_rng(0)
-    centre = torch.tensor(rng.standard_normal((1, 4000)) * 3)
-    radius = torch.tensor(rng.uniform(0, 4, (1, 4000)))
+    centre = torch.tensor(rng.standard_normal((1, 600)) * 3)
+    radius = torch.tensor(rng.uniform(0, 4, (1, 600)))
     lo, hi = centre - radius, centre + radius
     lines = deriv.step_lines(lo, hi) if hasattr(deriv, "step_lines") else relax(
         deriv.scalar_shape(), lo, hi)
     i_lo, i_hi = deriv.ibp((lo, hi))
-    for t in np.linspace(0, 1, 201):
+    for t in np.linspace(0, 1, 101):
         z = lo + t * (hi - lo)
         d = op.df(z)
         assert bool((d >= i_lo - 1e-9).all() and (d <= i_hi + 1e-9).all())
         assert bool((lines.a_l * z + lines.b_l <= d + 1e-9).all())
         assert bool((lines.a_u * z + lines.b_u >= d - 1e-9).all())
-    zero = torch.zeros(1, 4000, dtype=torch.float64)  # both sides of a jump at 0
+    zero = torch.zeros(1, 600, dtype=torch.float64)  # both sides of a jump at 0
     for d in (op.df(zero - 1e-12), op.df(zero + 1e-12)):
         inside = (lo <= 0) & (hi >= 0)
         assert bool((lines.b_l <= d + 1e-9)[inside].all() and (lines.b_u >= d - 1e-9)[inside].all())

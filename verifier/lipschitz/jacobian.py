@@ -308,7 +308,27 @@ class JacobianBounder(Bounder):
             return torch.maximum(lo, g_lo), torch.minimum(hi, g_hi)
         if isinstance(self.graph.node(name).op, DerivativeOp):
             return lo, hi
+        if name not in self.rows_of_node:
+            rows = self._rows_that_matter(name)
+            if rows is not None:
+                self.rows_of_node[name] = rows
         return super().node_bounds(name, lo, hi)
+
+    def _rows_that_matter(self, name: str) -> Tensor | None:
+        """Entries of a product's factor whose bounds the product's relaxation uses: where
+        the other factor is not a point anywhere in the batch (a stable ReLU's derivative
+        is; then the product is linear whatever this factor's bounds).  None when a user is
+        not a product."""
+        spread = None
+        for user in self.graph.users[name]:
+            node = self.graph.node(user)
+            if not isinstance(node.op, VarMul):
+                return None
+            other = self.graph.node(node.inputs[1] if node.inputs[0] == name else node.inputs[0])
+            o_lo, o_hi = other.op.ibp(*[self.box[i] for i in other.inputs])
+            width = (o_hi - o_lo).flatten(1).amax(0)
+            spread = width if spread is None else spread + width
+        return None if spread is None else torch.nonzero(spread > 0).flatten()
 
     def _scalar_lines(self, node: Node, start: str) -> Lines:
         if not isinstance(node.op, StepDerivative):
@@ -397,10 +417,20 @@ def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
 
 
 def interval_jacobian(bounds: JacobianBounds, jg: JacobianGraph) -> Interval | None:
-    """The plain interval-product bounds of C J(x) (flat, (K*R, n)) kept by the bounder."""
-    if bounds.bounder is None or jg.graph is None:
+    """Plain interval products for comparison: the backward graph's interval bounds, (K*R, n),
+    with the same derivative ranges (the forward copy keeps its given bounds) but no linear
+    bounds on the cotangents."""
+    b = bounds.bounder
+    if not isinstance(b, JacobianBounder) or jg.graph is None:
         return None
-    lo, hi = bounds.bounder.box[jg.graph.output_name]
+    box = {jg.graph.input_name: (b.lower, b.upper)}
+    for node in jg.graph.nodes:
+        lo, hi = node.op.ibp(*[box[i] for i in node.inputs])
+        given = b.given.get(node.name)
+        if given is not None:
+            lo, hi = torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
+        box[node.name] = (lo, hi)
+    lo, hi = box[jg.graph.output_name]
     return lo.flatten(1), hi.flatten(1)
 
 
