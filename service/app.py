@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import migrate
 from .api import certificates, health, jobs, models
+from .dashboard import mount_dashboard
 from .db import ensure_data_dir, make_engine, session_factory
 from .engine import ModelCache
 from .queues import JobQueue, make_queue
@@ -55,6 +56,7 @@ def create_app(settings: ServiceSettings, queue: JobQueue | None = None,
     for module in (models, jobs, certificates, health):
         app.include_router(module.router, prefix=API_PREFIX)
     _add_error_handlers(app)
+    mount_dashboard(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + BODY_SLACK,
                        message=f"the request body is larger than the upload limit of "
                                f"{settings.max_upload_mb:g} MB (NNVERIFY_MAX_UPLOAD_MB)")

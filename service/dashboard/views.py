@@ -1,0 +1,155 @@
+"""What the job page draws: the bound history as inline SVG and a counterexample as an
+image (a PNG data URL, for image-shaped inputs) or as a table, with the model's output."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from markupsafe import Markup, escape
+
+PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T, PAD_R = 440, 200, 64, 36, 14, 14
+MAX_TABLE_VALUES = 64
+
+
+def bound_history(progress: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The progress points with a bound: ``progress["history"]`` where the worker keeps one,
+    else the latest progress alone."""
+    if not progress:
+        return []
+    points = progress.get("history") or [progress]
+    return [p for p in points if isinstance(p, dict) and _finite(p.get("lower_bound"))]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _ticks(lo: float, hi: float) -> tuple[float, float]:
+    if lo == hi:
+        pad = abs(lo) * 0.1 or 1.0
+        return lo - pad, hi + pad
+    return lo, hi
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def line_plot(points: list[tuple[float, float]], xlabel: str, ylabel: str,
+              title: str) -> Markup:
+    """An SVG line plot of ``points`` (x, y) with its axes' ranges and a dashed y = 0 line
+    (a bound above 0 proves the property)."""
+    if not points:
+        return Markup('<p class="muted">No bound reported yet.</p>')
+    x0, x1 = _ticks(min(p[0] for p in points), max(p[0] for p in points))
+    y0, y1 = _ticks(min(min(p[1] for p in points), 0.0), max(max(p[1] for p in points), 0.0))
+    w, h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
+
+    def sx(x: float) -> float:
+        return PAD_L + (x - x0) / (x1 - x0) * w
+
+    def sy(y: float) -> float:
+        return PAD_T + (y1 - y) / (y1 - y0) * h
+
+    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5"/>' for x, y in points[-1:])
+    parts = [
+        f'<svg class="plot" viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" '
+        f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
+        f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{w}" height="{h}"/>',
+        f'<line class="zero" x1="{PAD_L}" x2="{PAD_L + w}" y1="{sy(0):.1f}" y2="{sy(0):.1f}"/>',
+        f'<polyline class="series" points="{line}"/>', f'<g class="dot">{dots}</g>',
+        f'<text x="{PAD_L - 4}" y="{PAD_T + 10}" text-anchor="end">{_fmt(y1)}</text>',
+        f'<text x="{PAD_L - 4}" y="{PAD_T + h}" text-anchor="end">{_fmt(y0)}</text>',
+        f'<text x="{PAD_L}" y="{PLOT_H - 20}">{_fmt(x0)}</text>',
+        f'<text x="{PAD_L + w}" y="{PLOT_H - 20}" text-anchor="end">{_fmt(x1)}</text>',
+        f'<text x="{PAD_L + w / 2}" y="{PLOT_H - 4}" text-anchor="middle">{escape(xlabel)}</text>',
+        f'<text x="12" y="{PAD_T + h / 2}" transform="rotate(-90 12 {PAD_T + h / 2})" '
+        f'text-anchor="middle">{escape(ylabel)}</text></svg>',
+    ]
+    return Markup("".join(parts))
+
+
+def bound_plots(progress: dict[str, Any] | None) -> dict[str, Markup]:
+    hist = bound_history(progress)
+    by_time = [(float(p.get("elapsed", 0.0)), float(p["lower_bound"])) for p in hist]
+    by_domains = [(float(p.get("domains_done", 0)), float(p["lower_bound"])) for p in hist]
+    return {"time": line_plot(by_time, "seconds", "lower bound", "Global lower bound vs time"),
+            "domains": line_plot(by_domains, "domains done", "lower bound",
+                                 "Global lower bound vs domains")}
+
+
+def image_layout(shape: list[int]) -> tuple[int, int, int] | None:
+    """(channels, height, width) when an input of ``shape`` is an image (C in {1, 3},
+    channels first, as 1x28x28 or 3x32x32; or a plain HxW grid), else None."""
+    dims = list(shape)
+    while dims and dims[0] == 1 and len(dims) > 2:
+        dims = dims[1:]
+    if len(dims) == 3 and dims[0] in (1, 3) and min(dims[1:]) >= 4:
+        return dims[0], dims[1], dims[2]
+    if len(dims) == 2 and min(dims) >= 4:
+        return 1, dims[0], dims[1]
+    return None
+
+
+def _png(width: int, height: int, rgb_rows: list[bytes]) -> bytes:
+    """A minimal 8-bit RGB PNG (no filter on any row)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    raw = b"".join(b"\x00" + row for row in rgb_rows)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def image_data_url(values: list[float], layout: tuple[int, int, int]) -> str:
+    """The input as a PNG data URL: values in [0, 1] as they are, anything else rescaled
+    from its own minimum and maximum."""
+    c, h, w = layout
+    lo, hi = min(values), max(values)
+    if lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    span = (hi - lo) or 1.0
+    level = [max(0, min(255, round((v - lo) / span * 255))) for v in values[:c * h * w]]
+    rows = []
+    for y in range(h):
+        row = bytearray()
+        for x in range(w):
+            px = [level[ch * h * w + y * w + x] for ch in range(c)]
+            row += bytes(px * 3 if c == 1 else px)
+        rows.append(bytes(row))
+    return "data:image/png;base64," + base64.b64encode(_png(w, h, rows)).decode()
+
+
+@dataclass
+class CounterexampleView:
+    case: int
+    disjunct: int
+    image: str | None  # PNG data URL when the input is an image
+    inputs: list[tuple[int, float]]  # shown as a table when not an image (first values)
+    n_inputs: int
+    outputs: list[tuple[int, float]]
+    top_output: int | None
+
+
+def counterexample_views(result: dict[str, Any] | None,
+                         input_shape: list[int]) -> list[CounterexampleView]:
+    layout = image_layout(input_shape)
+    views = []
+    for cex in (result or {}).get("counterexamples") or []:
+        x, y = list(cex.get("input") or []), list(cex.get("output") or [])
+        is_image = layout is not None and len(x) == math.prod(layout) and bool(x)
+        views.append(CounterexampleView(
+            case=cex.get("case", 0), disjunct=cex.get("disjunct", 0),
+            image=image_data_url(x, layout) if is_image and layout else None,
+            inputs=[] if is_image else list(enumerate(x[:MAX_TABLE_VALUES])),
+            n_inputs=len(x), outputs=list(enumerate(y)),
+            top_output=max(range(len(y)), key=y.__getitem__) if y else None))
+    return views
