@@ -44,8 +44,9 @@ class Counterexample:
                 "input": self.x.tolist(), "output": self.y.tolist()}
 
 
-def violation(graph: Graph, batch: ProblemBatch, x: Tensor) -> tuple[Tensor, Tensor]:
-    """v(x) and the most violated disjunct for x of shape (B, K, n_in): both (B, K)."""
+def violation(graph: Graph, batch: ProblemBatch, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """v(x), the most violated disjunct (both (B, K)) and every disjunct's violation
+    (B, K, D), for x of shape (B, K, n_in)."""
     B, K, n = x.shape
     y = graph.forward(x.reshape(B * K, n)).reshape(B, K, -1)
     rows = torch.einsum("brm,bkm->bkr", batch.C, y) - batch.d.unsqueeze(1)  # (B, K, R)
@@ -56,7 +57,7 @@ def violation(graph: Graph, batch: ProblemBatch, x: Tensor) -> tuple[Tensor, Ten
     counts = torch.tensor(batch.n_disjuncts, device=x.device).view(B, 1, 1)
     per = torch.where(torch.arange(D, device=x.device).view(1, 1, D) >= counts, math.inf, per)
     best, which = per.min(dim=2)
-    return best, which
+    return best, which, per
 
 
 def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
@@ -71,16 +72,21 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
     x[:, 0] = ((batch.lower + batch.upper) / 2)
     best_x, best_v = x.clone(), torch.full((B, K), math.inf, dtype=lo.dtype, device=lo.device)
     best_k = torch.zeros((B, K), dtype=torch.long, device=lo.device)
+    # restarts take turns at the disjuncts (targeted), so each one is pursued on its own
+    counts = torch.tensor(batch.n_disjuncts, device=lo.device).view(B, 1)
+    target = (torch.arange(K, device=lo.device).view(1, K) % counts).unsqueeze(-1)
     for step in range(settings.steps):
         x = x.detach().requires_grad_(True)
-        v, which = violation(graph, batch, x)
+        v, which, per = violation(graph, batch, x)
         better = v.detach() < best_v
         best_v = torch.where(better, v.detach(), best_v)
         best_x = torch.where(better.unsqueeze(-1), x.detach(), best_x)
         best_k = torch.where(better, which, best_k)
         if (best_v < 0).any(dim=1).all() or expired():
             break
-        (grad,) = torch.autograd.grad(v.sum(), x)
+        goal = per.gather(2, target).squeeze(-1)
+        goal = torch.where(torch.isfinite(goal), goal, v)
+        (grad,) = torch.autograd.grad(goal.sum(), x)
         size = 0.5 * (1 + math.cos(math.pi * step / settings.steps)) * 0.2 + 0.01
         x = torch.minimum(torch.maximum(x - size * (hi - lo) * grad.sign(), lo), hi)
     return best_x, best_v, best_k

@@ -284,7 +284,9 @@ class BranchAndBound:
                               self.global_lb)
 
     def _loop(self, state: BabState) -> BabOutcome:
-        self.bound_and_score(state)
+        self.try_points(state, self.bound_and_score(state))
+        if self.found:
+            return self._outcome("falsified", state, -math.inf)
         assert state.per is not None
         margin = state.per.min(dim=1).values
         state = state.take((margin <= 0).nonzero().flatten())
