@@ -30,7 +30,7 @@ from ..tables import Certificate, Job, ModelRecord, PropertyRecord
 from . import queries
 from .auth import COOKIE, PageKey, check_login_key, safe_next
 from .forms import FormError, job_body
-from .views import bound_plots, counterexample_views
+from .views import bound_plots, counterexample_views, final_point
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -138,7 +138,8 @@ def _job_context(session: SessionDep, job: Job) -> dict[str, Any]:
     text = prop.text if prop else ""
     return {"job": job, "model": model, "certificate": cert,
             "outcome": queries.outcome(job.state, job.verdict),
-            "finished": job.state in FINISHED, "plots": bound_plots(job.progress),
+            "finished": job.state in FINISHED, "plots": bound_plots(job.progress, job.result),
+            "final_point": final_point(job.result),
             "counterexamples": counterexample_views(job.result, input_shape),
             "property_format": prop.format if prop else "",
             "property_text": text[:MAX_PROPERTY_CHARS],

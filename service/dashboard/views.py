@@ -16,13 +16,24 @@ PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T, PAD_R = 440, 200, 64, 36, 14, 14
 MAX_TABLE_VALUES = 64
 
 
-def bound_history(progress: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The progress points with a bound: ``progress["history"]`` where the worker keeps one,
-    else the latest progress alone."""
-    if not progress:
-        return []
-    points = progress.get("history") or [progress]
-    return [p for p in points if isinstance(p, dict) and _finite(p.get("lower_bound"))]
+def bound_history(progress: dict[str, Any] | None,
+                  result: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The points (elapsed, domains_done, lower_bound) with a bound: ``progress["history"]``
+    where the worker keeps one, else the latest progress alone; then the final point."""
+    points = (progress or {}).get("history") or ([progress] if progress else [])
+    out = [p for p in points if isinstance(p, dict) and _finite(p.get("lower_bound"))]
+    last = final_point(result)
+    return out + [last] if last else out
+
+
+def final_point(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A finished job's global lower bound (the least over its disjuncts) when every
+    disjunct has one, at the run's time and domain count."""
+    final = [b for case in (result or {}).get("bounds") or [] for b in case]
+    if not result or not final or not all(_finite(b) for b in final):
+        return None
+    return {"elapsed": float(result.get("seconds") or 0.0),
+            "domains_done": int(result.get("domains") or 0), "lower_bound": min(final)}
 
 
 def _finite(v: Any) -> bool:
@@ -45,7 +56,7 @@ def line_plot(points: list[tuple[float, float]], xlabel: str, ylabel: str,
     """An SVG line plot of ``points`` (x, y) with its axes' ranges and a dashed y = 0 line
     (a bound above 0 proves the property)."""
     if not points:
-        return Markup('<p class="muted">No bound reported yet.</p>')
+        return empty_plot(title)
     x0, x1 = _ticks(min(p[0] for p in points), max(p[0] for p in points))
     y0, y1 = _ticks(min(min(p[1] for p in points), 0.0), max(max(p[1] for p in points), 0.0))
     w, h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
@@ -75,8 +86,20 @@ def line_plot(points: list[tuple[float, float]], xlabel: str, ylabel: str,
     return Markup("".join(parts))
 
 
-def bound_plots(progress: dict[str, Any] | None) -> dict[str, Markup]:
-    hist = bound_history(progress)
+def empty_plot(title: str) -> Markup:
+    """The plot's frame, saying that no bound has been computed (yet)."""
+    w, h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
+    return Markup(
+        f'<svg class="plot empty" viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" '
+        f'aria-label="{escape(title)}: no bound computed"><title>{escape(title)}</title>'
+        f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{w}" height="{h}"/>'
+        f'<text x="{PAD_L + w / 2}" y="{PAD_T + h / 2}" text-anchor="middle">'
+        "no bound computed (yet)</text></svg>")
+
+
+def bound_plots(progress: dict[str, Any] | None,
+                result: dict[str, Any] | None = None) -> dict[str, Markup]:
+    hist = bound_history(progress, result)
     by_time = [(float(p.get("elapsed", 0.0)), float(p["lower_bound"])) for p in hist]
     by_domains = [(float(p.get("domains_done", 0)), float(p["lower_bound"])) for p in hist]
     return {"time": line_plot(by_time, "seconds", "lower bound", "Global lower bound vs time"),

@@ -90,6 +90,12 @@
       })
       .catch(function () { window.setTimeout(poll, 3000); });
   }
-  redraw();
-  if (box.dataset.finished !== "true") { window.setTimeout(poll, 1000); }
+  if (box.dataset.finished === "true") {
+    var last = JSON.parse(box.dataset.final || "null");
+    if (last) { remember(last); }
+    redraw();
+  } else {
+    redraw();
+    window.setTimeout(poll, 1000);
+  }
 }());
