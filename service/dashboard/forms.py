@@ -52,7 +52,8 @@ def job_body(model_id: str, form: dict[str, str]) -> JobCreate:
             form.get("center", ""), form.get("epsilon", ""), form.get("label", ""),
             form.get("clip_lo", ""), form.get("clip_hi", ""))}
     else:
-        text = form.get("vnnlib", "")
+        # browsers send a textarea's line breaks as CRLF; store the text as pasted
+        text = form.get("vnnlib", "").replace("\r\n", "\n")
         if not text.strip():
             raise FormError("VNN-LIB: paste the property text")
         prop = {"vnnlib": text}

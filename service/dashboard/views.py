@@ -40,11 +40,13 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _ticks(lo: float, hi: float) -> tuple[float, float]:
+def _ticks(lo: float, hi: float, margin: float = 0.0) -> tuple[float, float]:
+    """The axis range for data in [lo, hi], widened by ``margin`` of its span each side."""
     if lo == hi:
         pad = abs(lo) * 0.1 or 1.0
         return lo - pad, hi + pad
-    return lo, hi
+    pad = (hi - lo) * margin
+    return lo - pad, hi + pad
 
 
 def _fmt(v: float) -> str:
@@ -58,7 +60,8 @@ def line_plot(points: list[tuple[float, float]], xlabel: str, ylabel: str,
     if not points:
         return empty_plot(title)
     x0, x1 = _ticks(min(p[0] for p in points), max(p[0] for p in points))
-    y0, y1 = _ticks(min(min(p[1] for p in points), 0.0), max(max(p[1] for p in points), 0.0))
+    y0, y1 = _ticks(min(min(p[1] for p in points), 0.0), max(max(p[1] for p in points), 0.0),
+                    0.08)
     w, h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
 
     def sx(x: float) -> float:
@@ -90,7 +93,7 @@ def empty_plot(title: str) -> Markup:
     """The plot's frame, saying that no bound has been computed (yet)."""
     w, h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
     return Markup(
-        f'<svg class="plot empty" viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" '
+        f'<svg class="plot plot-empty" viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" '
         f'aria-label="{escape(title)}: no bound computed"><title>{escape(title)}</title>'
         f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{w}" height="{h}"/>'
         f'<text x="{PAD_L + w / 2}" y="{PAD_T + h / 2}" text-anchor="middle">'

@@ -174,3 +174,5 @@ def test_overview_then_job_then_a_property_submitted_from_the_page(
     assert browser.find_elements(By.CSS_SELECTOR, "#plot-time svg.plot polyline.series")
     assert browser.find_elements(By.CSS_SELECTOR, "#plot-domains svg.plot polyline.series")
     shot(browser, "job-submitted")
+    job = httpx.get(f"{server}/api/v1/jobs/{browser.current_url.rsplit('/', 1)[1]}").json()
+    assert job["property_id"] == verified["property_id"]  # the same text as through the API

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_testkit import SAT_ONNX, SAT_PROP, ThreadQueue, upload, wait_finished
+from service_testkit import SAT_ONNX, SAT_PROP, ThreadQueue, job_body, upload, wait_finished
 
 from service.app import create_app
 from service.keys import create_key
@@ -168,11 +168,14 @@ def test_forms_create_jobs_through_the_api_code(client: TestClient) -> None:
         "kind": "robustness", "center": "0, 0", "epsilon": "0.01", "label": "0"})
     assert bad.status_code == 422 and "5 inputs" in bad.text
     made = client.post(f"/models/{model['id']}/jobs", follow_redirects=False, data={
-        "kind": "vnnlib", "vnnlib": SAT_PROP.read_text(), "timeout": "20"})
+        "kind": "vnnlib", "vnnlib": SAT_PROP.read_text().replace("\n", "\r\n"),
+        "timeout": "20"})
     assert made.status_code == 303
     job_id = made.headers["location"].rsplit("/", 1)[1]
     job = wait_finished(client, f"/api/v1/jobs/{job_id}")
     assert job["verdict"] == "falsified"
+    same = client.post("/api/v1/jobs", json=job_body(model["id"], SAT_PROP)).json()
+    assert same["property_id"] == job["property_id"]  # line breaks as the browser sends them
     page = client.get(f"/jobs/{job_id}").text
     assert 'v-falsified">falsified</span>' in page and "Y_" in page
     uploaded = client.post("/models", files={"file": ("x.onnx", b"not onnx")})

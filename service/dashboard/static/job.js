@@ -19,16 +19,17 @@
     return node;
   }
   function fmt(v) { return Number(v.toPrecision(3)).toString(); }
-  function range(lo, hi) {
+  function range(lo, hi, margin) {
     if (lo === hi) { var pad = Math.abs(lo) * 0.1 || 1; return [lo - pad, hi + pad]; }
-    return [lo, hi];
+    var m = (hi - lo) * (margin || 0);
+    return [lo - m, hi + m];
   }
   function plot(target, points, xlabel, title) {
     if (points.length < 2) { return; }  // the server's drawing already shows one point
     var xs = points.map(function (p) { return p[0]; });
     var ys = points.map(function (p) { return p[1]; });
     var xr = range(Math.min.apply(null, xs), Math.max.apply(null, xs));
-    var yr = range(Math.min(0, Math.min.apply(null, ys)), Math.max(0, Math.max.apply(null, ys)));
+    var yr = range(Math.min(0, Math.min.apply(null, ys)), Math.max(0, Math.max.apply(null, ys)), 0.08);
     var w = W - L - R, h = H - T - B;
     function sx(x) { return L + (x - xr[0]) / (xr[1] - xr[0]) * w; }
     function sy(y) { return T + (yr[1] - y) / (yr[1] - yr[0]) * h; }
