@@ -1,20 +1,21 @@
 """Bounds on every entry of the Jacobian of ``g(x) = C f(x)`` over an input box.
 
 The Jacobian is built as a second graph, the *backward graph*, that runs reverse-mode
-differentiation: its input is the flat vector ``(s, d)`` where ``s`` is the seed (one row of
-C, a point box) and ``d`` holds the derivative ``sigma'(z)`` of every scalar nonlinearity
-at its pre-activation z.  Each linear op ``y = L(x) + b`` becomes its transpose
-``v_x = L^T(v_y)`` and each scalar op ``y = sigma(z)`` becomes the product
-``v_z = v_y * d`` of two variables.  The graph's output is ``v_x = C_i J(x)``: linear in s,
-multilinear in d.
+differentiation.  Its seed ``s`` is one row of C (a point box).  Each linear op
+``y = L(x) + b`` becomes its transpose ``v_x = L^T(v_y)`` and each scalar op
+``y = sigma(z)`` becomes the product ``v_z = v_y * d`` of two variables, with
+``d = sigma'(z)``.  The graph's output is ``v_x = C_i J(x)``.
 
-Over the box, each ``d`` lies in ``[min sigma', max sigma']`` on the pre-activation's
-interval ``[l, u]`` (the engine's intermediate bounds of the forward graph).  ReLU's
-derivative is exactly 0 or 1 on stable neurons.  The products are then bounded by the
-engine's own CROWN on the backward graph: McCormick planes per product (exact when one
-factor is a point), with the cotangents' intermediate bounds from CROWN intersected with
-intervals.  This is the bound propagation of Shi et al. (NeurIPS 2022) with the d's taken as
-independent box variables (their link back to x is relaxed away).
+A derivative d is either *linked*: computed inside the graph as ``sigma'(z(x))`` from a copy
+of the forward graph that reads x (derivatives.py gives the ops and their relaxations), so
+the derivatives stay tied to x and to one another, as in Shi et al. (NeurIPS 2022); or
+*free*: a box variable over ``[min sigma', max sigma']`` on z's interval (for activations
+that have no derivative op).  ReLU's derivative is exactly 0 or 1 on stable neurons.
+
+The engine's own CROWN then bounds the graph's output: McCormick planes per product
+(centred; exact when one factor is a point), relaxation lines for the derivatives, and the
+cotangents' intermediate bounds from CROWN intersected with intervals.  The forward copy's
+bounds are computed once per box and handed in (``JacobianBounder.given``).
 """
 
 from __future__ import annotations
