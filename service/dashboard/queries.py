@@ -19,6 +19,7 @@ OUTCOMES = ("verified", "falsified", "unknown", "timeout", "running", "queued", 
 STATE_OUTCOMES = ("queued", "running", "failed", "cancelled")
 PAGE_SIZE = 50
 MAX_MATRIX_COLUMNS = 40
+MAX_MATRIX_JOBS = 5000  # the matrix reads at most this many newest jobs (the page stays fast)
 LABEL_PREFIX_CHARS = 400
 
 
@@ -116,13 +117,15 @@ class Matrix:
     cells: dict[tuple[str, str], dict[str, Any]]
     labels: dict[str, str]
     hidden_columns: int
+    truncated: bool  # older jobs than the newest MAX_MATRIX_JOBS were not read
 
 
 def verdict_matrix(session: Session, filters: Filters) -> Matrix:
     rows = session.execute(select(Job.id, Job.model_id, Job.property_id, Job.state,
                                   Job.verdict, Job.created_at)
                            .where(*filters.clauses())
-                           .order_by(Job.created_at.desc(), Job.id)).all()
+                           .order_by(Job.created_at.desc(), Job.id)
+                           .limit(MAX_MATRIX_JOBS)).all()
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     models: dict[str, None] = {}
     props: dict[str, None] = {}
@@ -134,7 +137,8 @@ def verdict_matrix(session: Session, filters: Filters) -> Matrix:
     columns = list(props)[:MAX_MATRIX_COLUMNS]
     return Matrix(models=list(models), properties=columns, cells=cells,
                   labels=property_labels(session, columns),
-                  hidden_columns=max(0, len(props) - len(columns)))
+                  hidden_columns=max(0, len(props) - len(columns)),
+                  truncated=len(rows) == MAX_MATRIX_JOBS)
 
 
 def property_labels(session: Session, ids: list[str]) -> dict[str, str]:

@@ -223,3 +223,22 @@ def test_overview_of_1000_jobs_renders_under_300_ms(client: TestClient) -> None:
     median = statistics.median(times)
     print(f"overview of 1,000 jobs: median {median * 1000:.1f} ms over 5 renders")
     assert median < 0.3
+
+
+def test_robustness_form_and_cancel_button(client: TestClient) -> None:
+    model = upload(client, SAT_ONNX).json()
+    made = client.post(f"/models/{model['id']}/jobs", follow_redirects=False, data={
+        "kind": "robustness", "center": "-0.3, 0, 0.5, 0.4, 0.4", "epsilon": "0.001",
+        "label": "0", "clip_lo": "-1", "clip_hi": "1", "timeout": "20"})
+    assert made.status_code == 303
+    job = wait_finished(client, "/api/v1/jobs/" + made.headers["location"].rsplit("/", 1)[1])
+    assert job["state"] == "succeeded" and job["verdict"] in ("verified", "falsified", "unknown")
+    pid = add_property(client, 9)
+    queued = add_job(client, model["id"], pid, "queued")  # never sent to a worker
+    assert "Cancel job" in client.get(f"/jobs/{queued}").text
+    done = client.post(f"/jobs/{queued}/cancel", follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/jobs/{queued}"
+    page = client.get(f"/jobs/{queued}").text
+    assert 'v-cancelled">cancelled</span>' in page and "Cancel job" not in page
+    again = client.post(f"/jobs/{queued}/cancel")
+    assert again.status_code == 409 and "already finished" in again.text
