@@ -25,6 +25,7 @@ SAT_ONNX, UNSAT_ONNX, PROP = (TESTS / "test_sat.onnx", TESTS / "test_unsat.onnx"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = REPO / "test-artifacts" / "screenshots"
 FINISHED = ("succeeded", "failed", "cancelled")
+JOB_DELAY = 1.5  # seconds every job waits before verifying, so the page can watch it run
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -61,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`nnverify serve` on a free loopback port with two local workers; its URL."""
     port, data = free_port(), tmp_path_factory.mktemp("dashboard") / "data"
     env = dict(os.environ, NNVERIFY_DATA_DIR=str(data), NNVERIFY_LOCAL_WORKERS="2",
-               NNVERIFY_PROGRESS_INTERVAL="0.1")
+               NNVERIFY_PROGRESS_INTERVAL="0.1", NNVERIFY_TEST_JOB_DELAY=str(JOB_DELAY))
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -162,9 +163,15 @@ def test_overview_then_job_then_a_property_submitted_from_the_page(
         By.CSS_SELECTOR, "button[type=submit]").click()
     wait_until(lambda: "/jobs/" in browser.current_url, 10, "the new job's page")
     assert browser.find_element(By.ID, "live").get_attribute("aria-live") == "polite"
+    browser.execute_script("window.notReloaded = true;")
+    wait_until(lambda: browser.find_element(By.ID, "state").text == "running", 10,
+               "the page to show the job running")
+    shot(browser, "job-running")
 
     def outcome() -> str | None:
         with contextlib.suppress(Exception):
+            if browser.execute_script("return window.notReloaded === true"):
+                return None  # still the first load, updated in place; it reloads when done
             text = browser.find_element(By.CSS_SELECTOR, "#outcome .badge").text
             return text if text not in ("queued", "running") else None
         return None
