@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from ..tables import Job, ModelRecord, PropertyRecord
@@ -174,6 +174,7 @@ class JobPage:
     total: int
     page: int
     pages: int
+    labels: dict[str, str]  # property id -> short readable name
 
 
 def job_page(session: Session, filters: Filters, model: str | None = None,
@@ -183,10 +184,11 @@ def job_page(session: Session, filters: Filters, model: str | None = None,
     total = session.scalar(select(func.count()).select_from(Job).where(*clauses)) or 0
     pages = max(1, -(-total // page_size))
     page = min(filters.page, pages)
-    query: Select[Any] = (select(Job.id, Job.model_id, Job.property_id, Job.state, Job.verdict,
+    query = (select(Job.id, Job.model_id, Job.property_id, Job.state, Job.verdict,
                                  Job.created_at, Job.seconds, Job.message)
                           .where(*clauses).order_by(Job.created_at.desc(), Job.id)
                           .limit(page_size).offset((page - 1) * page_size))
     rows = [dict(r._mapping, outcome=outcome(r.state, r.verdict))
             for r in session.execute(query)]
-    return JobPage(rows=rows, total=total, page=page, pages=pages)
+    labels = property_labels(session, sorted({r["property_id"] for r in rows}))
+    return JobPage(rows=rows, total=total, page=page, pages=pages, labels=labels)
