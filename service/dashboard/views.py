@@ -97,7 +97,7 @@ def empty_plot(title: str) -> Markup:
         f'aria-label="{escape(title)}: no bound computed"><title>{escape(title)}</title>'
         f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{w}" height="{h}"/>'
         f'<text x="{PAD_L + w / 2}" y="{PAD_T + h / 2}" text-anchor="middle">'
-        "no bound computed (yet)</text></svg>")
+        "no bound computed</text></svg>")
 
 
 def bound_plots(progress: dict[str, Any] | None,
