@@ -1,6 +1,7 @@
 """Lower bounds of every spec row by IBP, CROWN and alpha-CROWN, with timings.
 
-    python bench/bounds.py MODEL.onnx SPEC.vnnlib [--json] [--reference ../shared/reference/bounds.json]
+    python bench/bounds.py MODEL.onnx SPEC.vnnlib [--json]
+        [--reference ../shared/reference/bounds.json]
 
 For each method: the lower bound of every row ``C y - d`` of every output conjunction of the
 spec's first input box, flattened in file order (a positive bound refutes its conjunction),

@@ -41,6 +41,8 @@ def run(folder: Path, cap: float, device: str) -> Counter:
             settings = Settings(timeout=min(float(timeout), cap), device=device)
             result = verify(model, prop, settings)
             verdict, domains = result.verdict, result.domains
+            if verdict == "error":
+                print(f"  {result.message}", file=sys.stderr)
         except (NNVerifyError, SpecError, OSError) as exc:
             verdict, domains = "error", 0
             print(f"  {exc}", file=sys.stderr)

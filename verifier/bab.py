@@ -26,9 +26,8 @@ import torch
 
 from .attack import Counterexample, confirm
 from .crown import Bounder, Interrupted, optimise_final
-from .graph import Graph
+from .graph import Graph, Node
 from .onnx_import import Model
-from .graph import Node
 from .ops.nonlinear import Abs, LeakyRelu, Relu, ScalarOp
 from .problems import ProblemBatch
 from .property import Property
@@ -79,12 +78,30 @@ class BabState:
         return BabState(
             torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
             torch.cat([p.case for p in parts]),
-            {k: (torch.cat([p.splits[k][0] for p in parts]),
-                 torch.cat([p.splits[k][1] for p in parts])) for k in parts[0].splits},
+            _cat_splits(parts),
             None if any(m is None for m in margins) else torch.cat(margins),  # type: ignore
             None if any(s is None for s in scores) else torch.cat(scores),  # type: ignore
             {k: (torch.cat([p.boxes[k][0] for p in parts]),
                  torch.cat([p.boxes[k][1] for p in parts])) for k in parts[0].boxes})
+
+
+def _cat_splits(parts: list[BabState]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Concatenate split limits; a part without limits on a node gets (-inf, inf)."""
+    out = {}
+    for name in {k for p in parts for k in p.splits}:
+        like = next(p.splits[name][0] for p in parts if name in p.splits)
+        lows, highs = [], []
+        for p in parts:
+            if name in p.splits:
+                lows.append(p.splits[name][0])
+                highs.append(p.splits[name][1])
+            else:
+                free = torch.full((p.size, *like.shape[1:]), math.inf, dtype=like.dtype,
+                                  device=like.device)
+                lows.append(-free)
+                highs.append(free)
+        out[name] = (torch.cat(lows), torch.cat(highs))
+    return out
 
 
 @dataclass

@@ -31,8 +31,10 @@ def ibp_rows(graph: Graph, batch: ProblemBatch, **_: object) -> Tensor:
     return linear_lower(batch.C, batch.d, lo.reshape(B, -1), hi.reshape(B, -1))
 
 
-def crown(graph: Graph, batch: ProblemBatch, **_: object) -> Tensor:
-    return crown_rows(graph, batch.lower, batch.upper, batch.C, batch.d)
+def crown(graph: Graph, batch: ProblemBatch, **options: object) -> Tensor:
+    expired = options.get("expired") or (lambda: False)
+    return crown_rows(graph, batch.lower, batch.upper, batch.C, batch.d,
+                      expired=expired)  # type: ignore[arg-type]
 
 
 def alpha_crown(graph: Graph, batch: ProblemBatch, **options: object) -> Tensor:

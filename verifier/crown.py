@@ -114,7 +114,8 @@ class Bounder:
                 continue
             if self.expired():
                 raise Interrupted
-            self.box[node.name] = self._apply_splits(node.name, *self.node_bounds(node.name, lo, hi))
+            tight = self.node_bounds(node.name, lo, hi)
+            self.box[node.name] = self._apply_splits(node.name, *tight)
             crowned.add(node.name)
 
     def _apply_splits(self, name: str, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,6 +156,8 @@ class Bounder:
         new_lo, new_hi = lo_f.clone(), hi_f.clone()
         half = ROW_CHUNK // 2
         for chunk, start in enumerate(range(0, len(rows_idx), half)):
+            if self.expired():
+                raise Interrupted
             self.chunk = chunk
             idx = rows_idx[start:start + half]
             k = len(idx)
@@ -333,10 +336,13 @@ class Bounder:
 
 
 def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
-               bounder: Bounder | None = None) -> Tensor:
-    """CROWN lower bounds (B, R) of C y - d over the boxes."""
+               bounder: Bounder | None = None,
+               expired: Callable[[], bool] = lambda: False) -> Tensor:
+    """CROWN lower bounds (B, R) of C y - d over the boxes (raises Interrupted when
+    ``expired`` turns true in the middle)."""
     b = bounder or Bounder(graph, lower, upper)
     if bounder is None:
+        b.expired = expired
         b.compute_intermediate()
     A = C.reshape(C.shape[0], C.shape[1], *graph.output_shape)
     return b.bound(graph.output_name, A) - d
@@ -348,6 +354,7 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     """alpha-CROWN: CROWN's bound, then the slopes of every nonlinear op optimised, for the
     final rows and for each intermediate bound, on the final bound; never looser."""
     b = Bounder(graph, lower, upper)
+    b.expired = expired
     b.compute_intermediate()
     best = crown_rows(graph, lower, upper, C, d, b).detach()
     if (settings.early_stop and (best > 0).all()) or settings.iterations == 0:

@@ -19,6 +19,7 @@ import torch
 from .attack import AttackSettings, Counterexample, falsify
 from .bab import BabSettings, run_bab
 from .bounds import METHODS, row_lower_bounds
+from .crown import Interrupted
 from .onnx_import import Model
 from .problems import ProblemBatch, batches, make_batch
 from .property import Property
@@ -202,9 +203,12 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         # alpha-CROWN gets a share of the time left, so branch-and-bound keeps the rest
         share = 0.3 if settings.bab else 1.0
         stop = t0 + share * max(0.0, clock.deadline - t0)
-        expired = (lambda: clock.expired() or time.monotonic() > stop)
+        expired = _until(clock, stop)
         for batch in open_batches():
-            rows = row_lower_bounds(graph, batch, method, expired=expired)
+            try:
+                rows = row_lower_bounds(graph, batch, method, expired=expired)
+            except Interrupted:
+                break
             state.record(batch, batch.disjunct_bounds(rows))
             if clock.expired():
                 break
@@ -225,6 +229,11 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         return _finish(result, "timeout", state, f"no decision within {settings.timeout:g} s")
     return _finish(result, "unknown", state,
                    f"{state.n_open()} disjunct(s) neither refuted nor falsified")
+
+
+def _until(clock: Clock, stop: float) -> Callable[[], bool]:
+    """A deadline that also fires at ``stop`` (monotonic seconds)."""
+    return lambda: clock.expired() or time.monotonic() > stop
 
 
 def _branch_and_bound(model: Model, prop: Property, settings: Settings, clock: Clock,

@@ -114,3 +114,17 @@ def test_bab_lower_bound_never_decreases(bench):
     verify(model, prop, Settings(timeout=30, methods=("crown",)),
            progress=lambda p: seen.append(p.lower_bound) if p.stage == "bab" else None)
     assert seen and all(b >= a - 1e-6 for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_domains_with_different_split_nodes_concatenate():
+    """Open domains split on different nodes still stack (missing limits are free)."""
+    from verifier.bab import BabState
+
+    box = torch.zeros(2, 3), torch.ones(2, 3)
+    split = (torch.full((2, 4), -1.0), torch.full((2, 4), 0.5))
+    a = BabState(*box, torch.zeros(2, dtype=torch.long), {"z": split})
+    b = BabState(*box, torch.ones(2, dtype=torch.long))
+    both = BabState.cat([a, b])
+    lo, hi = both.splits["z"]
+    assert lo.shape == (4, 4) and torch.equal(hi[:2], split[1])
+    assert torch.isinf(lo[2:]).all() and torch.isinf(hi[2:]).all() and (hi[2:] > 0).all()

@@ -13,8 +13,22 @@ import torch
 from verifier.ops.base import Const, Var
 from verifier.ops.composite import Rsqrt
 from verifier.ops.nonlinear import (
-    Abs, Clip, Cos, Erf, Exp, Gelu, LeakyRelu, Log, MaxMinConst, PowConst, Reciprocal, Relu,
-    Sigmoid, Sin, Sqrt, Tanh,
+    Abs,
+    Clip,
+    Cos,
+    Erf,
+    Exp,
+    Gelu,
+    LeakyRelu,
+    Log,
+    MaxMinConst,
+    PowConst,
+    Reciprocal,
+    Relu,
+    Sigmoid,
+    Sin,
+    Sqrt,
+    Tanh,
 )
 from verifier.relax import relax, slope_range
 

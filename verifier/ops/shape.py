@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .linear import bias_term, vjp_backward
 from .base import Const, Input, Op, OpFormError, Tensor, Var, align, axis, register
+from .linear import bias_term, vjp_backward
 
 
 class MoveOp(Op):
