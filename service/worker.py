@@ -7,6 +7,7 @@ Each attempt is fenced by its number, so a stale attempt can no longer write to 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -139,13 +140,27 @@ class JobMonitor:
         self._stop = threading.Event()
         self._latest: Progress | None = None
         self._written: Progress | None = None
+        self._history: list[dict[str, float]] = []  # bound against time and domains
         self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}", daemon=True)
 
+    HISTORY_POINTS = 200
+
     def report(self, progress: Progress) -> None:
+        if progress.lower_bound is not None and math.isfinite(progress.lower_bound):
+            self._history.append({"elapsed": progress.elapsed,
+                                  "domains_done": progress.domains_done,
+                                  "lower_bound": progress.lower_bound})
+            if len(self._history) > self.HISTORY_POINTS:  # thin out, keep first and last
+                self._history = self._history[:-1:2] + self._history[-1:]
         self._latest = progress
 
     def snapshot(self) -> dict[str, Any] | None:
-        return asdict(self._latest) if self._latest is not None else None
+        if self._latest is None:
+            return None
+        snap = asdict(self._latest)
+        if snap.get("lower_bound") is not None and not math.isfinite(snap["lower_bound"]):
+            snap["lower_bound"] = None  # JSON has no infinities
+        return {**snap, "history": list(self._history)}
 
     def sleep(self, seconds: float) -> bool:
         """Wait ``seconds`` unless cancelled first; True when the wait ran out."""
@@ -170,7 +185,7 @@ class JobMonitor:
         latest = self._latest
         values: dict[str, Any] = {"heartbeat_at": utcnow()}
         if latest is not None and latest is not self._written:
-            values["progress"] = asdict(latest)
+            values["progress"] = self.snapshot()
         with session_scope(self.settings) as s:
             row = s.execute(
                 update(Job)

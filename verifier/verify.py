@@ -138,6 +138,12 @@ class _State:
     def n_open(self) -> int:
         return int(sum(o.sum() for o in self.open))
 
+    def weakest(self) -> float | None:
+        """The smallest proven bound among open disjuncts (None before any bound)."""
+        values = [b for bs, o in zip(self.best, self.open, strict=True)
+                  for b, is_open in zip(bs, o, strict=True) if is_open and b is not None]
+        return min(values) if values else None
+
     def record(self, batch: ProblemBatch, disjunct_lb: torch.Tensor) -> None:
         lb = disjunct_lb.detach().cpu().double().numpy()
         for b, case in enumerate(batch.cases):
@@ -213,7 +219,8 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
             if clock.expired():
                 break
         result.methods.append(MethodRecord(method, time.monotonic() - t0, before, state.n_open()))
-        progress(Progress(method, clock.elapsed(), domains_open=state.n_open()))
+        progress(Progress(method, clock.elapsed(), domains_open=state.n_open(),
+                          lower_bound=state.weakest()))
         if state.n_open() == 0:
             return _finish(result, "verified", state, f"all disjuncts refuted by {method}")
 
