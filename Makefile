@@ -28,4 +28,4 @@ lint: install
 	$(VENV)/bin/ruff check verifier service tests bench
 
 test: install lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider

@@ -38,6 +38,7 @@ ROW_CHUNK = 1024
 class AlphaSettings:
     iterations: int = 20
     lr: float = 0.1
+    lr_decay: float = 0.98
     early_stop: bool = True
     # largest alpha tensor (elements) kept for an intermediate bound; larger ones use CROWN's
     memory_budget: int = 4_000_000
@@ -402,6 +403,8 @@ def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
             opt.zero_grad()
             loss.backward()
             opt.step()
+            for group in opt.param_groups:  # decay the step size, as in alpha-CROWN
+                group["lr"] *= settings.lr_decay
             with torch.no_grad():
                 for t in params:
                     t.clamp_(0, 1)
