@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .attack import Counterexample, confirm
+from .branch_points import load_table, split_points
 from .crown import Bounder, Interrupted, optimise_final
 from .graph import Graph, Node
 from .onnx_import import Model
@@ -120,10 +121,13 @@ def split_nodes(graph: Graph) -> list[tuple[str, Node]]:
 
 
 def branch_point(op: ScalarOp, lo: Tensor, hi: Tensor) -> Tensor:
-    """Where to split [lo, hi]: the kink of piecewise-linear functions, else the middle."""
+    """Where to split [lo, hi]: the kink of piecewise-linear functions, else the point of
+    the function's branching-point table (branch_points.py)."""
     if isinstance(op, (Relu, LeakyRelu, Abs)):
         return torch.zeros_like(lo)
-    return (lo + hi) / 2
+    key = repr(sorted((k, v) for k, v in op.attrs.items() if not k.startswith("_")))
+    table = load_table(type(op).__name__, key, op.scalar_shape())
+    return split_points(table, lo, hi)
 
 
 def _choose_mode(graph: Graph, n_inputs: int, settings: BabSettings) -> str:
