@@ -128,3 +128,14 @@ def test_domains_with_different_split_nodes_concatenate():
     lo, hi = both.splits["z"]
     assert lo.shape == (4, 4) and torch.equal(hi[:2], split[1])
     assert torch.isinf(lo[2:]).all() and torch.isinf(hi[2:]).all() and (hi[2:] > 0).all()
+
+
+def test_domain_cap_is_respected(bench):
+    """With a cap on open domains, BaB stops at the cap and answers unknown, never more."""
+    model = load_model(bench / "mnist_fc" / "onnx" / "mnist-net_256x6.onnx")
+    prop = parse_vnnlib_file(bench / "mnist_fc" / "vnnlib" / "prop_0_0.05.vnnlib",
+                             model.n_inputs, model.n_outputs)
+    cap = BabSettings(max_domains=40, batch=16)
+    result = verify(model, prop, Settings(timeout=60, methods=("crown",), bab_settings=cap))
+    assert result.verdict == "unknown"
+    assert result.domains <= 4 * cap.max_domains
