@@ -73,8 +73,9 @@ def create_jobs(base: str, bench: Path, n_jobs: int) -> list[str]:
 
 
 def poll(urls: list[str], deadline: float, max_requests: int, out: list[float],
-         errors: list[int], lock: threading.Lock, start: int) -> None:
-    """One client: GET job URLs in turn until the deadline; record latencies in seconds."""
+         errors: list[int], lock: threading.Lock, start: int, interval: float = 0.0) -> None:
+    """One client: GET job URLs in turn until the deadline, waiting ``interval`` seconds
+    between polls (0: back to back); record latencies in seconds."""
     mine: list[float] = []
     bad = 0
     with httpx.Client(timeout=10) as c:
@@ -88,19 +89,23 @@ def poll(urls: list[str], deadline: float, max_requests: int, out: list[float],
                 ok = False
             mine.append(time.perf_counter() - t0)
             bad += not ok
+            if interval:
+                time.sleep(interval)
     with lock:
         out.extend(mine)
         errors.append(bad)
 
 
-def run_load(urls: list[str], clients: int, seconds: float, max_requests: int) -> None:
+def run_load(urls: list[str], clients: int, seconds: float, max_requests: int,
+             interval: float = 0.0) -> None:
     latencies: list[float] = []
     errors: list[int] = []
     lock = threading.Lock()
     t0 = time.monotonic()
     deadline = t0 + seconds
     threads = [threading.Thread(target=poll, args=(urls, deadline, max_requests, latencies,
-                                                   errors, lock, k)) for k in range(clients)]
+                                                   errors, lock, k, interval))
+               for k in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -108,7 +113,8 @@ def run_load(urls: list[str], clients: int, seconds: float, max_requests: int) -
     wall = time.monotonic() - t0
     ms = sorted(x * 1000 for x in latencies)
     p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
-    print(f"{clients} clients, {wall:.1f} s, {len(ms)} requests, {sum(errors)} errors")
+    pace = f"polling every {interval:g} s" if interval else "back to back (saturation)"
+    print(f"{clients} clients {pace}, {wall:.1f} s, {len(ms)} requests, {sum(errors)} errors")
     print(f"latency p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, "
           f"throughput {len(ms) / wall:.0f} requests/s")
 
@@ -121,6 +127,9 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=5000, help="per client")
     parser.add_argument("--workers", type=int, default=2, help="local pool processes")
     parser.add_argument("--bench-dir", type=Path, default=DEFAULT_BENCH)
+    parser.add_argument("--interval", type=float, nargs="*", default=[0.5, 0.0],
+                        help="seconds each client waits between polls; one run per value "
+                             "(default: 0.5, as a dashboard polls, then 0 for saturation)")
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="nnverify-load-") as tmp:
@@ -129,7 +138,8 @@ def main() -> None:
             base = f"http://{HOST}:{port}/api/v1"
             wait_healthy(base)
             urls = create_jobs(base, args.bench_dir, args.jobs)
-            run_load(urls, args.clients, args.seconds, args.max_requests)
+            for interval in args.interval:
+                run_load(urls, args.clients, args.seconds, args.max_requests, interval)
             with httpx.Client(timeout=10) as c:
                 states = [c.get(u).json()["state"] for u in urls]
             print("job states after the run:", {s: states.count(s) for s in set(states)})
