@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -78,6 +79,8 @@ def poll(urls: list[str], deadline: float, max_requests: int, out: list[float],
     between polls (0: back to back); record latencies in seconds."""
     mine: list[float] = []
     bad = 0
+    if interval:  # pollers are not in lockstep: each starts at its own phase
+        time.sleep(random.Random(start).uniform(0, interval))
     with httpx.Client(timeout=10) as c:
         for i in range(max_requests):
             if time.monotonic() >= deadline:
