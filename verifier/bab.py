@@ -150,6 +150,13 @@ class BranchAndBound:
         self.global_lb = -math.inf
 
     # -- bounding ------------------------------------------------------------------------
+    def _problems(self, state: BabState) -> ProblemBatch:
+        """The root's rows for each domain's case, as a batch over the domains."""
+        case = state.case
+        return ProblemBatch(state.lower, state.upper, self.root.C[case], self.root.d[case],
+                            self.root.row_disjunct[case], [],
+                            [self.root.n_disjuncts[i] for i in case.tolist()])
+
     def bound(self, state: BabState) -> tuple[Tensor, Tensor, Bounder]:
         """Per-domain disjunct bounds (N, D) and the weakest one (N,)."""
         b = Bounder(self.graph, state.lower, state.upper)
@@ -166,9 +173,7 @@ class BranchAndBound:
                 b.record, b.lines = True, b.lines
                 A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
                 b.bound(self.graph.output_name, A)
-        sub = ProblemBatch(state.lower, state.upper, C, d, self.root.row_disjunct[state.case],
-                           [], [self.root.n_disjuncts[i] for i in state.case.tolist()])
-        per = sub.disjunct_bounds(rows)
+        per = self._problems(state).disjunct_bounds(rows)
         per = torch.where(b.infeasible.unsqueeze(1), torch.inf, per)
         return per, per.min(dim=1).values, b
 
@@ -270,11 +275,8 @@ class BranchAndBound:
         for pts in (corner, centre):
             with torch.no_grad():
                 y = self.graph.forward(pts).reshape(state.size, -1)
-            C, d = self.root.C[state.case], self.root.d[state.case]
-            rows = torch.einsum("brm,bm->br", C, y) - d
-            sub = ProblemBatch(state.lower, state.upper, C, d,
-                               self.root.row_disjunct[state.case], [],
-                               [self.root.n_disjuncts[i] for i in state.case.tolist()])
+            sub = self._problems(state)
+            rows = torch.einsum("brm,bm->br", sub.C, y) - sub.d
             per = sub.disjunct_bounds(rows)  # rows' max per disjunct: <= 0 means violated
             hit = (per <= 0).any(dim=1).nonzero().flatten()
             for i in hit[:8].tolist():

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
 from .ops.base import Interval, Op, Tensor
 
 
@@ -36,6 +34,7 @@ class Graph:
     users: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._by_name = {n.name: n for n in self.nodes}
         self.users = {self.input_name: []}
         for node in self.nodes:
             self.users[node.name] = []
@@ -49,10 +48,7 @@ class Graph:
         return self.node(self.output_name).shape
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        return self._by_name[name]
 
     def _run(self, seed: object, step: Callable[[Node, list], object]) -> dict[str, object]:
         values: dict[str, object] = {self.input_name: seed}
@@ -82,6 +78,3 @@ class Graph:
     def to_input_shape(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], *self.input_shape)
 
-
-def default_dtype() -> torch.dtype:
-    return torch.float32

@@ -213,7 +213,7 @@ def _build(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray], input_nam
             built += _build_node(node, consts, shapes, opset)
         except OpFormError as exc:
             problems.append((node.op_type, node.name, pos, str(exc)))
-        except (ModelError, UnsupportedOpError):
+        except ModelError:
             raise
         except Exception as exc:  # a malformed node: name it rather than crash
             raise ModelError(f"node #{pos} '{node.name}' ({node.op_type}) cannot be imported: "

@@ -32,13 +32,6 @@ class ProblemBatch:
     def size(self) -> int:
         return self.lower.shape[0]
 
-    def refuted(self, row_lower: Tensor) -> Tensor:
-        """(B, D) bool: disjuncts proven impossible by lower bounds of their rows (B, R).
-
-        D is the largest disjunct count; entries past a case's own count are True."""
-        best = self.disjunct_bounds(row_lower)
-        return best > 0
-
     def disjunct_bounds(self, row_lower: Tensor) -> Tensor:
         """(B, D): per disjunct, the largest row lower bound (> 0 refutes it); padding +inf."""
         B = self.size

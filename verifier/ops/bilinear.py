@@ -11,9 +11,7 @@ from typing import Any
 
 import torch
 
-from .base import Const, Input, Interval, Op, OpFormError, Tensor, Var, align
-from .linear import MatMul, MulConst
-from .nonlinear import Reciprocal
+from .base import Input, Interval, Op, OpFormError, Tensor, Var, align
 
 
 def interval_mul(a: Interval, b: Interval) -> Interval:
@@ -68,25 +66,6 @@ class VarMatMul(Bilinear):
         return interval_matmul(a, b)
 
 
-def _select_mul(cls: type[Op], attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
-    both = all(isinstance(i, Var) for i in inputs)
-    if attrs["_op_type"] == "Mul":
-        return VarMul if both else MulConst
-    if both:
-        return VarDiv
-    if isinstance(inputs[0], Const):
-        if inputs[0].value.size != 1:
-            raise OpFormError("a non-scalar constant divided by a variable is not supported")
-        return Reciprocal
-    return MulConst
-
-
-def _select_matmul(cls: type[Op], attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
-    return VarMatMul if all(isinstance(i, Var) for i in inputs) else MatMul
-
-
-MulConst.select = classmethod(_select_mul)  # type: ignore[method-assign,assignment]
-MatMul.select = classmethod(_select_matmul)  # type: ignore[method-assign,assignment]
 
 
 __all__ = ["VarMul", "VarDiv", "VarMatMul", "Interval"]

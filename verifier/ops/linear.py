@@ -130,6 +130,13 @@ class MatMul(AffineOp):
 
     onnx_types = ("MatMul",)
 
+    @classmethod
+    def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
+        """A product of two variables is the bilinear op; with a constant operand, this one."""
+        from .bilinear import VarMatMul
+
+        return VarMatMul if all(isinstance(i, Var) for i in inputs) else cls
+
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         super().__init__(attrs, inputs, out_shape)
         self.w_index = 1 if isinstance(inputs[1], Const) else 0
@@ -357,6 +364,24 @@ class MulConst(AffineOp):
     """Elementwise product or quotient of one variable with a constant."""
 
     onnx_types = ("Mul", "Div")
+
+    @classmethod
+    def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
+        """Mul/Div by a constant is this affine op; of two variables a product or quotient;
+        a scalar constant divided by a variable a scaled reciprocal."""
+        from .bilinear import VarDiv, VarMul
+        from .nonlinear import Reciprocal
+
+        both = all(isinstance(i, Var) for i in inputs)
+        if attrs["_op_type"] == "Mul":
+            return VarMul if both else cls
+        if both:
+            return VarDiv
+        if isinstance(inputs[0], Const):
+            if inputs[0].value.size != 1:
+                raise OpFormError("a non-scalar constant divided by a variable is not supported")
+            return Reciprocal
+        return cls
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         super().__init__(attrs, inputs, out_shape)
