@@ -43,6 +43,8 @@ def measure(model_path: Path, spec_path: Path, device: str, runs: int = 5) -> di
         for _ in range(runs):
             t0 = time.perf_counter()
             lower = row_lower_bounds(model.graph, batch, method, **options)
+            if lower.is_cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         out[method] = {"lower": lower[0][rows].tolist(), "seconds": statistics.median(times)}
     return out
