@@ -1,7 +1,15 @@
 """Local Lipschitz constant bounds and monotonicity proofs (see core.py for the maths)."""
 
 from .cli import add_lipschitz_command
-from .core import LipschitzResult, LipschitzSettings, local_lipschitz, monotonicity
+from .core import (
+    NORMS,
+    LipschitzProgress,
+    LipschitzResult,
+    LipschitzSettings,
+    local_lipschitz,
+    monotonicity,
+)
+from .jacobian import check_supported
 
-__all__ = ["LipschitzResult", "LipschitzSettings", "add_lipschitz_command", "local_lipschitz",
-           "monotonicity"]
+__all__ = ["NORMS", "LipschitzProgress", "LipschitzResult", "LipschitzSettings",
+           "add_lipschitz_command", "check_supported", "local_lipschitz", "monotonicity"]

@@ -21,12 +21,13 @@ bounds are computed once per box and handed in (``JacobianBounder.given``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..crown import Bounder
+from ..crown import Bounder, Interrupted
 from ..graph import Graph, Node
 from ..ops.base import Interval, Op, Tensor, Var
 from ..ops.bilinear import VarMul
@@ -58,6 +59,12 @@ monotone between the listed inflection points of f (or piecewise constant)."""
 PERIODIC = (Sin, Cos)
 INPUT = "seed_and_derivatives"
 ROW_CHUNK = 1024
+Stop = Callable[[], bool]
+
+
+def never() -> bool:
+    """The default stop check: never stop."""
+    return False
 
 
 # -- the linear pieces of the backward graph ---------------------------------------------
@@ -352,20 +359,23 @@ def derivative_range(op: ScalarOp, lo: Tensor, hi: Tensor) -> Interval:
     return dmin, dmax
 
 
-def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor) -> dict[str, Interval]:
-    """CROWN intermediate bounds of every node of the forward graph over the boxes."""
+def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor, stop: Stop = never
+                  ) -> dict[str, Interval]:
+    """CROWN intermediate bounds of every node of the forward graph over the boxes (raises
+    verifier.crown.Interrupted once ``stop()`` holds)."""
     b = Bounder(graph, lower, upper)
+    b.expired = stop
     with torch.no_grad():
         b.compute_intermediate()
     return b.box
 
 
-def backward_input_box(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor
-                       ) -> tuple[Tensor, Tensor, dict[str, Interval]]:
+def backward_input_box(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
+                       stop: Stop = never) -> tuple[Tensor, Tensor, dict[str, Interval]]:
     """The backward graph's input box for K forward boxes and R rows of C, (K*R, n), and
     the forward copy's node bounds repeated for each row."""
     K, R = lower.shape[0], C.shape[0]
-    box = forward_boxes(jg.forward, lower, upper)
+    box = forward_boxes(jg.forward, lower, upper, stop)
     seed = C.unsqueeze(0).expand(K, R, -1)
     lo, hi = [seed], [seed]
     given: dict[str, Interval] = {}
@@ -394,27 +404,36 @@ class JacobianBounds:
 
 
 def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
-                   columns: list[int] | None = None) -> JacobianBounds:
+                   columns: list[int] | None = None, stop: Stop = never) -> JacobianBounds:
     """Entrywise bounds of C J(x) over each of the K input boxes ``lower``/``upper`` (K, n):
     all n columns, or only the listed input ``columns``.  CROWN's bounds on the backward
-    graph, intersected with its interval bounds (both sound, so their meet is)."""
+    graph, intersected with its interval bounds (both sound, so their meet is).  Raises
+    verifier.crown.Interrupted once ``stop()`` holds (checked between CROWN's row chunks)."""
     K, R, n = lower.shape[0], C.shape[0], lower[0].numel()
     cols = list(range(n)) if columns is None else columns
     if jg.graph is None:
         zero = lower.new_zeros(K, R, len(cols))
         return JacobianBounds(zero, zero, None)
-    s_lo, s_hi, given = backward_input_box(jg, C, lower.flatten(1), upper.flatten(1))
+    s_lo, s_hi, given = backward_input_box(jg, C, lower.flatten(1), upper.flatten(1), stop)
     b = JacobianBounder(jg.graph, s_lo, s_hi, given)
+    b.expired = stop
     with torch.no_grad():
         b.compute_intermediate()
         eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[cols]
         rows = torch.cat([eye, -eye]).reshape(1, 2 * len(cols), *jg.forward.input_shape)
-        lb = torch.cat([b.bound(jg.graph.output_name, chunk.expand(K * R, *chunk.shape[1:]))
-                        for chunk in torch.split(rows, ROW_CHUNK, dim=1)], -1)
+        lb = torch.cat([_bound_rows(b, jg.graph.output_name, chunk.expand(K * R, *chunk.shape[1:]),
+                                    stop) for chunk in torch.split(rows, ROW_CHUNK, dim=1)], -1)
     m = len(cols)
     i_lo, i_hi = (t.flatten(1)[:, cols] for t in b.box[jg.graph.output_name])
     j_lo, j_hi = torch.maximum(lb[:, :m], i_lo), torch.minimum(-lb[:, m:], i_hi)
     return JacobianBounds(j_lo.reshape(K, R, m), j_hi.reshape(K, R, m), b)
+
+
+def _bound_rows(b: Bounder, name: str, A: Tensor, stop: Stop) -> Tensor:
+    """``b.bound(name, A)``, after checking ``stop`` (one check per chunk of rows)."""
+    if stop():
+        raise Interrupted
+    return b.bound(name, A)
 
 
 def interval_jacobian(bounds: JacobianBounds, jg: JacobianGraph) -> Interval | None:

@@ -7,12 +7,19 @@ lower bound of the constant (the maximum over x of the largest row norm).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..graph import Graph
 from ..ops.base import Tensor
+
+Stop = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
 
 
 def row_norms(G: Tensor, norm: str) -> Tensor:
@@ -47,8 +54,9 @@ class Witness:
     row: int
 
 
-def best_of(graph: Graph, C: Tensor, x: Tensor, norm: str) -> Witness:
-    """The point and row of the largest gradient norm among the points x (P, n)."""
+def best_of(graph: Graph, C: Tensor, x: Tensor, norm: str, stop: Stop = _never) -> Witness:
+    """The point and row of the largest gradient norm among the points x (P, n); once
+    ``stop()`` holds, among the chunks of points done so far (at least the first)."""
     best = Witness(-1.0, x[0], 0)
     for chunk in torch.split(x, max(1, 4096 // C.shape[0])):
         norms = row_norms(full_jacobian(graph, C, chunk), norm)  # (P, R)
@@ -56,6 +64,8 @@ def best_of(graph: Graph, C: Tensor, x: Tensor, norm: str) -> Witness:
         if float(value) > best.value:
             p, r = divmod(int(flat), C.shape[0])
             best = Witness(float(value), chunk[p].clone(), r)
+        if stop():
+            break
     return best
 
 
@@ -69,8 +79,9 @@ def random_points(lower: Tensor, upper: Tensor, count: int, gen: torch.Generator
 
 
 def ascend(graph: Graph, C: Tensor, lower: Tensor, upper: Tensor, starts: Tensor,
-           rows: Tensor, steps: int, norm: str) -> Tensor:
-    """Projected signed-gradient ascent of ||C_row J(x)|| from each start (P, n).
+           rows: Tensor, steps: int, norm: str, stop: Stop = _never) -> Tensor:
+    """Projected signed-gradient ascent of ||C_row J(x)|| from each start (P, n); the best
+    points so far once ``stop()`` holds.
 
     The norm's gradient needs second derivatives; where they vanish (ReLU nets are piecewise
     linear) a small random jump keeps the search moving."""
@@ -89,7 +100,7 @@ def ascend(graph: Graph, C: Tensor, lower: Tensor, upper: Tensor, starts: Tensor
         better = vals.detach() > best_val
         best_val = torch.where(better, vals.detach(), best_val)
         best_x[better] = x[better]
-        if t == steps:
+        if t == steps or stop():
             break
         if grad is None or not bool(grad.any()):
             grad = torch.randn(x.shape, generator=gen, dtype=x.dtype)
@@ -127,7 +138,7 @@ def switching_targets(graph: Graph, box: dict[str, tuple[Tensor, Tensor]], limit
 
 
 def push_activations(graph: Graph, lower: Tensor, upper: Tensor,
-                     targets: list[tuple[str, int]], steps: int) -> Tensor:
+                     targets: list[tuple[str, int]], steps: int, stop: Stop = _never) -> Tensor:
     """Points that drive each target pre-activation to its largest and to its smallest value
     in the box (signed-gradient ascent from the centre): one point per (target, sign).
     Where a ReLU net's gradient norm jumps on a small region where some neuron switches on,
@@ -142,6 +153,8 @@ def push_activations(graph: Graph, lower: Tensor, upper: Tensor,
         rows += [2 * k, 2 * k + 1]
         cols += [j, j]
     for t in range(steps):
+        if stop():
+            break
         with torch.enable_grad():
             xg = x.requires_grad_(True)
             values = node_values(graph, xg)
@@ -155,18 +168,21 @@ def push_activations(graph: Graph, lower: Tensor, upper: Tensor,
 
 def sampled_lower_bound(graph: Graph, C: Tensor, lower: Tensor, upper: Tensor, norm: str,
                         samples: int, steps: int, seed: int,
-                        box: dict[str, tuple[Tensor, Tensor]] | None = None) -> Witness:
+                        box: dict[str, tuple[Tensor, Tensor]] | None = None,
+                        stop: Stop = _never) -> Witness:
     """The largest gradient row norm found at random points, at points that switch
     activations on and off (when ``box`` gives the nodes' bounds), then by ascent of the
-    norm from the best of them."""
+    norm from the best of them.  Once ``stop()`` holds, the best found so far (the box's
+    centre is always tried)."""
     gen = torch.Generator().manual_seed(seed)
     pts = random_points(lower, upper, samples, gen)
     if box is not None and steps > 0:
         targets = switching_targets(graph, box, max(samples, 1), gen)
         if targets:
-            pts = torch.cat([pts, push_activations(graph, lower, upper, targets, steps)])
-    best = best_of(graph, C, pts, norm)
-    if steps <= 0:
+            pts = torch.cat([pts, push_activations(graph, lower, upper, targets, steps,
+                                                   stop)])
+    best = best_of(graph, C, pts, norm, stop)
+    if steps <= 0 or stop():
         return best
     R = C.shape[0]
     norms = torch.cat([row_norms(full_jacobian(graph, C, chunk), norm)
@@ -177,6 +193,7 @@ def sampled_lower_bound(graph: Graph, C: Tensor, lower: Tensor, upper: Tensor, n
         order = norms[:, r].argsort(descending=True)[:4]
         starts.append(pts[order])
         rows += [r] * len(order)
-    x = ascend(graph, C, lower, upper, torch.cat(starts), torch.tensor(rows), steps, norm)
+    x = ascend(graph, C, lower, upper, torch.cat(starts), torch.tensor(rows), steps, norm,
+               stop)
     found = best_of(graph, C, x, norm)
     return found if found.value > best.value else best
