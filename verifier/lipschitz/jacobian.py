@@ -59,6 +59,7 @@ monotone between the listed inflection points of f (or piecewise constant)."""
 PERIODIC = (Sin, Cos)
 INPUT = "seed_and_derivatives"
 ROW_CHUNK = 1024
+STOP_ROW_BUDGET = 8192  # (batch x rows) per CROWN call between two checks of a stop
 Stop = Callable[[], bool]
 
 
@@ -422,11 +423,21 @@ def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
         eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[cols]
         rows = torch.cat([eye, -eye]).reshape(1, 2 * len(cols), *jg.forward.input_shape)
         lb = torch.cat([_bound_rows(b, jg.graph.output_name, chunk.expand(K * R, *chunk.shape[1:]),
-                                    stop) for chunk in torch.split(rows, ROW_CHUNK, dim=1)], -1)
+                                    stop)
+                        for chunk in torch.split(rows, _row_chunk(K * R, stop), dim=1)], -1)
     m = len(cols)
     i_lo, i_hi = (t.flatten(1)[:, cols] for t in b.box[jg.graph.output_name])
     j_lo, j_hi = torch.maximum(lb[:, :m], i_lo), torch.minimum(-lb[:, m:], i_hi)
     return JacobianBounds(j_lo.reshape(K, R, m), j_hi.reshape(K, R, m), b)
+
+
+def _row_chunk(batch: int, stop: Stop) -> int:
+    """Rows per CROWN call: ROW_CHUNK, or, when a stop is checked, few enough that one call
+    (batch x rows) is short and the stop is heard soon.  CROWN bounds each row on its own,
+    so the chunking changes how the work is cut, not the bounds."""
+    if stop is never:
+        return ROW_CHUNK
+    return max(1, min(ROW_CHUNK, STOP_ROW_BUDGET // max(batch, 1)))
 
 
 def _bound_rows(b: Bounder, name: str, A: Tensor, stop: Stop) -> Tensor:
