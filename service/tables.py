@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Dialect,
     Float,
@@ -19,11 +20,15 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
+# what a job computes, kept in ``Job.options["kind"]`` (absent on jobs stored before kinds:
+# those are verifications)
+JOB_KINDS = ("verify", "lipschitz")
 
 
 def utcnow() -> datetime:
@@ -98,6 +103,12 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+def kind_column() -> ColumnElement[str]:
+    """A job's kind as an SQL expression (SQLite and PostgreSQL): ``options["kind"]``,
+    "verify" where it is absent."""
+    return func.coalesce(Job.options["kind"].as_string(), "verify")
 
 
 class Certificate(Base):

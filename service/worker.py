@@ -12,16 +12,19 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
 
 from verifier.certificate import make_certificate
-from verifier.verify import Progress, Result, verify
+from verifier.lipschitz import LipschitzProgress
+from verifier.onnx_import import Model
+from verifier.verify import Progress, verify
 
 from .db import session_scope
 from .engine import engine_settings, import_model, parse_property
+from .lipschitz_jobs import job_kind, run_lipschitz
 from .settings import ServiceSettings
 from .states import FINISHED, transition
 from .tables import Certificate, Job, ModelRecord, PropertyRecord, utcnow
@@ -78,6 +81,18 @@ def _start_attempt(job_id: str, settings: ServiceSettings, device: str | None) -
         return attempt if claimed else None
 
 
+@dataclass
+class Outcome:
+    """What one run of a job stores: verdict ``error`` fails the job, any other succeeds
+    it; the certificate is issued when there is one."""
+
+    verdict: str
+    message: str
+    seconds: float
+    result: dict[str, Any] | None
+    certificate: dict[str, Any] | None
+
+
 def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
                  device: str | None) -> None:
     with session_scope(settings) as s:
@@ -87,41 +102,67 @@ def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
         prop_row = s.get_one(PropertyRecord, job.property_id)
         fmt, text = prop_row.format, prop_row.text
     model = import_model(onnx_bytes)
-    prop = parse_property(fmt, text, model)
-    engine = engine_settings(options, device)
     monitor = JobMonitor(job_id, attempt, settings)
     monitor.start()
     try:
         if settings.test_job_delay and not monitor.sleep(settings.test_job_delay):
-            result = Result("unknown", "cancelled")
+            outcome = Outcome("unknown", "cancelled", 0.0, None, None)
+        elif job_kind(options) == "lipschitz":
+            outcome = _run_lipschitz(model, fmt, text, options, monitor)
         else:
-            result = verify(model, prop, engine, progress=monitor.report,
-                            cancel=monitor.cancelled.is_set)
+            outcome = _run_verify(model, fmt, text, options, device, monitor)
     finally:
         monitor.stop()
-    _finish(job_id, attempt, settings, monitor, result,
-            make_certificate(model, text, engine, result))
+    _finish(job_id, attempt, settings, monitor, outcome)
+
+
+def _run_verify(model: Model, fmt: str, text: str, options: dict[str, Any],
+                device: str | None, monitor: JobMonitor) -> Outcome:
+    prop = parse_property(fmt, text, model)
+    engine = engine_settings(options, device)
+    result = verify(model, prop, engine, progress=monitor.report,
+                    cancel=monitor.cancelled.is_set)
+    return Outcome(result.verdict, result.message, result.seconds, result.to_dict(),
+                   make_certificate(model, text, engine, result))
+
+
+def _run_lipschitz(model: Model, fmt: str, text: str, options: dict[str, Any],
+                   monitor: JobMonitor) -> Outcome:
+    """The Lipschitz bracket under the job's deadline and cancel flag (on the CPU, in
+    float64: the engine's Lipschitz code runs there whatever the device)."""
+    deadline = time.monotonic() + float(options["timeout"])
+
+    def stop() -> bool:
+        return monitor.cancelled.is_set() or time.monotonic() >= deadline
+
+    start = time.monotonic()
+    try:
+        run = run_lipschitz(model, fmt, text, options, stop, monitor.report_lipschitz)
+    except ValueError as exc:  # a job the engine refuses: it fails with the reason
+        return Outcome("error", f"{type(exc).__name__}: {exc}", time.monotonic() - start,
+                       None, None)
+    return Outcome(run.verdict, run.message, time.monotonic() - start, run.result,
+                   run.certificate)
 
 
 def _finish(job_id: str, attempt: int, settings: ServiceSettings, monitor: JobMonitor,
-            result: Result, certificate: dict[str, Any]) -> None:
+            outcome: Outcome) -> None:
     """Store the outcome, unless a newer attempt has taken the job over."""
-    data = result.to_dict()
-    fields: dict[str, Any] = {"result": data, "verdict": result.verdict,
-                              "message": result.message, "seconds": result.seconds,
+    fields: dict[str, Any] = {"result": outcome.result, "verdict": outcome.verdict,
+                              "message": outcome.message, "seconds": outcome.seconds,
                               "progress": monitor.snapshot()}
     with session_scope(settings) as s:
         if monitor.cancelled.is_set() and not monitor.superseded.is_set():
             transition(s, job_id, "running", "cancelled", attempt=attempt,
                        **dict(fields, verdict=None, message="cancelled by request"))
             return
-        target = "failed" if result.verdict == "error" else "succeeded"
+        target = "failed" if outcome.verdict == "error" else "succeeded"
         if transition(s, job_id, "running", target, attempt=attempt, **fields) and \
-                target == "succeeded":
+                target == "succeeded" and outcome.certificate is not None:
             model_id = s.scalar(select(Job.model_id).where(Job.id == job_id))
             s.execute(delete(Certificate).where(Certificate.job_id == job_id))
-            s.add(Certificate(job_id=job_id, model_id=model_id, verdict=result.verdict,
-                              body=certificate))
+            s.add(Certificate(job_id=job_id, model_id=model_id, verdict=outcome.verdict,
+                              body=outcome.certificate))
 
 
 class JobMonitor:
@@ -140,6 +181,7 @@ class JobMonitor:
         self._stop = threading.Event()
         self._latest: Progress | None = None
         self._written: Progress | None = None
+        self._extra: dict[str, Any] = {}  # kind-specific progress (a Lipschitz bracket)
         self._history: list[dict[str, float]] = []  # bound against time and domains
         self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}", daemon=True)
 
@@ -154,12 +196,20 @@ class JobMonitor:
                 self._history = self._history[:-1:2] + self._history[-1:]
         self._latest = progress
 
+    def report_lipschitz(self, progress: LipschitzProgress) -> None:
+        """A Lipschitz run's progress: its stage and splitting counts as usual, the bracket
+        known so far as ``lipschitz_lower`` / ``lipschitz_upper``."""
+        self._extra = {"lipschitz_lower": progress.lower, "lipschitz_upper": progress.upper}
+        self.report(Progress(progress.stage, progress.elapsed, domains_open=progress.open,
+                             domains_done=progress.leaves))
+
     def snapshot(self) -> dict[str, Any] | None:
         if self._latest is None:
             return None
-        snap = asdict(self._latest)
-        if snap.get("lower_bound") is not None and not math.isfinite(snap["lower_bound"]):
-            snap["lower_bound"] = None  # JSON has no infinities
+        snap = {**asdict(self._latest), **self._extra}
+        for key in ("lower_bound", "lipschitz_lower", "lipschitz_upper"):
+            if snap.get(key) is not None and not math.isfinite(snap[key]):
+                snap[key] = None  # JSON has no infinities
         return {**snap, "history": list(self._history)}
 
     def sleep(self, seconds: float) -> bool:

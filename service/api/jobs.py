@@ -11,11 +11,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from verifier.errors import ModelError
+from verifier.onnx_import import Model
 
 from ..engine import canonical_property_text, engine_settings, parse_property
+from ..lipschitz_jobs import REGION_FORMAT, job_kind, region_text, validate_job
 from ..settings import ServiceSettings
 from ..states import FINISHED, transition
-from ..tables import JOB_STATES, Certificate, Job, PropertyRecord
+from ..tables import JOB_KINDS, JOB_STATES, Certificate, Job, PropertyRecord, kind_column
 from .deps import ModelCacheDep, QueueDep, SessionDep, SettingsDep, WriteKey
 from .models import get_model_row
 from .schemas import JobCreate, JobList, JobPublic, ProgressPublic
@@ -27,7 +29,8 @@ def job_public(job: Job, request: Request, certificate_id: str | None) -> JobPub
     cert_url = (str(request.url_for("get_certificate", certificate_id=certificate_id))
                 if certificate_id else None)
     return JobPublic(
-        id=job.id, url=str(request.url_for("get_job", job_id=job.id)), model_id=job.model_id,
+        id=job.id, url=str(request.url_for("get_job", job_id=job.id)),
+        kind=job_kind(job.options), model_id=job.model_id,
         property_id=job.property_id, state=job.state, verdict=job.verdict, message=job.message,
         cancel_requested=job.cancel_requested, options=job.options,
         progress=ProgressPublic(**job.progress) if job.progress else None, result=job.result,
@@ -73,23 +76,46 @@ def _validated_options(body: JobCreate, settings: ServiceSettings) -> dict[str, 
     return options
 
 
+def _property_text(body: JobCreate) -> tuple[str, str]:
+    """The job's property record: the property as given, or a lipschitz job's region."""
+    if body.property is not None:
+        fmt = body.property.format
+        return fmt, canonical_property_text(fmt, body.property.value)
+    lip = body.lipschitz
+    assert lip is not None  # JobCreate checked that one of the two is there
+    return REGION_FORMAT, region_text(lip.center, lip.lower, lip.upper)
+
+
+def _check_job(body: JobCreate, fmt: str, text: str, options: dict[str, Any],
+               model: Model) -> None:
+    """422 when the property (verify) or the Lipschitz parameters do not fit the model."""
+    try:
+        if body.kind == "lipschitz":
+            validate_job(fmt, text, options, model)
+        else:
+            parse_property(fmt, text, model)
+    except ValueError as exc:
+        what = "lipschitz job" if body.kind == "lipschitz" else "property"
+        raise HTTPException(422, f"invalid {what}: {exc}") from None
+
+
 @router.post("", status_code=202, response_model=JobPublic)
 def create_job(body: JobCreate, request: Request, response: Response, session: SessionDep,
                settings: SettingsDep, queue: QueueDep, cache: ModelCacheDep,
                _key: WriteKey) -> JobPublic:
-    """Check the property against the model, store the job, then queue it."""
+    """Check the property (or the Lipschitz region) against the model, store the job,
+    then queue it."""
     row = get_model_row(session, body.model_id)
     try:
         model = cache.get(row.id, lambda: row.onnx_bytes)
     except ModelError as exc:  # stored before the engine changed what it accepts
         raise HTTPException(422, f"the model cannot be verified: {exc}") from None
-    fmt = body.property.format
-    text = canonical_property_text(fmt, body.property.value)
-    try:
-        parse_property(fmt, text, model)
-    except ValueError as exc:
-        raise HTTPException(422, f"invalid property: {exc}") from None
-    options = _validated_options(body, settings)
+    fmt, text = _property_text(body)
+    options = dict(body.options.model_dump(), kind=body.kind)
+    if body.lipschitz is not None:
+        options["lipschitz"] = body.lipschitz.stored()
+    _check_job(body, fmt, text, options, model)
+    options.update(_validated_options(body, settings))
     job = Job(model_id=row.id, property_id=_store_property(session, fmt, text),
               options=options, message="")
     session.add(job)
@@ -149,14 +175,17 @@ def _request_stop(session: Session, job_id: str) -> bool:
 
 @router.get("", response_model=JobList)
 def list_jobs(request: Request, session: SessionDep, model: str | None = None,
-              state: str | None = None, verdict: str | None = None, limit: int = 50,
-              offset: int = 0) -> JobList:
+              state: str | None = None, verdict: str | None = None, kind: str | None = None,
+              limit: int = 50, offset: int = 0) -> JobList:
     if state is not None and state not in JOB_STATES:
         raise HTTPException(400, f"state must be one of {', '.join(JOB_STATES)}; got {state!r}")
+    if kind is not None and kind not in JOB_KINDS:
+        raise HTTPException(400, f"kind must be one of {', '.join(JOB_KINDS)}; got {kind!r}")
     if not 1 <= limit <= 500 or offset < 0:
         raise HTTPException(400, "limit must be between 1 and 500 and offset at least 0")
     query = select(Job)
-    for column, value in ((Job.model_id, model), (Job.state, state), (Job.verdict, verdict)):
+    for column, value in ((Job.model_id, model), (Job.state, state), (Job.verdict, verdict),
+                          (kind_column(), kind)):
         if value is not None:
             query = query.where(column == value)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0

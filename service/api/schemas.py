@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,12 +60,90 @@ class JobOptions(BaseModel):
     bab: bool = True
 
 
+class MonotonicityQuery(BaseModel):
+    """Is ``y[output]`` non-decreasing in ``x[input]`` over the region?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: int = Field(ge=0)
+    input: int = Field(ge=0)
+
+
+class LipschitzCreate(BaseModel):
+    """A local Lipschitz job's parameters.  The region is ``center`` +- ``eps``, the box
+    ``lower``/``upper``, or (neither given) the first input box of the job's ``property``,
+    replaced by its centre +- ``eps`` when ``eps`` is given.  Outputs: every one (default),
+    ``output``, or the rows of ``C``.  ``norm`` "inf" bounds rows' l1 norms (the inf->inf
+    operator norm), "2" their l2 norms."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    center: list[float] | None = None
+    eps: float | None = Field(default=None, gt=0)
+    lower: list[float] | None = None
+    upper: list[float] | None = None
+    norm: Literal["inf", "2"] = "inf"
+    output: int | None = Field(default=None, ge=0)
+    c_matrix: list[list[float]] | None = Field(default=None, alias="C")
+    samples: int = Field(default=256, ge=0, le=100_000)
+    attack_steps: int = Field(default=50, ge=0, le=10_000)
+    seed: int = Field(default=0, ge=0)
+    bab_seconds: float | None = Field(default=None, ge=0)
+    monotonicity: list[MonotonicityQuery] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LipschitzCreate:
+        if self.output is not None and self.c_matrix is not None:
+            raise ValueError('give at most one of "output" and "C"')
+        if (self.lower is None) != (self.upper is None):
+            raise ValueError('give both "lower" and "upper" for a box region')
+        if self.center is not None and self.lower is not None:
+            raise ValueError('give the region as "center" + "eps" or as "lower" + "upper", '
+                             "not both")
+        if self.center is not None and self.eps is None:
+            raise ValueError('"center" needs "eps" (the half-width of the box)')
+        if self.lower is not None and self.eps is not None:
+            raise ValueError('"eps" goes with "center" or a property, not with a box')
+        return self
+
+    @property
+    def has_region(self) -> bool:
+        return self.center is not None or self.lower is not None
+
+    def stored(self) -> dict[str, Any]:
+        """What the job's options keep (the region's values go to its property record)."""
+        return self.model_dump(by_alias=True, exclude={"center", "lower", "upper"})
+
+
 class JobCreate(BaseModel):
+    """``kind`` "verify" (default) needs a ``property``; "lipschitz" needs ``lipschitz``
+    parameters with a region, or a ``property`` whose first input box is the region."""
+
     model_config = ConfigDict(extra="forbid")
 
     model_id: str
-    property: PropertyCreate
+    kind: Literal["verify", "lipschitz"] = "verify"
+    property: PropertyCreate | None = None
+    lipschitz: LipschitzCreate | None = None
     options: JobOptions = Field(default_factory=JobOptions)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> JobCreate:
+        if self.kind == "verify":
+            if self.lipschitz is not None:
+                raise ValueError('"lipschitz" parameters need "kind": "lipschitz"')
+            if self.property is None:
+                raise ValueError('a verify job needs a "property"')
+            return self
+        if self.lipschitz is None:
+            self.lipschitz = LipschitzCreate()
+        if self.lipschitz.has_region == (self.property is not None):
+            raise ValueError('give the lipschitz region either in "lipschitz" ("center" + '
+                             '"eps", or "lower" + "upper") or as a "property" (its first '
+                             "input box), not both or neither")
+        if self.options.methods:
+            raise ValueError('"options.methods" applies to verify jobs only')
+        return self
 
 
 class ProgressPublic(BaseModel):
@@ -74,11 +152,15 @@ class ProgressPublic(BaseModel):
     domains_open: int = 0
     domains_done: int = 0
     lower_bound: float | None = None
+    # lipschitz jobs: the bracket known so far
+    lipschitz_lower: float | None = None
+    lipschitz_upper: float | None = None
 
 
 class JobPublic(BaseModel):
     id: str
     url: str
+    kind: str
     model_id: str
     property_id: str
     state: str
