@@ -45,22 +45,56 @@ def robustness_spec(center: str, epsilon: str, label: str, clip_lo: str,
     return spec
 
 
+def _vnnlib_text(form: dict[str, str], field: str = "vnnlib") -> str:
+    # browsers send a textarea's line breaks as CRLF; store the text as pasted
+    text = form.get(field, "").replace("\r\n", "\n")
+    if not text.strip():
+        raise FormError("VNN-LIB: paste the property text")
+    return text
+
+
+def lipschitz_body(model_id: str, form: dict[str, str]) -> dict[str, Any]:
+    """The API body of the Lipschitz form: the region as centre + eps, or the first input
+    box of a pasted VNN-LIB property (its centre + eps when eps is given)."""
+    eps = form.get("eps", "").strip()
+    params: dict[str, Any] = {"norm": form.get("norm") or "inf"}
+    if eps:
+        params["eps"] = parse_number(eps, "eps")
+    if form.get("output", "").strip():
+        params["output"] = parse_number(form["output"], "output", int)
+    body: dict[str, Any] = {"model_id": model_id, "kind": "lipschitz", "lipschitz": params}
+    if form.get("region") == "property":
+        body["property"] = {"vnnlib": _vnnlib_text(form, "lip_vnnlib")}
+    else:
+        if not eps:
+            raise FormError("eps: give the half-width of the box around the centre")
+        params["center"] = parse_numbers(form.get("lip_center", ""), "centre")
+    bab = form.get("bab") == "on"
+    if bab and form.get("bab_seconds", "").strip():
+        params["bab_seconds"] = parse_number(form["bab_seconds"], "splitting seconds")
+    body["options"] = {"timeout": parse_number(form.get("timeout") or "10", "timeout"),
+                       "bab": bab}
+    return body
+
+
 def job_body(model_id: str, form: dict[str, str]) -> JobCreate:
-    """The API body for the submission form: ``kind`` is ``vnnlib`` or ``robustness``."""
+    """The API body for the submission forms: ``kind`` is ``vnnlib``, ``robustness`` or
+    ``lipschitz``."""
+    if form.get("kind") == "lipschitz":
+        return _validated(lipschitz_body(model_id, form))
     if form.get("kind") == "robustness":
         prop: dict[str, Any] = {"json": robustness_spec(
             form.get("center", ""), form.get("epsilon", ""), form.get("label", ""),
             form.get("clip_lo", ""), form.get("clip_hi", ""))}
     else:
-        # browsers send a textarea's line breaks as CRLF; store the text as pasted
-        text = form.get("vnnlib", "").replace("\r\n", "\n")
-        if not text.strip():
-            raise FormError("VNN-LIB: paste the property text")
-        prop = {"vnnlib": text}
+        prop = {"vnnlib": _vnnlib_text(form)}
     options = {"timeout": parse_number(form.get("timeout") or "60", "timeout")}
+    return _validated({"model_id": model_id, "property": prop, "options": options})
+
+
+def _validated(body: dict[str, Any]) -> JobCreate:
     try:
-        return JobCreate.model_validate({"model_id": model_id, "property": prop,
-                                         "options": options})
+        return JobCreate.model_validate(body)
     except ValidationError as exc:
         raise FormError("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                                   for e in exc.errors())) from None

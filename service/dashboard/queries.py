@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
-from ..tables import Job, ModelRecord, PropertyRecord
+from ..lipschitz_jobs import REGION_FORMAT
+from ..tables import Job, ModelRecord, PropertyRecord, kind_column
 
 # what a job shows as its "verdict": the engine's verdict once it succeeded, else its state
-OUTCOMES = ("verified", "falsified", "unknown", "timeout", "running", "queued", "failed",
-            "cancelled")
+# ("bounded": a Lipschitz job's bracket of the constant; see service/lipschitz_jobs.py)
+OUTCOMES = ("verified", "falsified", "unknown", "timeout", "bounded", "running", "queued",
+            "failed", "cancelled")
 STATE_OUTCOMES = ("queued", "running", "failed", "cancelled")
 PAGE_SIZE = 50
 MAX_MATRIX_COLUMNS = 40
@@ -121,9 +123,10 @@ class Matrix:
 
 
 def verdict_matrix(session: Session, filters: Filters) -> Matrix:
+    """Verifications only: a Lipschitz job bounds a constant, it proves no property."""
     rows = session.execute(select(Job.id, Job.model_id, Job.property_id, Job.state,
                                   Job.verdict, Job.created_at)
-                           .where(*filters.clauses())
+                           .where(*filters.clauses(), kind_column() == "verify")
                            .order_by(Job.created_at.desc(), Job.id)
                            .limit(MAX_MATRIX_JOBS)).all()
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -153,6 +156,9 @@ def property_labels(session: Session, ids: list[str]) -> dict[str, str]:
 
 def property_label(prop_id: str, fmt: str, head: str) -> str:
     short = prop_id[:8]
+    if fmt == REGION_FORMAT:
+        shape = "centre" if head.startswith('{"center"') else "box"
+        return f"region {shape} ({short})"
     if fmt == "json":
         try:
             obj = json.loads(head)
@@ -185,10 +191,29 @@ def job_page(session: Session, filters: Filters, model: str | None = None,
     pages = max(1, -(-total // page_size))
     page = min(filters.page, pages)
     query = (select(Job.id, Job.model_id, Job.property_id, Job.state, Job.verdict,
-                                 Job.created_at, Job.seconds, Job.message)
+                                 Job.created_at, Job.seconds, Job.message,
+                                 kind_column().label("kind"))
                           .where(*clauses).order_by(Job.created_at.desc(), Job.id)
                           .limit(page_size).offset((page - 1) * page_size))
     rows = [dict(r._mapping, outcome=outcome(r.state, r.verdict))
             for r in session.execute(query)]
     labels = property_labels(session, sorted({r["property_id"] for r in rows}))
     return JobPage(rows=rows, total=total, page=page, pages=pages, labels=labels)
+
+
+LIPSCHITZ_ROWS = 10
+
+
+def lipschitz_jobs(session: Session, filters: Filters,
+                   limit: int = LIPSCHITZ_ROWS) -> list[dict[str, Any]]:
+    """The newest Lipschitz jobs under the filters, with their brackets (read from the
+    result's JSON, not the whole result)."""
+    query = (select(Job.id, Job.model_id, Job.state, Job.verdict, Job.created_at,
+                    Job.result["lower"].as_float().label("lower"),
+                    Job.result["upper"].as_float().label("upper"),
+                    Job.result["naive"].as_float().label("naive"),
+                    Job.result["norm"].as_string().label("norm"))
+             .where(*filters.clauses(), kind_column() == "lipschitz")
+             .order_by(Job.created_at.desc(), Job.id).limit(limit))
+    return [dict(r._mapping, outcome=outcome(r.state, r.verdict))
+            for r in session.execute(query)]

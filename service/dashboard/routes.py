@@ -25,17 +25,19 @@ from sqlalchemy import select
 from ..api import jobs as api_jobs
 from ..api import models as api_models
 from ..api.deps import ModelCacheDep, QueueDep, SessionDep, SettingsDep
+from ..lipschitz_jobs import job_kind
 from ..states import FINISHED
 from ..tables import Certificate, Job, ModelRecord, PropertyRecord
 from . import queries
 from .auth import COOKIE, PageKey, check_login_key, safe_next
 from .forms import FormError, job_body
-from .views import bound_plots, counterexample_views, final_point
+from .views import bound_plots, counterexample_views, final_point, lipschitz_view
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(OUTCOMES=queries.OUTCOMES, urlencode=urlencode)
 MAX_PROPERTY_CHARS = 20_000
+LIPSCHITZ_FORM_TIMEOUT = "10"
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -57,7 +59,8 @@ def overview(request: Request, session: SessionDep, _key: PageKey, model: str | 
                 counts=queries.verdict_counts(session, filters),
                 models=queries.model_names(session),
                 matrix=queries.verdict_matrix(session, filters),
-                jobs=queries.job_page(session, filters))
+                jobs=queries.job_page(session, filters),
+                lipschitz=queries.lipschitz_jobs(session, filters))
 
 
 def _int(text: str | None, default: int) -> int:
@@ -105,7 +108,8 @@ def model_page(model_id: str, request: Request, session: SessionDep, _key: PageK
     return page(request, "model.html", status_code, title=row.filename or model_id[:12],
                 model=row, summary=row.summary, certificates=certs,
                 jobs=queries.job_page(session, filters, model=model_id),
-                form=form or {"kind": "vnnlib", "timeout": "60"}, error=error)
+                form=form or {"kind": "vnnlib", "timeout": "60"}, error=error,
+                lipschitz_timeout=LIPSCHITZ_FORM_TIMEOUT)
 
 
 @router.post("/models/{model_id}/jobs", response_class=HTMLResponse)
@@ -136,7 +140,11 @@ def _job_context(session: SessionDep, job: Job) -> dict[str, Any]:
     cert = session.scalar(select(Certificate).where(Certificate.job_id == job.id))
     input_shape = (model.summary or {}).get("input", {}).get("shape", []) if model else []
     text = prop.text if prop else ""
-    return {"job": job, "model": model, "certificate": cert,
+    kind = job_kind(job.options)
+    return {"job": job, "model": model, "certificate": cert, "kind": kind,
+            "lipschitz": lipschitz_view(job.options, job.result, job.progress,
+                                        prop.format if prop else "")
+            if kind == "lipschitz" else None,
             "outcome": queries.outcome(job.state, job.verdict),
             "finished": job.state in FINISHED, "plots": bound_plots(job.progress, job.result),
             "final_point": final_point(job.result),

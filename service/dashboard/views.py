@@ -12,6 +12,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from ..lipschitz_jobs import describe_outputs
+
 PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T, PAD_R = 440, 200, 64, 36, 14, 14
 MAX_TABLE_VALUES = 64
 
@@ -179,3 +181,53 @@ def counterexample_views(result: dict[str, Any] | None,
             n_inputs=len(x), outputs=list(enumerate(y)),
             top_output=max(range(len(y)), key=y.__getitem__) if y else None))
     return views
+
+
+REGION_VALUES_SHOWN = 8
+
+
+@dataclass
+class LipschitzView:
+    """A Lipschitz job's page: its bracket (final, or the one known so far) and region."""
+
+    lower: float | None
+    upper: float | None
+    naive: float | None
+    ratio: float | None  # naive / upper: how much tighter than the product of norms
+    norm: str
+    outputs: str
+    eps: float | None
+    source: str  # "region" (given in the job) or the property format
+    n_inputs: int
+    centre: list[float]  # the box's centre, first values
+    width: tuple[float, float] | None  # the least and largest width of the box
+    leaves: int
+    stopped: bool
+    monotonicity: list[dict[str, Any]]
+    final: bool
+
+
+def lipschitz_view(options: dict[str, Any], result: dict[str, Any] | None,
+                   progress: dict[str, Any] | None, source: str) -> LipschitzView:
+    params = options.get("lipschitz") or {}
+    if result and result.get("kind") == "lipschitz":
+        lower, upper, naive = result.get("lower"), result.get("upper"), result.get("naive")
+        ratio = result.get("ratio")
+    else:
+        lower = (progress or {}).get("lipschitz_lower")
+        upper = (progress or {}).get("lipschitz_upper")
+        naive = ratio = None
+    region = (result or {}).get("region") or {}
+    lo, hi = region.get("lower") or [], region.get("upper") or []
+    details = (result or {}).get("details") or {}
+    return LipschitzView(
+        lower=lower, upper=upper, naive=naive, ratio=ratio,
+        norm=str(params.get("norm", "inf")), outputs=describe_outputs(params),
+        eps=params.get("eps"), source=source, n_inputs=len(lo),
+        centre=[(a + b) / 2 for a, b in zip(lo, hi, strict=False)][:REGION_VALUES_SHOWN],
+        width=(min(b - a for a, b in zip(lo, hi, strict=False)),
+               max(b - a for a, b in zip(lo, hi, strict=False))) if lo else None,
+        leaves=int(details.get("bab_leaves") or 0), stopped=bool(details.get("stopped")),
+        monotonicity=list((result or {}).get("monotonicity") or []),
+        final=bool(result and result.get("kind") == "lipschitz"))
+

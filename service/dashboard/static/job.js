@@ -45,7 +45,7 @@
     svg.appendChild(el("text", {x: L + w, y: H - 20, "text-anchor": "end"}, fmt(xr[1])));
     svg.appendChild(el("text", {x: L + w / 2, y: H - 4, "text-anchor": "middle"}, xlabel));
     var target_ = document.getElementById(target);
-    target_.replaceChildren(svg);
+    if (target_) { target_.replaceChildren(svg); }
   }
   function redraw() {
     var pts = history.filter(function (p) { return typeof p.lower_bound === "number"; });
@@ -72,8 +72,17 @@
       document.getElementById("p-stage").textContent = p.stage;
       document.getElementById("p-elapsed").textContent = p.elapsed.toFixed(1) + " s";
       document.getElementById("p-domains").textContent = p.domains_open + " / " + p.domains_done;
-      document.getElementById("p-bound").textContent =
-        p.lower_bound === null ? "–" : Number(p.lower_bound.toPrecision(6)).toString();
+      var bound = document.getElementById("p-bound");
+      if (bound) {
+        bound.textContent =
+          p.lower_bound === null ? "–" : Number(p.lower_bound.toPrecision(6)).toString();
+      }
+      var bracket = document.getElementById("p-bracket");  // a Lipschitz job's [lower, upper]
+      if (bracket && typeof p.lipschitz_upper === "number") {
+        bracket.textContent = (typeof p.lipschitz_lower === "number"
+          ? "[" + Number(p.lipschitz_lower.toPrecision(6)) + ", " : "≤ ")
+          + Number(p.lipschitz_upper.toPrecision(6)) + (typeof p.lipschitz_lower === "number" ? "]" : "");
+      }
       remember(p);
       redraw();
     }
