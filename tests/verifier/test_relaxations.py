@@ -128,3 +128,48 @@ def test_sigmoid_matches_tangent_and_chord_in_convex_region():
     assert math.isclose(float(lines.a_l), s * (1 - s), rel_tol=1e-9)  # tangent at midpoint
     chord = (1 / (1 + math.exp(1)) - 1 / (1 + math.exp(4))) / 3
     assert math.isclose(float(lines.a_u), chord, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("op_type,attrs", [("Relu", {}), ("LeakyRelu", {"alpha": 0.2})])
+def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs):
+    """crown.Bounder bounds ReLU and LeakyReLU in closed form; for CROWN's slopes its lines
+    are the general mechanism's, and for random slopes in [0, 1] the bounds contain the
+    function at dense samples of every interval."""
+    from onnx import TensorProto, helper
+
+    from verifier import load_model
+    from verifier.crown import Bounder
+
+    n = 64
+    node = helper.make_node(op_type, ["X"], ["Y"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "X", TensorProto.DOUBLE, (1, n))], [helper.make_tensor_value_info(
+            "Y", TensorProto.DOUBLE, (1, n))])
+    g = load_model(helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17)]).SerializeToString()).graph
+    op = g.nodes[-1].op
+    rng = np.random.default_rng(5)
+    centre = rng.uniform(-2, 2, (1, n))
+    radius = 10 ** rng.uniform(-4, 0.5, (1, n))
+    L, U = torch.tensor(centre - radius), torch.tensor(centre + radius)
+    b = Bounder(g, L, U)
+    b.compute_intermediate()
+    A = torch.cat([torch.eye(n), -torch.eye(n)]).double().unsqueeze(0)
+    b.bound(g.output_name, A)
+    ours = b.lines[g.nodes[-1].name]
+    ref = relax(op.scalar_shape(), L.reshape(1, n), U.reshape(1, n))
+    for got, want in ((ours.a_l, ref.a_l), (ours.b_l, ref.b_l), (ours.a_u, ref.a_u),
+                      (ours.b_u, ref.b_u)):
+        assert torch.allclose(got.reshape(1, n), want, atol=1e-12)
+    xs = L + torch.rand(2000, n, dtype=torch.float64) * (U - L)
+    xs = torch.cat([xs, L, U, torch.zeros(1, n).clamp(L, U)])
+    ys = op.f(xs)
+    relu = g.nodes[-1]
+    for _ in range(5):  # random lower slopes for each row
+        b.alphas, b.final_rows = {}, 2 * n
+        t = torch.rand(1, 2 * n, n, dtype=torch.float64)
+        b.alphas[(g.output_name, 0, relu.name)] = (t, t.clone())
+        ln = b.relu_lines(relu, g.output_name)  # (1, rows, n)
+        x = xs.unsqueeze(1)  # (samples, 1, n)
+        assert (ln.a_l * x + ln.b_l <= ys.unsqueeze(1) + 1e-12).all()
+        assert (ln.a_u * x + ln.b_u >= ys.unsqueeze(1) - 1e-12).all()
