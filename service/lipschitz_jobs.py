@@ -214,7 +214,8 @@ def run_lipschitz(model: Model, fmt: str, text: str, options: dict[str, Any],
         "region": dict(region.to_dict(), eps=params.get("eps"), source=fmt),
         "monotonicity": mono,
     }
-    stopped = " (stopped early: deadline or cancel)" if r.details.get("stopped") else ""
+    stopped = (" (stopped at the deadline: the bracket of the work done by then)"
+               if r.details.get("stopped") else "")
     message = (f"{r.lower:.6g} <= L <= {r.upper:.6g} ({r.norm}-norm), naive bound "
                f"{r.naive:.6g}{stopped}")
     cert = make_lipschitz_certificate(model, text, region.lower, region.upper, C, r, mono)

@@ -72,7 +72,7 @@ def lipschitz_body(model_id: str, form: dict[str, str]) -> dict[str, Any]:
     bab = form.get("bab") == "on"
     if bab and form.get("bab_seconds", "").strip():
         params["bab_seconds"] = parse_number(form["bab_seconds"], "splitting seconds")
-    body["options"] = {"timeout": parse_number(form.get("timeout") or "10", "timeout"),
+    body["options"] = {"timeout": parse_number(form.get("timeout") or "30", "timeout"),
                        "bab": bab}
     return body
 

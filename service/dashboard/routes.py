@@ -37,7 +37,7 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(OUTCOMES=queries.OUTCOMES, urlencode=urlencode)
 MAX_PROPERTY_CHARS = 20_000
-LIPSCHITZ_FORM_TIMEOUT = "10"
+LIPSCHITZ_FORM_TIMEOUT = "30"
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -183,3 +183,38 @@ def test_overview_then_job_then_a_property_submitted_from_the_page(
     shot(browser, "job-submitted")
     job = httpx.get(f"{server}/api/v1/jobs/{browser.current_url.rsplit('/', 1)[1]}").json()
     assert job["property_id"] == verified["property_id"]  # the same text as through the API
+
+
+def test_a_lipschitz_job_submitted_from_the_model_page(
+        server: str, jobs: dict[str, dict[str, Any]], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    model = jobs["verified"]["model"]
+    browser.get(f"{server}/models/{model['id']}")
+    form = browser.find_element(By.ID, "lipschitz-form")
+    browser.execute_script("arguments[0].value = arguments[1];",
+                           form.find_element(By.ID, "lip_center"), "0.6, 0, 0, 0.45, -0.45")
+    form.find_element(By.ID, "eps").send_keys("0.01")
+    timeout = form.find_element(By.ID, "timeout-l")
+    timeout.clear()
+    timeout.send_keys("8")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_until(lambda: "/jobs/" in browser.current_url, 10, "the Lipschitz job's page")
+    assert browser.find_element(By.ID, "p-bracket")
+
+    def outcome() -> str | None:
+        with contextlib.suppress(Exception):
+            text = browser.find_element(By.CSS_SELECTOR, "#outcome .badge").text
+            return text if text not in ("queued", "running") else None
+        return None
+
+    assert wait_until(outcome, 40, "the Lipschitz job to finish in the page") == "bounded"
+    wait_until(lambda: browser.find_elements(By.ID, "l-naive"), 10, "the result")
+    interval = browser.find_element(By.ID, "l-interval").text
+    lower, upper = (float(v) for v in interval.strip("[]").split(","))
+    naive = float(browser.find_element(By.ID, "l-naive").text)
+    assert 0 <= lower <= upper <= naive
+    shot(browser, "job-lipschitz")
+    browser.get(server + "/")
+    assert browser.find_elements(By.CSS_SELECTOR, "#lipschitz-jobs .badge")
+    shot(browser, "overview-lipschitz")

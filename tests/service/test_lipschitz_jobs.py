@@ -310,3 +310,35 @@ def test_model_page_form_starts_lipschitz_jobs(client):
     no_eps = client.post(f"/models/{model['id']}/jobs", data={
         "kind": "lipschitz", "region": "point", "lip_center": "0.5, -0.2, 0.1, 0.3"})
     assert no_eps.status_code == 400 and "eps" in no_eps.text
+
+
+# -- `nnverify serve` with its local process pool ----------------------------------------
+def test_serve_runs_and_cancels_lipschitz_jobs_in_the_local_pool(tmp_path):
+    import httpx
+    from service_testkit import free_port
+    from test_local_pool_server import start_server, stop, wait_healthy
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path / "data", port)
+    try:
+        wait_healthy(base, server)
+        with httpx.Client(base_url=base, timeout=10) as c:
+            made = upload(c, TINY_ONNX)
+            assert made.status_code == 201, made.text
+            model = made.json()
+            quick = submit(c, lipschitz_body(model["id"], bab=True, bab_seconds=0.3))
+            job = wait_finished(c, quick["url"], timeout=60)
+            assert (job["state"], job["verdict"]) == ("succeeded", "bounded"), job
+            assert job["result"]["lower"] <= job["result"]["upper"] <= job["result"]["naive"]
+            cert = c.get(job["certificate_url"]).json()["certificate"]
+            assert cert["upper"] == job["result"]["upper"]
+            slow = submit(c, lipschitz_body(model["id"], bab=True, timeout=300))
+            wait_for(lambda: c.get(slow["url"]).json(),
+                     lambda j: (j["progress"] or {}).get("stage") == "splitting", 60)
+            asked = time.monotonic()
+            assert c.post(f"{slow['url']}/cancel").status_code == 202
+            done = wait_finished(c, slow["url"], timeout=20)
+            assert done["state"] == "cancelled" and time.monotonic() - asked < 3
+    finally:
+        stop(server)
