@@ -8,7 +8,9 @@ run ``service.worker.run_job``.  Callers enqueue only after the job's row has co
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -28,6 +30,25 @@ class JobQueue(Protocol):
 
 def _warm_up() -> str:
     return "ready"  # importing this module in the worker imported the engine
+
+
+def _init_worker(nice: int, threads: int) -> None:
+    """In each pool process: a lower CPU priority than the API's, no more torch threads than
+    its share of the cores (more would only contend with the other workers), and a watchdog
+    that ends the process when the server is gone (its job stays running in the database
+    and is queued again when the server starts)."""
+    import torch
+
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
+    torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _run_in_pool(job_id: str, settings: ServiceSettings) -> str:
@@ -50,7 +71,9 @@ class LocalPool:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(
-            max_workers=self.size, mp_context=multiprocessing.get_context("spawn"))
+            max_workers=self.size, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.settings.worker_nice, self.settings.threads_per_worker))
         for _ in range(self.size):  # start the processes and import the engine now
             pool.submit(_warm_up).add_done_callback(_ignore_result)
         return pool

@@ -49,6 +49,11 @@ class ServiceSettings(BaseSettings):
     max_upload_mb: float = Field(default=100.0, gt=0)
     worker_backend: Literal["local", "celery"] = "local"
     local_workers: int = Field(default=2, ge=1)
+    # the local pool's processes share the machine with the API: they run at this lower CPU
+    # priority (nice) so status polls are answered promptly while jobs compute
+    worker_nice: int = Field(default=10, ge=0, le=19)
+    # torch threads per local worker process; None: the machine's cores / local_workers
+    worker_threads: int | None = Field(default=None, ge=1)
     # None: decided from the host (required unless the server listens on loopback only)
     require_api_keys: bool | None = None
     max_job_timeout: float = Field(default=3600.0, gt=0)
@@ -81,6 +86,14 @@ class ServiceSettings(BaseSettings):
         if self.require_api_keys is not None:
             return self.require_api_keys
         return not is_loopback(self.host)
+
+    @property
+    def threads_per_worker(self) -> int:
+        if self.worker_threads is not None:
+            return self.worker_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        return max(1, cores // self.local_workers)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -116,3 +116,39 @@ def test_serve_runs_jobs_in_the_local_pool(restarted):
         cert = c.get(results[1]["certificate_url"])
         assert cert.status_code == 200 and cert.json()["certificate"]["counterexamples"]
         assert httpx.get(f"{restarted.base}/docs").status_code == 200
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    return True
+
+
+def test_pool_workers_run_niced_and_exit_with_the_server(tmp_path):
+    """A pool process runs below the API's CPU priority, and ends (within seconds) when the
+    server is killed alone, rather than computing on as an orphan."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path / "data", port, NNVERIFY_TEST_JOB_DELAY="60")
+    try:
+        wait_healthy(base, server)
+        with httpx.Client(base_url=f"{base}/api/v1", timeout=10) as c:
+            model = c.post("/models", files={"file": ("n.onnx", NANO_ONNX.read_bytes())}).json()
+            body = {"model_id": model["id"], "property": {"vnnlib": NANO_PROP.read_text()}}
+            url = c.post("/jobs", json=body).headers["location"]
+            job = wait_for(lambda: c.get(url).json(), lambda j: j["state"] == "running", 30)
+        worker_pid = int(job["worker"].rsplit(":", 1)[1])
+        assert worker_pid != server.pid and _alive(worker_pid)
+        assert os.getpriority(os.PRIO_PROCESS, worker_pid) == 10
+        os.kill(server.pid, signal.SIGKILL)  # the server alone, not its process group
+        server.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker_pid), "the pool process outlived the server"
+    finally:
+        stop(server, signal.SIGKILL)
