@@ -99,3 +99,25 @@ def test_crown_no_looser_than_ibp_after_intersection():
     ilo, ihi = g.ibp(L, U)
     blo, bhi = b.box[g.output_name]
     assert (blo >= ilo - 1e-6).all() and (bhi <= ihi + 1e-6).all()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_linear_backward_is_the_transpose(case):
+    """Every linear op's own backward rule (dense matrices, permutations, ...) equals the
+    transpose of its map computed by autograd, on random coefficients."""
+    from verifier.ops.linear import vjp_backward
+
+    g = load_model(build(case, TensorProto.DOUBLE)).graph
+    gen = torch.Generator().manual_seed(0)
+    checked = 0
+    for node in g.nodes:
+        if not node.op.linear:
+            continue
+        A = torch.randn(2, 3, *node.shape, generator=gen, dtype=torch.float64)
+        ours, ref = node.op.backward(A), vjp_backward(node.op, A)
+        for a, b in zip(ours, ref, strict=True):
+            assert torch.allclose(a.reshape(b.shape), b, atol=1e-10), node.name
+        checked += 1
+    if not any(n.op.linear for n in g.nodes):
+        pytest.skip("no linear op in this case")
+    assert checked

@@ -117,10 +117,19 @@ def reshape_target(op_type: str, attrs: dict[str, Any], in_shape: tuple[int, ...
 class Transpose(MoveOp):
     onnx_types = ("Transpose",)
 
+    def _perm(self, rank: int) -> list[int]:
+        return [int(p) for p in self.attrs.get("perm", list(reversed(range(rank))))]
+
     def forward(self, x: Tensor) -> Tensor:
-        rank = x.dim() - 1
-        perm = self.attrs.get("perm", list(reversed(range(rank))))
-        return x.permute(0, *[int(p) + 1 for p in perm])
+        return x.permute(0, *[p + 1 for p in self._perm(x.dim() - 1)])
+
+    def backward(self, A: Tensor) -> list[Tensor]:
+        """Output dim j is input dim perm[j], so input dim i takes output dim inv[i]."""
+        perm = self._perm(A.dim() - 2)
+        inv = [0] * len(perm)
+        for j, p in enumerate(perm):
+            inv[p] = j
+        return [A.permute(0, 1, *[2 + j for j in inv])]
 
 
 @register
