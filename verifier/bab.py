@@ -148,6 +148,8 @@ class BranchAndBound:
         self.found: list[Counterexample] = []
         self.batch = settings.batch if self.mode == "input" else 16
         self.global_lb = -math.inf
+        # the root's intermediate bounds, one row per case (activation splitting reuses them)
+        self.root_boxes: dict[str, tuple[Tensor, Tensor]] | None = None
 
     # -- bounding ------------------------------------------------------------------------
     def _problems(self, state: BabState) -> ProblemBatch:
@@ -163,8 +165,12 @@ class BranchAndBound:
         b.splits = state.splits
         b.expired = self.expired
         b.record = self.mode == "activation"
+        reuse, before = self._reusable(state, b)
         with torch.no_grad():
-            b.compute_intermediate()
+            b.compute_intermediate(reuse=reuse, before=before)
+        if self.root_boxes is None and self.mode == "activation" and not state.splits:
+            self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
+                               b.box.items()}
         C, d = self.root.C[state.case], self.root.d[state.case]
         iterations = self.settings.beta_iterations if self.mode == "activation" else 0
         rows = optimise_final(b, C, d, iterations, expired=self.expired)
@@ -178,6 +184,22 @@ class BranchAndBound:
         return per, per.min(dim=1).values, b
 
     # -- branching -----------------------------------------------------------------------
+    def _reusable(self, state: BabState, b: Bounder
+                  ) -> tuple[dict[str, tuple[Tensor, Tensor]] | None, int]:
+        """The root's intermediate bounds and the node index before which they hold for
+        every domain of ``state``: a split only changes the bounds of its node and those
+        after it, so nodes before the earliest split node keep the root's bounds (when the
+        domains' input boxes are their case's root box)."""
+        if self.root_boxes is None or not state.splits:
+            return None, 0
+        same = bool((state.lower == self.root.lower[state.case]).all()) and \
+            bool((state.upper == self.root.upper[state.case]).all())
+        if not same:
+            return None, 0
+        before = min(b.index[name] for name in state.splits)
+        case = state.case
+        return {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}, before
+
     def input_scores(self, state: BabState, b: Bounder) -> Tensor:
         """|A_x| * width per input dimension (how much of the linear bound's slack the
         dimension carries) plus a share of the relative width, so a dimension on which the

@@ -103,11 +103,20 @@ class Bounder:
                 out.update(node.inputs)
         return out
 
-    def compute_intermediate(self, use_crown: bool = True) -> None:
+    def compute_intermediate(self, use_crown: bool = True,
+                             reuse: dict[str, tuple[Tensor, Tensor]] | None = None,
+                             before: int = 0) -> None:
+        """Bounds of every node: IBP, tightened by CROWN for the inputs of nonlinear ops.
+        ``reuse`` gives bounds, valid for these boxes, of the nodes at index < ``before``,
+        taken as they are (branch-and-bound: nodes before every split keep the root's)."""
         needed = self.needed()
         crowned = {self.graph.input_name}
         self.box = {self.graph.input_name: (self.lower, self.upper)}
-        for node in self.graph.nodes:
+        for i, node in enumerate(self.graph.nodes):
+            if reuse is not None and i < before and node.name in reuse:
+                self.box[node.name] = reuse[node.name]
+                crowned.add(node.name)
+                continue
             lo, hi = node.op.ibp(*[self.box[i] for i in node.inputs])
             self.box[node.name] = self._apply_splits(node.name, lo, hi)
             if not use_crown or node.name not in needed or node.name == self.graph.output_name:
