@@ -138,7 +138,8 @@ def _choose_mode(graph: Graph, n_inputs: int, settings: BabSettings) -> str:
 
 class BranchAndBound:
     def __init__(self, model: Model, prop: Property, root: ProblemBatch, settings: BabSettings,
-                 expired: Callable[[], bool], progress: Callable[[int, int, float], None]):
+                 expired: Callable[[], bool], progress: Callable[[int, int, float], None],
+                 root_boxes: dict[str, tuple[Tensor, Tensor]] | None = None):
         self.model, self.prop, self.root, self.settings = model, prop, root, settings
         self.graph = model.graph
         self.expired, self.progress = expired, progress
@@ -148,8 +149,9 @@ class BranchAndBound:
         self.found: list[Counterexample] = []
         self.batch = settings.batch if self.mode == "input" else 16
         self.global_lb = -math.inf
-        # the root's intermediate bounds, one row per case (activation splitting reuses them)
-        self.root_boxes: dict[str, tuple[Tensor, Tensor]] | None = None
+        # the root's intermediate bounds, one row per case (activation splitting reuses them);
+        # given ones (alpha-CROWN's) are intersected with the root's own
+        self.root_boxes = root_boxes
 
     # -- bounding ------------------------------------------------------------------------
     def _problems(self, state: BabState) -> ProblemBatch:
@@ -168,7 +170,7 @@ class BranchAndBound:
         reuse, before = self._reusable(state, b)
         with torch.no_grad():
             b.compute_intermediate(reuse=reuse, before=before)
-        if self.root_boxes is None and self.mode == "activation" and not state.splits:
+        if self.mode == "activation" and not state.splits:  # the root: keep its bounds
             self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
                                b.box.items()}
         C, d = self.root.C[state.case], self.root.d[state.case]
@@ -186,19 +188,20 @@ class BranchAndBound:
     # -- branching -----------------------------------------------------------------------
     def _reusable(self, state: BabState, b: Bounder
                   ) -> tuple[dict[str, tuple[Tensor, Tensor]] | None, int]:
-        """The root's intermediate bounds and the node index before which they hold for
-        every domain of ``state``: a split only changes the bounds of its node and those
-        after it, so nodes before the earliest split node keep the root's bounds (when the
-        domains' input boxes are their case's root box)."""
-        if self.root_boxes is None or not state.splits:
+        """The root's intermediate bounds (valid on every subdomain of the root box, so
+        every domain's are intersected with them) and the node index before which they are
+        taken as they are: a split only changes the bounds of its node and those after it,
+        so nodes before the earliest split node keep the root's bounds (when the domains'
+        input boxes are their case's root box)."""
+        if self.root_boxes is None or self.mode != "activation":
             return None, 0
-        same = bool((state.lower == self.root.lower[state.case]).all()) and \
-            bool((state.upper == self.root.upper[state.case]).all())
-        if not same:
-            return None, 0
-        before = min(b.index[name] for name in state.splits)
         case = state.case
-        return {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}, before
+        known = {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}
+        same = bool((state.lower == self.root.lower[case]).all()) and \
+            bool((state.upper == self.root.upper[case]).all())
+        if not state.splits or not same:
+            return known, 0
+        return known, min(b.index[name] for name in state.splits)
 
     def input_scores(self, state: BabState, b: Bounder) -> Tensor:
         """|A_x| * width per input dimension (how much of the linear bound's slack the
@@ -384,9 +387,12 @@ class BranchAndBound:
 
 def run_bab(model: Model, prop: Property, root: ProblemBatch, settings: BabSettings,
             expired: Callable[[], bool],
-            progress: Callable[[int, int, float], None] = lambda *a: None) -> BabOutcome:
-    """Branch and bound over every case of ``root`` (one batch row per case)."""
-    bab = BranchAndBound(model, prop, root, settings, expired, progress)
+            progress: Callable[[int, int, float], None] = lambda *a: None,
+            root_boxes: dict[str, tuple[Tensor, Tensor]] | None = None) -> BabOutcome:
+    """Branch and bound over every case of ``root`` (one batch row per case).
+    ``root_boxes``: bounds of graph nodes valid over each case's box, one row per case
+    (e.g. alpha-CROWN's intermediate bounds), which every domain's bounds are cut by."""
+    bab = BranchAndBound(model, prop, root, settings, expired, progress, root_boxes)
     state = BabState(root.lower, root.upper, torch.arange(root.size, device=root.lower.device))
     return bab.run(state)
 

@@ -42,7 +42,7 @@ def alpha_crown(graph: Graph, batch: ProblemBatch, **options: object) -> Tensor:
     assert isinstance(settings, AlphaSettings)
     expired = options.get("expired") or (lambda: False)
     return alpha_crown_rows(graph, batch.lower, batch.upper, batch.C, batch.d, settings,
-                            expired)  # type: ignore[arg-type]
+                            expired, options.get("boxes_out"))  # type: ignore[arg-type]
 
 
 METHODS: dict[str, Callable[..., Tensor]] = {

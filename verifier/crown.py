@@ -107,17 +107,21 @@ class Bounder:
                              reuse: dict[str, tuple[Tensor, Tensor]] | None = None,
                              before: int = 0) -> None:
         """Bounds of every node: IBP, tightened by CROWN for the inputs of nonlinear ops.
-        ``reuse`` gives bounds, valid for these boxes, of the nodes at index < ``before``,
-        taken as they are (branch-and-bound: nodes before every split keep the root's)."""
+        ``reuse`` gives bounds valid over these boxes (branch-and-bound: the root's, valid
+        on every subdomain): every node's bounds are intersected with them, and the nodes at
+        index < ``before`` (before every split) take them as they are."""
         needed = self.needed()
         crowned = {self.graph.input_name}
         self.box = {self.graph.input_name: (self.lower, self.upper)}
         for i, node in enumerate(self.graph.nodes):
-            if reuse is not None and i < before and node.name in reuse:
-                self.box[node.name] = reuse[node.name]
+            known = reuse.get(node.name) if reuse is not None else None
+            if known is not None and i < before:
+                self.box[node.name] = known
                 crowned.add(node.name)
                 continue
             lo, hi = node.op.ibp(*[self.box[i] for i in node.inputs])
+            if known is not None:
+                lo, hi = torch.maximum(lo, known[0]), torch.minimum(hi, known[1])
             self.box[node.name] = self._apply_splits(node.name, lo, hi)
             if not use_crown or node.name not in needed or node.name == self.graph.output_name:
                 continue
@@ -403,12 +407,16 @@ def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
 
 def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
                      settings: AlphaSettings = AlphaSettings(),
-                     expired: Callable[[], bool] = lambda: False) -> Tensor:
+                     expired: Callable[[], bool] = lambda: False,
+                     boxes_out: dict[str, tuple[Tensor, Tensor]] | None = None) -> Tensor:
     """alpha-CROWN: CROWN's bound, then the slopes of every nonlinear op optimised, for the
-    final rows and for each intermediate bound, on the final bound; never looser."""
+    final rows and for each intermediate bound, on the final bound; never looser.
+    ``boxes_out`` receives the tightest bounds of every node met (for branch-and-bound)."""
     b = Bounder(graph, lower, upper)
     b.expired = expired
     b.compute_intermediate()
+    if boxes_out is not None:
+        boxes_out.update({k: (lo.detach(), hi.detach()) for k, (lo, hi) in b.box.items()})
     best = crown_rows(graph, lower, upper, C, d, b).detach()
     if (settings.early_stop and (best > 0).all()) or settings.iterations == 0:
         return best
@@ -417,16 +425,22 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     b.alphas, b.final_rows, b.alpha_budget = {}, R, settings.memory_budget
     b.expired = expired
     holder = [best]
+    tightest: dict[str, tuple[Tensor, Tensor]] = {}
     try:
-        _optimise(b, A, d, holder, settings)
+        _optimise(b, A, d, holder, settings, tightest)
     except Interrupted:
         pass
+    if boxes_out is not None:
+        for name, (lo, hi) in tightest.items():
+            old = boxes_out.get(name)
+            boxes_out[name] = (lo, hi) if old is None else \
+                (torch.maximum(lo, old[0]), torch.minimum(hi, old[1]))
     b.alphas = None
     return holder[0]
 
 
 def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
-              settings: AlphaSettings) -> None:
+              settings: AlphaSettings, tightest: dict[str, tuple[Tensor, Tensor]]) -> None:
     """Adam on the slope parameters; ``holder[0]`` keeps the best bound per row so far.
 
     Two phases: every slope (final rows' and each intermediate bound's) on the final bound,
@@ -434,7 +448,6 @@ def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
     their intersection is); then the final rows' slopes alone over those tightest bounds, a
     pass from the output only, so its iterations are cheap."""
     graph = b.graph
-    tightest: dict[str, tuple[Tensor, Tensor]] = {}
 
     def joint() -> Tensor:
         b.lines = {}

@@ -131,6 +131,7 @@ class _State:
     def __init__(self, prop: Property):
         self.open = [np.ones(len(c.disjuncts), dtype=bool) for c in prop.cases]
         self.best: list[list[float | None]] = [[None] * len(c.disjuncts) for c in prop.cases]
+        self.boxes: dict[int, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def open_cases(self) -> list[int]:
         return [i for i, o in enumerate(self.open) if o.any()]
@@ -143,6 +144,23 @@ class _State:
         values = [b for bs, o in zip(self.best, self.open, strict=True)
                   for b, is_open in zip(bs, o, strict=True) if is_open and b is not None]
         return min(values) if values else None
+
+    def keep_boxes(self, batch: ProblemBatch, boxes: dict[str, tuple[torch.Tensor,
+                                                                      torch.Tensor]]) -> None:
+        """Keep a method's intermediate bounds per case, for branch-and-bound to start from."""
+        if not boxes:
+            return
+        for b, case in enumerate(batch.cases):
+            self.boxes[case] = {name: (lo[b:b + 1], hi[b:b + 1])
+                                for name, (lo, hi) in boxes.items()}
+
+    def root_boxes(self, cases: list[int]) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The kept bounds of ``cases`` stacked in that order, or None unless all have them."""
+        if not cases or any(c not in self.boxes for c in cases):
+            return None
+        names = self.boxes[cases[0]].keys()
+        return {name: (torch.cat([self.boxes[c][name][0] for c in cases]),
+                       torch.cat([self.boxes[c][name][1] for c in cases])) for name in names}
 
     def record(self, batch: ProblemBatch, disjunct_lb: torch.Tensor) -> None:
         lb = disjunct_lb.detach().cpu().double().numpy()
@@ -211,11 +229,14 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         stop = t0 + share * max(0.0, clock.deadline - t0)
         expired = _until(clock, stop)
         for batch in open_batches():
+            boxes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
             try:
-                rows = row_lower_bounds(graph, batch, method, expired=expired)
+                rows = row_lower_bounds(graph, batch, method, expired=expired,
+                                        boxes_out=boxes)
             except Interrupted:
                 break
             state.record(batch, batch.disjunct_bounds(rows))
+            state.keep_boxes(batch, boxes)
             if clock.expired():
                 break
         result.methods.append(MethodRecord(method, time.monotonic() - t0, before, state.n_open()))
@@ -255,7 +276,8 @@ def _branch_and_bound(model: Model, prop: Property, settings: Settings, clock: C
         progress(Progress("bab", clock.elapsed(), domains_open=n_open, domains_done=done,
                           lower_bound=lb))
 
-    outcome = run_bab(model, prop, root, settings.bab_settings, clock.expired, report)
+    outcome = run_bab(model, prop, root, settings.bab_settings, clock.expired, report,
+                      state.root_boxes(open_cases))
     result.domains = outcome.domains
     if outcome.verdict == "verified":
         for case in open_cases:

@@ -139,3 +139,22 @@ def test_domain_cap_is_respected(bench):
     result = verify(model, prop, Settings(timeout=60, methods=("crown",), bab_settings=cap))
     assert result.verdict == "unknown"
     assert result.domains <= 4 * cap.max_domains
+
+
+@pytest.mark.parametrize("act", ["Relu", "Gelu"])
+def test_activation_bab_from_alpha_crown_bounds_is_sound(act):
+    """Activation splitting starting from alpha-CROWN's intermediate bounds (reused before the
+    earliest split, intersected after it): a threshold just below the true minimum (dense
+    gridding) is never falsified, one just above is never verified."""
+    model = load_model(_net(act, 7, widths=(2, 10, 10, 1)))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    true_min = _grid_min(model, lo, hi)
+    spread = abs(true_min) + 1.0
+    settings = Settings(timeout=8, bab_settings=BabSettings(input_split_max_dims=0))
+    safe = verify(model, _prop(lo, hi, true_min - 0.05 * spread), settings)
+    unsafe = verify(model, _prop(lo, hi, true_min + 0.02 * spread), settings)
+    assert safe.verdict in ("verified", "timeout", "unknown"), safe.message
+    assert unsafe.verdict in ("falsified", "timeout", "unknown"), unsafe.message
+    assert [m.method for m in safe.methods] == ["ibp", "crown", "alpha-crown", "bab"]
+    if act == "Relu":  # decided by splitting (about 15k domains, 3 s here)
+        assert safe.verdict == "verified", safe.message
