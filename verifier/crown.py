@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -116,7 +117,7 @@ class Bounder:
         for i, node in enumerate(self.graph.nodes):
             known = reuse.get(node.name) if reuse is not None else None
             if known is not None and i < before:
-                self.box[node.name] = known
+                self.box[node.name] = self._apply_splits(node.name, *known)
                 crowned.add(node.name)
                 continue
             lo, hi = node.op.ibp(*[self.box[i] for i in node.inputs])
@@ -439,6 +440,51 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     return holder[0]
 
 
+class Adam:
+    """Adam (Kingma and Ba, 2015) on a growing set of tensors, updated in place with foreach
+    ops.  Not torch.optim.Adam: its first use imports torch's compiler stack (1-2 s, more
+    under load, and not interruptible), which a deadline or a quick first bound cannot
+    afford.  Tensors added later start their own step count, as in torch's Adam."""
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.groups: list[dict[str, Any]] = []
+        self._known: set[int] = set()
+
+    def add(self, params: list[Tensor]) -> None:
+        new = [p for p in params if p.requires_grad and id(p) not in self._known]
+        if new:
+            self._known.update(id(p) for p in new)
+            self.groups.append({"params": new, "m": [torch.zeros_like(p) for p in new],
+                                "v": [torch.zeros_like(p) for p in new], "t": 0})
+
+    def zero_grad(self) -> None:
+        for group in self.groups:
+            for p in group["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.groups:
+            live = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+            if not live:
+                continue
+            params = [group["params"][i] for i in live]
+            grads = [params[k].grad for k in range(len(live))]
+            m = [group["m"][i] for i in live]
+            v = [group["v"][i] for i in live]
+            group["t"] += 1
+            t = group["t"]
+            torch._foreach_mul_(m, self.b1)
+            torch._foreach_add_(m, grads, alpha=1 - self.b1)
+            torch._foreach_mul_(v, self.b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - self.b2)
+            denom = torch._foreach_div(v, 1 - self.b2 ** t)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_addcdiv_(params, m, denom, value=-self.lr / (1 - self.b1 ** t))
+
+
 def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
               settings: AlphaSettings, tightest: dict[str, tuple[Tensor, Tensor]]) -> None:
     """Adam on the slope parameters; ``holder[0]`` keeps the best bound per row so far.
@@ -473,8 +519,7 @@ def _adam(b: Bounder, bound: Callable[[], Tensor], holder: list[Tensor],
           settings: AlphaSettings, iterations: int) -> None:
     """``iterations`` evaluations of ``bound()``, each followed by an Adam step on the slopes
     (clamped to [0, 1]) unless it was the last; ``holder[0]`` keeps the best bound per row."""
-    opt: torch.optim.Optimizer | None = None
-    lr = settings.lr
+    opt = Adam(settings.lr)
     with torch.enable_grad():
         for step in range(iterations):
             if b.expired():
@@ -488,17 +533,12 @@ def _adam(b: Bounder, bound: Callable[[], Tensor], holder: list[Tensor],
             params = [t for pair in b.alphas.values() for t in pair if t.requires_grad]
             if not params:
                 break
-            if opt is None:
-                opt = torch.optim.Adam(params, lr=lr, foreach=True)
-            elif len(params) > sum(len(g["params"]) for g in opt.param_groups):
-                known = {id(t) for g in opt.param_groups for t in g["params"]}
-                opt.add_param_group({"params": [t for t in params if id(t) not in known]})
+            opt.add(params)
             rows = (best <= 0) if settings.early_stop else torch.ones_like(best, dtype=torch.bool)
             opt.zero_grad()
             (-(lb * rows).sum()).backward()
             opt.step()
-            for group in opt.param_groups:  # decay the step size, as in alpha-CROWN
-                group["lr"] *= settings.lr_decay
+            opt.lr *= settings.lr_decay  # decay the step size, as in alpha-CROWN
             with torch.no_grad():
                 for t in params:
                     t.clamp_(0, 1)
@@ -520,7 +560,7 @@ def optimise_final(b: Bounder, C: Tensor, d: Tensor, iterations: int, lr: float 
                                        device=A.device, requires_grad=True) for _ in range(2))
                for name, lim in b.splits.items()}
     b.alphas, b.final_rows, b.alpha_budget = {}, R, 0
-    opt: torch.optim.Optimizer | None = None
+    opt = Adam(lr)
     with torch.enable_grad():
         for _ in range(iterations):
             if expired():
@@ -531,8 +571,7 @@ def optimise_final(b: Bounder, C: Tensor, d: Tensor, iterations: int, lr: float 
             params += [t for pair in b.betas.values() for t in pair]
             if not params:
                 break
-            if opt is None:
-                opt = torch.optim.Adam(params, lr=lr)
+            opt.add(params)
             opt.zero_grad()
             (-lb[best <= 0].sum()).backward()
             opt.step()
