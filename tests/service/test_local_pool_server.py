@@ -63,6 +63,16 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) 
     raise AssertionError("server did not become healthy")
 
 
+def running_job(base: str) -> dict:
+    """Upload the nano model, submit its property and wait until the job runs (the server
+    was started with a job delay, so it keeps running); the job as JSON."""
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=10) as c:
+        model = c.post("/models", files={"file": ("n.onnx", NANO_ONNX.read_bytes())}).json()
+        body = {"model_id": model["id"], "property": {"vnnlib": NANO_PROP.read_text()}}
+        url = c.post("/jobs", json=body).headers["location"]
+        return wait_for(lambda: c.get(url).json(), lambda j: j["state"] == "running", 30)
+
+
 @dataclass
 class Restarted:
     base: str  # the second server's URL
@@ -77,11 +87,7 @@ def restarted(tmp_path_factory) -> Iterator[Restarted]:
     first = start_server(data, port, NNVERIFY_TEST_JOB_DELAY="60")
     try:
         wait_healthy(base, first)
-        with httpx.Client(base_url=f"{base}/api/v1", timeout=10) as c:
-            model = c.post("/models", files={"file": ("n.onnx", NANO_ONNX.read_bytes())}).json()
-            body = {"model_id": model["id"], "property": {"vnnlib": NANO_PROP.read_text()}}
-            url = c.post("/jobs", json=body).headers["location"]
-            wait_for(lambda: c.get(url).json(), lambda j: j["state"] == "running", 30)
+        url = running_job(base)["url"]
     finally:
         stop(first, signal.SIGKILL)
     second = start_server(data, port)
@@ -136,11 +142,7 @@ def test_pool_workers_run_niced_and_exit_with_the_server(tmp_path):
     server = start_server(tmp_path / "data", port, NNVERIFY_TEST_JOB_DELAY="60")
     try:
         wait_healthy(base, server)
-        with httpx.Client(base_url=f"{base}/api/v1", timeout=10) as c:
-            model = c.post("/models", files={"file": ("n.onnx", NANO_ONNX.read_bytes())}).json()
-            body = {"model_id": model["id"], "property": {"vnnlib": NANO_PROP.read_text()}}
-            url = c.post("/jobs", json=body).headers["location"]
-            job = wait_for(lambda: c.get(url).json(), lambda j: j["state"] == "running", 30)
+        job = running_job(base)
         worker_pid = int(job["worker"].rsplit(":", 1)[1])
         assert worker_pid != server.pid and _alive(worker_pid)
         assert os.getpriority(os.PRIO_PROCESS, worker_pid) == 10

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
@@ -26,3 +28,14 @@ def bench_instances() -> list[tuple[Path, Path]]:
                 onnx_rel, spec_rel, _ = line.split(",")
                 out.append((csv.parent / onnx_rel, csv.parent / spec_rel))
     return out
+
+
+def ort_box_samples(model_path: Path, model, case, n: int, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uniform samples of ``case``'s input box and onnxruntime's outputs on them (flat)."""
+    rng = np.random.default_rng(seed)
+    x = case.lower + rng.uniform(size=(n, model.n_inputs)) * (case.upper - case.lower)
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    ys = np.stack([sess.run(None, {model.input_name: xi.reshape(model.input_shape).astype(
+        model.input_dtype)})[0].ravel() for xi in x])
+    return x, ys

@@ -13,7 +13,7 @@ from verifier.bounds import row_lower_bounds
 from verifier.crown import AlphaSettings
 from verifier.problems import make_batch
 
-from .conftest import bench_instances, bench_models
+from .conftest import bench_instances, bench_models, ort_box_samples
 
 MODELS = bench_models()
 INSTANCES = list({m: (m, s) for m, s in bench_instances()}.values())  # one spec per model
@@ -42,11 +42,7 @@ def test_bounds_sound_on_spec_box(model_path, spec_path, bench):
     prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
     batch = make_batch(prop, [0], torch.device("cpu"), torch.float32)
     case = prop.cases[0]
-    rng = np.random.default_rng(1)
-    x = case.lower + rng.uniform(size=(300, model.n_inputs)) * (case.upper - case.lower)
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    ys = np.stack([sess.run(None, {model.input_name: xi.reshape(model.input_shape).astype(
-        model.input_dtype)})[0].ravel() for xi in x])
+    _, ys = ort_box_samples(model_path, model, case, 300, seed=1)
     C, d = batch.C[0].double().numpy(), batch.d[0].double().numpy()
     rows = (ys @ C.T - d)  # (samples, R)
     fast = "vit" not in str(model_path)

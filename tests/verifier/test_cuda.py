@@ -5,7 +5,6 @@ Skipped, with the reason, where torch sees no GPU (CI has none; run on a GPU mac
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto
@@ -15,7 +14,7 @@ from verifier.bounds import row_lower_bounds
 from verifier.crown import AlphaSettings, alpha_crown_rows, crown_rows
 from verifier.problems import make_batch
 
-from .conftest import bench_instances
+from .conftest import bench_instances, ort_box_samples
 from .opcases import CASES, build, sample_box
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
@@ -56,11 +55,7 @@ def test_model_bounds_sound_and_match_cpu(model_path, spec_path, bench):
     model = load_model(model_path)
     prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
     case = prop.cases[0]
-    rng = np.random.default_rng(3)
-    x = case.lower + rng.uniform(size=(200, model.n_inputs)) * (case.upper - case.lower)
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    ys = np.stack([sess.run(None, {model.input_name: xi.reshape(model.input_shape).astype(
-        model.input_dtype)})[0].ravel() for xi in x])
+    _, ys = ort_box_samples(model_path, model, case, 200, seed=3)
     methods = ("ibp", "crown") if "vit" in str(model_path) else ("ibp", "crown", "alpha-crown")
     for method in methods:
         lows = {}
