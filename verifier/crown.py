@@ -416,8 +416,10 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     b = Bounder(graph, lower, upper)
     b.expired = expired
     b.compute_intermediate()
+    tightest: dict[str, tuple[Tensor, Tensor]] = {}
+    _tighten(tightest, b.box)
     if boxes_out is not None:
-        boxes_out.update({k: (lo.detach(), hi.detach()) for k, (lo, hi) in b.box.items()})
+        boxes_out.update(tightest)
     best = crown_rows(graph, lower, upper, C, d, b).detach()
     if (settings.early_stop and (best > 0).all()) or settings.iterations == 0:
         return best
@@ -426,18 +428,24 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     b.alphas, b.final_rows, b.alpha_budget = {}, R, settings.memory_budget
     b.expired = expired
     holder = [best]
-    tightest: dict[str, tuple[Tensor, Tensor]] = {}
     try:
         _optimise(b, A, d, holder, settings, tightest)
     except Interrupted:
         pass
     if boxes_out is not None:
-        for name, (lo, hi) in tightest.items():
-            old = boxes_out.get(name)
-            boxes_out[name] = (lo, hi) if old is None else \
-                (torch.maximum(lo, old[0]), torch.minimum(hi, old[1]))
+        boxes_out.update(tightest)  # CROWN's boxes, tightened by every iteration
     b.alphas = None
     return holder[0]
+
+
+def _tighten(tightest: dict[str, tuple[Tensor, Tensor]],
+             box: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Intersect ``tightest`` with ``box`` node by node (detached; both sound, so is this)."""
+    for name, (lo, hi) in box.items():
+        lo, hi = lo.detach(), hi.detach()
+        old = tightest.get(name)
+        tightest[name] = (lo, hi) if old is None else \
+            (torch.maximum(lo, old[0]), torch.minimum(hi, old[1]))
 
 
 class Adam:
@@ -470,7 +478,7 @@ class Adam:
             if not live:
                 continue
             params = [group["params"][i] for i in live]
-            grads = [params[k].grad for k in range(len(live))]
+            grads = [p.grad for p in params]
             m = [group["m"][i] for i in live]
             v = [group["v"][i] for i in live]
             group["t"] += 1
@@ -498,11 +506,7 @@ def _optimise(b: Bounder, A: Tensor, d: Tensor, holder: list[Tensor],
     def joint() -> Tensor:
         b.lines = {}
         b.compute_intermediate()
-        for name, (lo, hi) in b.box.items():
-            old = tightest.get(name)
-            lo, hi = lo.detach(), hi.detach()
-            tightest[name] = (lo, hi) if old is None else \
-                (torch.maximum(lo, old[0]), torch.minimum(hi, old[1]))
+        _tighten(tightest, b.box)
         return b.bound(graph.output_name, A) - d
 
     _adam(b, joint, holder, settings, settings.iterations + 1)
