@@ -114,6 +114,18 @@ class BabOutcome:
     lower_bound: float
 
 
+def proof_capable(rows: Tensor) -> Tensor:
+    """Row lower bounds with every non-finite one (NaN, +-inf) made -inf: only a finite
+    bound > 0 may refute a row (a NaN, or an infinity from arithmetic on infinite bounds,
+    proves nothing).  An empty domain is marked +inf separately, after this."""
+    return torch.where(torch.isfinite(rows), rows, -torch.inf)
+
+
+def still_open(margin: Tensor) -> Tensor:
+    """Domains not yet proven: all but those whose margin is > 0 (NaN stays open)."""
+    return ~(margin > 0)
+
+
 def split_nodes(graph: Graph) -> list[tuple[str, Node]]:
     """(input name, nonlinear node) for every splittable elementwise nonlinearity."""
     return [(n.inputs[0], n) for n in graph.nodes
@@ -181,7 +193,7 @@ class BranchAndBound:
                 b.record, b.lines = True, b.lines
                 A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
                 b.bound(self.graph.output_name, A)
-        per = self._problems(state).disjunct_bounds(rows)
+        per = self._problems(state).disjunct_bounds(proof_capable(rows))
         per = torch.where(b.infeasible.unsqueeze(1), torch.inf, per)
         return per, per.min(dim=1).values, b
 
@@ -213,6 +225,8 @@ class BranchAndBound:
             smear = torch.zeros_like(width)
         else:
             smear = b.last_A_x.abs().sum(dim=1).reshape(state.size, -1) * width
+            # no information from non-finite coefficients: the relative width decides there
+            smear = torch.where(torch.isfinite(smear), smear, 0.0)
         score = smear + (0.05 * smear.sum(dim=1, keepdim=True) + 1e-9) * rel
         root_width = (self.root.upper - self.root.lower)[state.case]
         return torch.where(width > 1e-6 * root_width, score, -1.0)
@@ -244,7 +258,8 @@ class BranchAndBound:
                 mid = ((lo + hi) / 2).unsqueeze(1)
                 gap = (lines.a_u - lines.a_l) * mid + (lines.b_u - lines.b_l)
                 s = (A.abs() * gap).sum(dim=1)
-            splittable = (hi - lo) > 1e-6
+            splittable = ((hi - lo) > 1e-6) & torch.isfinite(s)  # an infinite gap stays
+            # infinite in a child (an end at a pole or at infinity): bisect inputs instead
             if isinstance(node.op, Relu):
                 splittable &= (lo < 0) & (hi > 0)
             scores.append(torch.where(splittable & (s > 0), s, -1.0).reshape(state.size, -1))
@@ -337,7 +352,7 @@ class BranchAndBound:
             return self._outcome("falsified", state, -math.inf)
         assert state.per is not None
         margin = state.per.min(dim=1).values
-        state = state.take((margin <= 0).nonzero().flatten())
+        state = state.take(still_open(margin).nonzero().flatten())
         global_lb = float(margin.min()) if margin.numel() else math.inf
         self.global_lb = global_lb
         while state.size:
@@ -364,7 +379,7 @@ class BranchAndBound:
             self.try_points(children, b)
             if self.found:
                 return self._outcome("falsified", children, global_lb)
-            keep = children.take((margin <= 0).nonzero().flatten())
+            keep = children.take(still_open(margin).nonzero().flatten())
             state = BabState.cat([keep, rest]) if keep.size + rest.size else keep
             global_lb = float(state.per.min()) if state.size else math.inf  # type: ignore
             self.global_lb = global_lb

@@ -84,12 +84,29 @@ def _read_or_compute(name: str, shape_key: str, shape: ScalarShape) -> np.ndarra
 
 
 def split_points(table: np.ndarray, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Tabulated split points for intervals [lo, hi] (strictly inside when hi > lo)."""
-    centre = ((lo + hi) / 2).double().cpu().numpy()
-    width = np.maximum((hi - lo).double().cpu().numpy(), 1e-12)
+    """Tabulated split points for intervals [lo, hi] (strictly inside when hi > lo).
+    Infinite ends: a point one unit (or |end|) inside the finite end, 0 when both are."""
+    finite = torch.isfinite(lo) & torch.isfinite(hi)
+    inner = _table_points(table, torch.where(finite, lo, 0.0), torch.where(finite, hi, 1.0))
+    point = torch.where(finite, inner, _unbounded_points(lo, hi))
+    return torch.fmin(torch.fmax(point, lo), hi)  # inside; a NaN end is ignored
+
+
+def _unbounded_points(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Points inside intervals with an infinite end (0 for (-inf, inf) or NaN ends)."""
+    below = hi - torch.clamp(hi.abs(), min=1.0)  # (-inf, hi]: a point left of hi
+    above = lo + torch.clamp(lo.abs(), min=1.0)  # [lo, inf): a point right of lo
+    point = torch.where(torch.isfinite(hi), below, torch.where(torch.isfinite(lo), above, 0.0))
+    return torch.where(torch.isnan(point), 0.0, point)
+
+
+def _table_points(table: np.ndarray, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    centre = (lo / 2 + hi / 2).double().cpu().numpy()
+    width = np.maximum((hi.double() - lo.double()).cpu().numpy(), 1e-12)
     i = np.clip(np.rint((centre - CENTRES[0]) / (CENTRES[1] - CENTRES[0])), 0, len(CENTRES) - 1)
     j = np.clip(np.rint((np.log(width) - LOG_WIDTHS[0]) / (LOG_WIDTHS[1] - LOG_WIDTHS[0])), 0,
                 len(LOG_WIDTHS) - 1)
     frac = torch.as_tensor(table[i.astype(int), j.astype(int)], dtype=lo.dtype,
                            device=lo.device)
-    return lo + frac * (hi - lo)
+    point = (1 - frac) * lo + frac * hi  # finite even when hi - lo overflows
+    return torch.minimum(torch.maximum(point, lo), hi)

@@ -10,10 +10,18 @@ where its convexity changes; the slopes are a choice of tightness, never of soun
 Tangent lines are the cheap special case: in a convex piece the tangent at any t in [l, u]
 is a lower bound (concave: an upper bound); those tangent points are what alpha-CROWN
 optimises.
+
+The mechanism needs a *regular* interval: finite ends, f finite at both, and f smooth with
+the stated convexity on all of it (no pole, no point where f is undefined).  Elsewhere
+(infinite or half-infinite intervals, poles, NaN inputs, overflow) and wherever a computed
+line is not finite, the lines are the constants  lo <= f <= hi  of the function's sound
+interval bounds, which may be infinite (a slope of 0 with an infinite intercept; CROWN
+multiplies intercepts by coefficients with 0 * inf = 0).  A line is never NaN.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +48,15 @@ class ScalarShape:
     # (width, fmin, fmax): on intervals wider than ``width`` (where ``inflections`` no longer
     # lists every flip) use the constant lines fmin <= f <= fmax
     flat_when_wide: tuple[float, float, float] | None = None
+    # where [l, u] is regular for f beyond finite ends and finite f(l), f(u) (poles and
+    # points where f is undefined excluded); [SAFE_POINT, SAFE_POINT] must be regular
+    regular: Callable[[Tensor, Tensor], Tensor] | None = None
+    # sound interval bounds (lo, hi) of f over [l, u], any l <= u (infinite where f is
+    # unbounded, (-inf, inf) where f is NaN somewhere): the constant lines off regular intervals
+    bounds: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+
+
+SAFE_POINT = 1.0  # stands in for the ends of irregular intervals while lines are computed
 
 
 @dataclass
@@ -52,6 +69,43 @@ class Lines:
     b_u: Tensor
 
 
+@torch.no_grad()
+def regular(shape: ScalarShape, l: Tensor, u: Tensor) -> Tensor:
+    """Where the mechanism's lines are sound on [l, u]: finite ends, f finite at both, and
+    the function's own condition (no pole or undefined point inside)."""
+    ok = torch.isfinite(l) & torch.isfinite(u)
+    if shape.regular is not None:
+        ok = ok & shape.regular(l, u)
+    safe = torch.full_like(l, SAFE_POINT)
+    ends = torch.isfinite(shape.f(torch.where(ok, l, safe))) & \
+        torch.isfinite(shape.f(torch.where(ok, u, safe)))
+    return ok & ends
+
+
+def _sanitised(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(regular mask, l, u) with the ends of irregular intervals moved to SAFE_POINT, so the
+    mechanism computes no NaN there (not even in a gradient); its result is replaced."""
+    ok = regular(shape, l, u)
+    safe = torch.full_like(l, SAFE_POINT)
+    return ok, torch.where(ok, l, safe), torch.where(ok, u, safe)
+
+
+def _constant_lines(shape: ScalarShape, ok: Tensor, l: Tensor, u: Tensor, lines: Lines) -> Lines:
+    """``lines`` where ``ok`` and all four numbers are finite, else the constant lines of the
+    interval bounds of f over [l, u] (slope 0, intercepts possibly infinite)."""
+    good = ok & torch.isfinite(lines.a_l) & torch.isfinite(lines.b_l) & \
+        torch.isfinite(lines.a_u) & torch.isfinite(lines.b_u)
+    if shape.bounds is not None:
+        lo, hi = shape.bounds(l, u)
+    else:
+        lo, hi = torch.full_like(l, -math.inf), torch.full_like(u, math.inf)
+    lo = torch.where(torch.isnan(lo) | torch.isnan(hi), -math.inf, lo)
+    hi = torch.where(torch.isnan(lo) | torch.isnan(hi), math.inf, hi)
+    zero = torch.zeros((), dtype=lines.a_l.dtype, device=lines.a_l.device)
+    return Lines(torch.where(good, lines.a_l, zero), torch.where(good, lines.b_l, lo),
+                 torch.where(good, lines.a_u, zero), torch.where(good, lines.b_u, hi))
+
+
 def _pieces(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """Breakpoints (K+2, *s) of [l, u] at inflections inside it, and per-piece convexity."""
     inf = shape.inflections(l)
@@ -62,43 +116,67 @@ def _pieces(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     return pts, convex
 
 
-def _root(shape: ScalarShape, lo: Tensor, hi: Tensor, a: Tensor, increasing: Tensor) -> Tensor:
-    """x in [lo, hi] where f'(x) = a, f' monotone there (clamped to an end if none)."""
+def _root(shape: ScalarShape, lo: Tensor, hi: Tensor, a: Tensor, increasing: Tensor
+          ) -> tuple[Tensor, Tensor]:
+    """(x, r): x in [lo, hi] where f'(x) = a, f' monotone there (clamped to an end if none),
+    found to within r (0 for a closed form; bisection's last bracket otherwise)."""
     if shape.inverse_df is not None:
         x = shape.inverse_df(a, increasing)
-        return torch.minimum(torch.maximum(torch.nan_to_num(x, nan=0.0), lo), hi)
+        x = torch.minimum(torch.maximum(torch.nan_to_num(x, nan=0.0), lo), hi)
+        return x, torch.zeros_like(x)
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
         below = shape.df(mid) < a
         go_right = torch.where(increasing, below, ~below)
         lo = torch.where(go_right, mid, lo)
         hi = torch.where(go_right, hi, mid)
-    return (lo + hi) / 2
+    return (lo + hi) / 2, (hi - lo) / 2
 
 
 @torch.no_grad()
-def extreme_points(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor) -> Tensor:
-    """Candidates (P, *s) for the extremes of f(x) - a x on [l, u]."""
+def extreme_points(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """Candidates (P, *s) for the extremes of f(x) - a x on [l, u], and how far from each
+    the extreme it stands for may lie (0 at the ends and for closed-form roots)."""
     pts, convex = _pieces(shape, l, u)
     cands = [l.unsqueeze(0), u.unsqueeze(0)]
+    radii = [torch.zeros_like(l).unsqueeze(0)] * 2
     for i in range(pts.shape[0] - 1):
-        cands.append(_root(shape, pts[i], pts[i + 1], a, convex[i]).unsqueeze(0))
-    return torch.cat(cands)
+        x, r = _root(shape, pts[i], pts[i + 1], a, convex[i])
+        cands.append(x.unsqueeze(0))
+        radii.append(r.unsqueeze(0))
+    return torch.cat(cands), torch.cat(radii)
 
 
 def intercepts(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor, lower: bool) -> Tensor:
     """min (lower) or max over [l, u] of f(x) - a x.  Differentiable in ``a`` (the extreme
-    point is held fixed, which is the envelope theorem's derivative)."""
-    roots = extreme_points(shape, l.detach(), u.detach(), a.detach())[2:]
+    point is held fixed, which is the envelope theorem's derivative).
+
+    A root x found only to within r (bisection, which on a very wide piece leaves a wide
+    bracket) counts as h(x) -+ |h'(x)| r: where h = f - a x is convex (the lower line's
+    case) h(x*) >= h(x) + h'(x)(x* - x) >= h(x) - |h'(x)| r, concave alike for the upper."""
+    cands, radii = extreme_points(shape, l.detach(), u.detach(), a.detach())
+    roots, radii = cands[2:], radii[2:]
     xs = torch.cat([l.unsqueeze(0), u.unsqueeze(0), roots])  # the ends keep their gradient
     h = shape.f(xs) - a.unsqueeze(0) * xs
+    with torch.no_grad():
+        slack = torch.where(radii > 0, (shape.df(roots) - a.unsqueeze(0)).abs() * radii, 0.0)
+        slack = torch.cat([slack.new_zeros((2, *slack.shape[1:])), slack])  # ends: exact
+    h = h - slack if lower else h + slack
     return h.min(dim=0).values if lower else h.max(dim=0).values
 
 
 def chord_slope(shape: ScalarShape, l: Tensor, u: Tensor) -> Tensor:
+    """(f(u) - f(l)) / (u - l) (f'(l) on very narrow intervals); 0 off regular intervals."""
+    ok, l, u = _sanitised(shape, l, u)
+    return torch.where(ok, _chord(shape, l, u), 0.0)
+
+
+def _chord(shape: ScalarShape, l: Tensor, u: Tensor) -> Tensor:
     width = u - l
     safe = torch.where(width > 1e-12, width, torch.ones_like(width))
-    return torch.where(width > 1e-12, (shape.f(u) - shape.f(l)) / safe, shape.df(l))
+    chord = torch.where(width > 1e-12, (shape.f(u) - shape.f(l)) / safe, shape.df(l))
+    return torch.where(torch.isfinite(chord), chord, 0.0)
 
 
 @torch.no_grad()
@@ -116,9 +194,17 @@ def convexity_on(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tens
 def default_slopes(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """CROWN's choice: in a convex piece the lower line is the tangent at the midpoint and
     the upper the chord (concave: the reverse); across inflections both take the chord slope
-    and then the tightest intercepts."""
-    chord = chord_slope(shape, l, u)
+    and then the tightest intercepts.  Off regular intervals: 0 (relax() then gives the
+    constant lines)."""
+    ok, l, u = _sanitised(shape, l, u)
+    a_l, a_u = _default_slopes(shape, l, u)
+    return torch.where(ok, a_l, 0.0), torch.where(ok, a_u, 0.0)
+
+
+def _default_slopes(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    chord = _chord(shape, l, u)
     mid_slope = shape.df((l + u) / 2)
+    mid_slope = torch.where(torch.isfinite(mid_slope), mid_slope, chord)
     convex, concave = convexity_on(shape, l, u)
     a_l = torch.where(convex, mid_slope, chord)
     a_u = torch.where(concave, mid_slope, chord)
@@ -128,9 +214,18 @@ def default_slopes(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Te
 def relax(shape: ScalarShape, l: Tensor, u: Tensor, a_l: Tensor | None = None,
           a_u: Tensor | None = None) -> Lines:
     """Sound lines for f over [l, u] with the given slopes (CROWN's defaults if None).
-    Slopes may carry extra leading dims (per output row); l and u broadcast against them."""
+    Slopes may carry extra leading dims (per output row); l and u broadcast against them.
+    Off regular intervals, and wherever a line comes out non-finite, the constant lines of
+    f's interval bounds (see the module docstring)."""
+    ok, ls, us = _sanitised(shape, l, u)
+    return _constant_lines(shape, ok, l, u, _relax_regular(shape, ls, us, a_l, a_u))
+
+
+def _relax_regular(shape: ScalarShape, l: Tensor, u: Tensor, a_l: Tensor | None,
+                   a_u: Tensor | None) -> Lines:
+    """The mechanism's lines on regular intervals [l, u]."""
     if a_l is None or a_u is None:
-        d_l, d_u = default_slopes(shape, l, u)
+        d_l, d_u = _default_slopes(shape, l, u)
         a_l = d_l if a_l is None else a_l
         a_u = d_u if a_u is None else a_u
     if shape.fast_intercepts is not None:
@@ -150,7 +245,11 @@ def relax(shape: ScalarShape, l: Tensor, u: Tensor, a_l: Tensor | None = None,
 
 
 def slope_range(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """Smallest and largest f' on [l, u] (at the ends or an inflection): useful slopes."""
+    """Smallest and largest f' on [l, u] (at the ends or an inflection): useful slopes.
+    Where f' is NaN at one of those points (an infinite end, a point where f is undefined)
+    the range is (-inf, inf)."""
     pts, _ = _pieces(shape, l, u)
     d = shape.df(pts)
-    return d.min(dim=0).values, d.max(dim=0).values
+    unknown = torch.isnan(d).any(dim=0)
+    return (torch.where(unknown, -math.inf, d.min(dim=0).values),
+            torch.where(unknown, math.inf, d.max(dim=0).values))

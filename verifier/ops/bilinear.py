@@ -3,6 +3,10 @@
 Interval product rule: for a in [ac - ar, ac + ar] and b in [bc - br, bc + br],
 ``a*b in ac*bc +- (|ac|*br + ar*|bc| + ar*br)``; the same holds for matrix products with
 ``|.|`` entrywise, which is how MatMul of two variables is bounded.
+
+Infinite bounds: an infinite end is a value a float computation may reach, so 0 * inf
+(NaN) and inf - inf in a sum are reachable wherever they appear in the rule; any entry
+whose bound comes out NaN is (-inf, inf), never a NaN bound.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ from .base import Input, Interval, Op, OpFormError, Tensor, Var, align
 
 
 def interval_mul(a: Interval, b: Interval) -> Interval:
-    """Exact elementwise interval product: min and max over the four corner products."""
+    """Exact elementwise interval product: min and max over the four corner products;
+    (-inf, inf) where a corner is NaN (0 * inf: 0 times an infinity may be reached)."""
     p = torch.stack([a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]])
-    return p.min(dim=0).values, p.max(dim=0).values
+    return _unknown_where_nan(p.min(dim=0).values, p.max(dim=0).values)
+
+
+def _unknown_where_nan(lo: Tensor, hi: Tensor) -> Interval:
+    nan = torch.isnan(lo) | torch.isnan(hi)
+    return torch.where(nan, -torch.inf, lo), torch.where(nan, torch.inf, hi)
 
 
 def interval_matmul(a: Interval, b: Interval) -> Interval:
@@ -26,7 +36,7 @@ def interval_matmul(a: Interval, b: Interval) -> Interval:
     bc, br = (b[0] + b[1]) / 2, (b[1] - b[0]) / 2
     c = ac @ bc
     r = ac.abs() @ br + ar @ bc.abs() + ar @ br
-    return c - r, c + r
+    return _unknown_where_nan(c - r, c + r)
 
 
 class Bilinear(Op):

@@ -76,7 +76,9 @@ class ScaleShift(AffineOp):
 
 
 class Rsqrt(ScalarOp):
-    """(x + eps)^(-1/2) on x > -eps: convex and decreasing."""
+    """(x + eps)^(-1/2): convex and decreasing on x > -eps, +inf at x = -eps (the pole: with
+    eps = 0 a variance of 0 gives +inf), NaN below (an interval reaching there gives
+    (-inf, inf)).  eps is never assumed positive, nor the variance clamped."""
 
     onnx_types = ()
 
@@ -93,13 +95,14 @@ class Rsqrt(ScalarOp):
     def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
         return torch.pow(-2 * a, -2.0 / 3.0) - self.eps
 
-    def ibp(self, b):  # type: ignore[no-untyped-def]
-        lo, hi = self.domain(*b)
-        return self.f(hi), self.f(lo)
+    def interval(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        shifted = lo + self.eps
+        high = torch.where(shifted == 0, math.inf, self.f(lo))  # rsqrt(-0.0) is -inf
+        below = shifted < 0
+        return torch.where(below, -math.inf, self.f(hi)), torch.where(below, math.inf, high)
 
-    def domain(self, lo: Tensor, hi: Tensor):  # type: ignore[no-untyped-def]
-        floor = -self.eps + 1e-12
-        return lo.clamp(min=floor), hi.clamp(min=floor)
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        return lo + self.eps > 0
 
 
 def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) -> Node:

@@ -3,6 +3,15 @@
 Interval bounds of a scalar function over [l, u] are the minimum and maximum of f over the
 endpoints and the critical points of f inside [l, u] (where f' changes sign); each function
 states its critical points, so the rule is exact for every one of them.
+
+Any interval may come in: infinite or half-infinite, containing a pole, NaN.  An interval
+is closed in the extended reals (an infinite end is a value a float computation may reach,
+by overflow or a pole) and f is taken as floating point evaluates it there.  Where f is
+unbounded the bound is infinite; where f is NaN for some point of the interval (log or
+sqrt of a negative, a fractional power of a negative, sin of an infinity, ...) the bounds
+are (-inf, inf), which never proves anything.  Nothing is clamped.  ``regular`` says
+where the relaxation mechanism (relax.py) applies; elsewhere the lines are the constants
+of these interval bounds.
 """
 
 from __future__ import annotations
@@ -55,14 +64,25 @@ class ScalarOp(Op):
     def scalar_shape(self) -> ScalarShape:
         return ScalarShape(self.f, self.df, self.inflections, self.convex_before,
                            self.inverse_df, getattr(self, "fast_lines", None),
-                           self.flat_when_wide)
+                           self.flat_when_wide, regular=self.regular,
+                           bounds=lambda lo, hi: self.ibp((lo, hi)))
+
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """Where [lo, hi] (finite) holds no pole and no point where f is undefined, so the
+        relaxation mechanism applies (default: everywhere)."""
+        return torch.ones_like(lo, dtype=torch.bool)
 
     def domain(self, lo: Tensor, hi: Tensor) -> Interval:
-        """The part of [lo, hi] where f is defined (relaxations are built there)."""
+        """The interval relaxations are built over: all of [lo, hi] (never clamped; the
+        mechanism itself handles the parts where f is unbounded or undefined)."""
         return lo, hi
 
     def ibp(self, b: Interval) -> Interval:
-        lo, hi = b
+        """Sound bounds over any [lo, hi]; (-inf, inf) wherever a NaN would come out."""
+        return unknown_where_nan(*self.interval(*b))
+
+    def interval(self, lo: Tensor, hi: Tensor) -> Interval:
+        """Bounds of f over [lo, hi] from the ends and the critical points inside."""
         if self.increasing:
             return self.f(lo), self.f(hi)
         flo, fhi = self.f(lo), self.f(hi)
@@ -73,6 +93,25 @@ class ScalarOp(Op):
             low = torch.where(inside, torch.minimum(low, fc), low)
             high = torch.where(inside, torch.maximum(high, fc), high)
         return low, high
+
+
+def unknown_where_nan(lo: Tensor, hi: Tensor) -> Interval:
+    """(-inf, inf) in every entry where either bound is NaN (f NaN somewhere, or a NaN
+    input): nothing is known there, and NaN must never reach a proof."""
+    nan = torch.isnan(lo) | torch.isnan(hi)
+    return torch.where(nan, -math.inf, lo), torch.where(nan, math.inf, hi)
+
+
+def unknown(lo: Tensor) -> Interval:
+    """(-inf, inf) everywhere, shaped like ``lo``."""
+    inf = torch.full_like(lo, math.inf)
+    return -inf, inf
+
+
+def _nan_below(lo: Tensor, limit: float, low: Tensor, high: Tensor) -> Interval:
+    """(low, high), or (-inf, inf) where the interval reaches below ``limit`` (f NaN)."""
+    below = lo < limit
+    return torch.where(below, -math.inf, low), torch.where(below, math.inf, high)
 
 
 def _float_attr(attrs: dict[str, Any], name: str, default: float) -> float:
@@ -142,9 +181,11 @@ class Sigmoid(ScalarOp):
         return s * (1 - s)
 
     def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
-        root = torch.sqrt((1 - 4 * a).clamp(min=0))
-        s = torch.where(convex, 1 - root, 1 + root) / 2
-        return torch.log(s) - torch.log1p(-s)
+        # s (1 - s) = a: the smaller root s = (1 - sqrt(1 - 4a)) / 2, written without the
+        # cancellation that makes it 0 for tiny a (very wide intervals); x = -+logit(s)
+        s = 2 * a / (1 + torch.sqrt((1 - 4 * a).clamp(min=0)))
+        x = torch.log(s) - torch.log1p(-s)
+        return torch.where(convex, x, -x)
 
 
 @register
@@ -162,8 +203,11 @@ class Tanh(ScalarOp):
         return 1 - torch.tanh(x) ** 2
 
     def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        # tanh(x) = t = sqrt(1 - a); atanh(t) = (log1p(t) - log(1 - t)) / 2 with
+        # 1 - t = a / (1 + t), exact also for tiny a (very wide intervals)
         t = torch.sqrt((1 - a).clamp(min=0))
-        return torch.atanh(torch.where(convex, -t, t))
+        x = (torch.log1p(t) - torch.log(a / (1 + t))) / 2
+        return torch.where(convex, -x, x)
 
 
 @register
@@ -202,8 +246,8 @@ class Exp(ScalarOp):
 
 @register
 class Log(ScalarOp):
-    """Natural log; bounds assume the input is positive (a non-positive lower bound gives
-    -inf, which is sound and makes the bound useless)."""
+    """Natural log: increasing on [0, inf] with log(0) = -inf; NaN below 0, so an interval
+    reaching below 0 gives (-inf, inf)."""
 
     onnx_types = ("Log",)
     increasing = True
@@ -211,8 +255,11 @@ class Log(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return torch.log(x)
 
-    def ibp(self, b: Interval) -> Interval:
-        return torch.log(b[0].clamp(min=0)), torch.log(b[1].clamp(min=0))
+    def interval(self, lo: Tensor, hi: Tensor) -> Interval:
+        return _nan_below(lo, 0.0, torch.log(lo), torch.log(hi))
+
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        return lo > 0
 
     def df(self, x: Tensor) -> Tensor:
         return 1 / x
@@ -223,13 +270,11 @@ class Log(ScalarOp):
     def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
         return 1 / a
 
-    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
-        return lo.clamp(min=1e-30), hi.clamp(min=1e-30)
-
 
 @register
 class Sqrt(ScalarOp):
-    """Square root over the part of the interval where it is defined (x >= 0)."""
+    """Square root: increasing on [0, inf]; NaN below 0, so an interval reaching below 0
+    gives (-inf, inf)."""
 
     onnx_types = ("Sqrt",)
     increasing = True
@@ -237,8 +282,11 @@ class Sqrt(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return torch.sqrt(x)
 
-    def ibp(self, b: Interval) -> Interval:
-        return torch.sqrt(b[0].clamp(min=0)), torch.sqrt(b[1].clamp(min=0))
+    def interval(self, lo: Tensor, hi: Tensor) -> Interval:
+        return _nan_below(lo, 0.0, torch.sqrt(lo), torch.sqrt(hi))
+
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        return lo >= 0
 
     def df(self, x: Tensor) -> Tensor:
         return 0.5 / torch.sqrt(x)
@@ -247,15 +295,13 @@ class Sqrt(ScalarOp):
         return torch.zeros_like(lo, dtype=torch.bool)
 
     def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
-        return 0.25 / (a * a)
-
-    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
-        return lo.clamp(min=0), hi.clamp(min=0)
+        return (0.5 / a) ** 2  # not 0.25 / a^2: a^2 may be subnormal on huge intervals
 
 
 @register
 class Reciprocal(ScalarOp):
-    """1/x: decreasing on each side of 0; an interval containing 0 gives (-inf, inf)."""
+    """c/x: monotone on each side of 0; an interval containing 0 (the pole, +-inf by the
+    sign of zero, and 0/0 = NaN when c = 0) gives (-inf, inf)."""
 
     onnx_types = ("Reciprocal",)
 
@@ -266,16 +312,14 @@ class Reciprocal(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return self.scale / x
 
-    def ibp(self, b: Interval) -> Interval:
-        lo, hi = b
-        a, c = 1.0 / hi, 1.0 / lo
+    def interval(self, lo: Tensor, hi: Tensor) -> Interval:
+        flo, fhi = self.f(lo), self.f(hi)
         spans = (lo <= 0) & (hi >= 0)
-        inf = torch.full_like(lo, math.inf)
-        low = torch.where(spans, -inf, a)
-        high = torch.where(spans, inf, c)
-        if self.scale >= 0:
-            return low * self.scale, high * self.scale
-        return high * self.scale, low * self.scale
+        low, high = torch.minimum(flo, fhi), torch.maximum(flo, fhi)
+        return torch.where(spans, -math.inf, low), torch.where(spans, math.inf, high)
+
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        return (lo > 0) | (hi < 0)
 
     def df(self, x: Tensor) -> Tensor:
         return -self.scale / (x * x)
@@ -341,7 +385,9 @@ class Gelu(ScalarOp):
 
 class Periodic(ScalarOp):
     """sin(x + phase): critical points at pi/2 - phase + k*pi; the two nearest above lo
-    cover every interval shorter than pi, and wider intervals reach both -1 and 1."""
+    cover every interval shorter than pi, and wider intervals reach both -1 and 1.  So do
+    intervals far from 0 (``far``), where k*pi is no longer accurate enough; an infinite
+    end gives (-inf, inf) (sin of an infinity is NaN)."""
 
     phase = 0.0
     flat_when_wide = (2 * math.pi, -1.0, 1.0)  # three listed flips cover 2*pi
@@ -355,10 +401,24 @@ class Periodic(ScalarOp):
         first = base + k * math.pi
         return [first, first + math.pi]
 
-    def ibp(self, b: Interval) -> Interval:
-        low, high = super().ibp(b)
-        wide = (b[1] - b[0]) >= 2 * math.pi
-        return torch.where(wide, -1.0, low), torch.where(wide, 1.0, high)
+    def interval(self, lo: Tensor, hi: Tensor) -> Interval:
+        low, high = super().interval(lo, hi)
+        wide = ((hi - lo) >= 2 * math.pi) | (self._magnitude(lo, hi) > self.far(lo))
+        low, high = torch.where(wide, -1.0, low), torch.where(wide, 1.0, high)
+        infinite = ~(torch.isfinite(lo) & torch.isfinite(hi))
+        return torch.where(infinite, -math.inf, low), torch.where(infinite, math.inf, high)
+
+    @staticmethod
+    def far(x: Tensor) -> float:
+        """|x| beyond which k*pi (error about |x| eps) may miss a peak by a visible amount."""
+        return 0.1 / math.sqrt(torch.finfo(x.dtype).eps)
+
+    @staticmethod
+    def _magnitude(lo: Tensor, hi: Tensor) -> Tensor:
+        return torch.maximum(lo.abs(), hi.abs())
+
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        return self._magnitude(lo, hi) <= self.far(lo)
 
     def df(self, x: Tensor) -> Tensor:
         return torch.cos(x + self.phase)
@@ -390,8 +450,10 @@ class Cos(Periodic):
 
 @register
 class PowConst(ScalarOp):
-    """x ** p for a constant p.  Integer p: even powers have a minimum at 0, odd ones
-    increase.  Non-integer p is taken on x >= 0 (where it is defined)."""
+    """x ** p for a constant p.  Integer p > 0: even powers have a minimum at 0, odd ones
+    increase.  Integer p < 0: a pole at 0 (+inf for even p; +-inf by the side for odd p, so
+    an interval containing 0 gives (-inf, inf)), monotone on each side.  Non-integer p is
+    NaN for x < 0 (an interval reaching below 0 gives (-inf, inf)) and monotone on x >= 0."""
 
     onnx_types = ("Pow",)
 
@@ -409,19 +471,27 @@ class PowConst(ScalarOp):
     def f(self, x: Tensor) -> Tensor:
         return torch.pow(x, self.p)
 
-    def ibp(self, b: Interval) -> Interval:
-        lo, hi = b
+    def _integer(self) -> bool:
+        return math.isfinite(self.p) and self.p == int(self.p)
+
+    def interval(self, lo: Tensor, hi: Tensor) -> Interval:
         p = self.p
-        if p == int(p) and int(p) % 2 == 0 and p > 0:
-            return super().ibp(b)
-        if p == int(p) and int(p) % 2 == 1 and p > 0:
-            return self.f(lo), self.f(hi)
-        if p == 0:
+        if p == 0:  # pow(x, 0) = 1 for every x, NaN and infinities included
             return torch.ones_like(lo), torch.ones_like(hi)
-        lo, hi = lo.clamp(min=0), hi.clamp(min=0)
-        if p > 0:
-            return self.f(lo), self.f(hi)
-        return self.f(hi), self.f(lo)  # negative exponent: decreasing on x > 0
+        if not self._integer():  # monotone on [0, inf]
+            ends = (self.f(lo), self.f(hi)) if p > 0 else (self.f(hi), self.f(lo))
+            return _nan_below(lo, 0.0, *ends)
+        low, high = super().interval(lo, hi)  # ends and 0 (the minimum, or the pole)
+        if p < 0 and int(p) % 2 == 1:  # odd negative: -inf and +inf on either side of 0
+            spans = (lo <= 0) & (hi >= 0)
+            return torch.where(spans, -math.inf, low), torch.where(spans, math.inf, high)
+        return low, high
+
+    def regular(self, lo: Tensor, hi: Tensor) -> Tensor:
+        p = self.p
+        if self._integer():
+            return (lo > 0) | (hi < 0) if p < 0 else torch.ones_like(lo, dtype=torch.bool)
+        return lo > 0 if p < 0 else lo >= 0
 
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)]
@@ -430,7 +500,8 @@ class PowConst(ScalarOp):
         return self.p * torch.pow(x, self.p - 1)
 
     def _odd(self) -> bool:
-        return self.p == int(self.p) and int(self.p) % 2 == 1 and self.p > 1
+        """Odd integer p other than 1: convexity flips at 0 (concave before it)."""
+        return self._integer() and int(self.p) % 2 == 1 and self.p != 1
 
     def inflections(self, lo: Tensor) -> Tensor:
         return torch.zeros_like(lo).unsqueeze(0) if self._odd() else super().inflections(lo)
@@ -440,11 +511,6 @@ class PowConst(ScalarOp):
         convex = self._odd() is False and (p >= 1 or p < 0)
         return torch.full_like(lo, convex, dtype=torch.bool) if not self._odd() else \
             torch.zeros_like(lo, dtype=torch.bool)
-
-    def domain(self, lo: Tensor, hi: Tensor) -> Interval:
-        if self.p == int(self.p) and self.p > 0:
-            return lo, hi
-        return lo.clamp(min=1e-30 if self.p < 0 else 0), hi.clamp(min=1e-30 if self.p < 0 else 0)
 
 
 @register
