@@ -25,10 +25,12 @@ from onnx.reference import ReferenceEvaluator
 from . import ops  # noqa: F401  (registers every op)
 from .errors import ModelError, UnsupportedOpError
 from .graph import Graph, Node
+from .onnx_attrs import MAX_OPSET, MIN_OPSET, check_attributes
 from .ops import composite
 from .ops.base import REGISTRY, Const, Input, OpFormError, Var
+from .ops.linear import _conv_pads
 from .ops.shape import reshape_target
-from .patterns import fuse_patterns
+from .patterns import FUSED, fuse_patterns
 
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
@@ -88,6 +90,9 @@ def load_model(source: bytes | str | Path) -> Model:
     proto = _parse(data)
     _refuse_external_data(proto)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(f"the model uses ONNX opset {opset}; opsets {MIN_OPSET} to "
+                         f"{MAX_OPSET} are supported")
     graph = proto.graph
     consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     inp = _single_input(graph, consts)
@@ -97,12 +102,14 @@ def load_model(source: bytes | str | Path) -> Model:
         raise ModelError(f"input '{inp.name}' has a non-floating-point element type")
     if len(graph.output) != 1:
         raise ModelError(f"the model has {len(graph.output)} outputs; exactly one is supported")
-    nodes = fuse_patterns(list(graph.node), consts)
-    _check_supported(nodes, consts, inp.name)
-    built = _build(nodes, consts, inp.name, in_shape, opset)
     out_name = graph.output[0].name
-    if out_name in consts:
-        raise ModelError(f"the output '{out_name}' does not depend on the input")
+    nodes = fuse_patterns(list(graph.node), consts, {out_name}, {inp.name})
+    _check_supported(nodes, consts, inp.name)
+    read = {name for n in nodes for name in n.input} | {out_name}
+    built = _build(nodes, consts, inp.name, in_shape, opset, read)
+    if out_name != inp.name and out_name not in {n.name for n in built}:
+        raise ModelError(f"the output '{out_name}' does not depend on the input "
+                         f"'{inp.name}' (no computation from the input produces it)")
     g = Graph(inp.name, in_shape, built, out_name)
     return Model(
         graph=g,
@@ -189,7 +196,10 @@ def _check_supported(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
 
 
 def _fold(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> list[np.ndarray]:
-    """Evaluate one all-constant node with ONNX's reference evaluator at the model's opset."""
+    """Evaluate one all-constant node with ONNX's reference evaluator at the model's opset
+    (whose Softmax ignores the flattening of opsets below 13: done here)."""
+    if node.op_type == "Softmax" and opset < 13:
+        return [_softmax_flat(np.asarray(args[0]), int(_attrs(node).get("axis", 1)))]
     feeds = {n: np.asarray(a) for n, a in zip(node.input, args, strict=True) if n}
     inputs = [
         helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
@@ -202,17 +212,31 @@ def _fold(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> list[np.n
     return [np.asarray(v) for v in evaluator.run(None, feeds)]
 
 
+def _softmax_flat(x: np.ndarray, ax: int) -> np.ndarray:
+    """ONNX Softmax below opset 13: over the trailing block of x seen as 2-d at ``ax``."""
+    flat = x.reshape(math.prod(x.shape[: ax % x.ndim]), -1).astype(np.float64)
+    e = np.exp(flat - flat.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).reshape(x.shape).astype(x.dtype)
+
+
 def _build(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray], input_name: str,
-           in_shape: tuple[int, ...], opset: int) -> list[Node]:
+           in_shape: tuple[int, ...], opset: int, read: set[str]) -> list[Node]:
+    """The engine's nodes for ``nodes``; ``read`` names every tensor some node or the graph
+    output reads."""
     shapes: dict[str, tuple[int, ...]] = {input_name: in_shape}
     consts = dict(consts)
     built: list[Node] = []
     problems = []
+    unknown: set[str] = set()  # outputs of refused nodes (and of nodes that read them)
     for pos, node in enumerate(nodes):
+        if unknown.intersection(node.input):
+            unknown.update(node.output)
+            continue
         try:
-            built += _build_node(node, consts, shapes, opset)
+            built += _build_node(node, consts, shapes, opset, read)
         except OpFormError as exc:
             problems.append((node.op_type, node.name, pos, str(exc)))
+            unknown.update(node.output)
         except ModelError:
             raise
         except Exception as exc:  # a malformed node: name it rather than crash
@@ -241,7 +265,7 @@ def _inputs_of(node: onnx.NodeProto, consts: dict[str, np.ndarray],
 
 
 def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
-                shapes: dict[str, tuple[int, ...]], opset: int) -> list[Node]:
+                shapes: dict[str, tuple[int, ...]], opset: int, read: set[str]) -> list[Node]:
     inputs = _inputs_of(node, consts, shapes)
     variables = [i for i in inputs if isinstance(i, Var)]
     if node.op_type == "Shape" and variables:
@@ -256,9 +280,15 @@ def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
         return []
     if node.op_type in FOLD_ONLY:
         raise OpFormError("only supported when all its inputs are constant")
-    attrs = _attrs(node)
+    if node.doc_string != FUSED:  # fused nodes are ours: exact by construction
+        check_attributes(node, opset)
+    attrs = _normalize(node.op_type, _attrs(node), inputs, opset)
     if node.op_type == "Split":
         return _build_split(node, attrs, inputs, shapes, opset)
+    for i, name in enumerate(node.output[1:], start=1):
+        if name in read:
+            raise OpFormError(f"output #{i} ('{name}') is used, but only the first output "
+                              "is computed")
     lowered = _lower(node, attrs, inputs, shapes)
     if lowered is not None:
         return lowered
@@ -284,6 +314,7 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
         assert isinstance(x, Var)
         nodes = composite.lower_softmax(out, x, attrs, node.name)
     elif node.op_type == "LayerNormalization":
+        _check_broadcasts_to(inputs, "scale and bias")
         nodes = composite.lower_layernorm(out, inputs, attrs, node.name)
     elif node.op_type == "Div" and all(isinstance(i, Var) for i in inputs):
         x, y = inputs
@@ -295,6 +326,88 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
     for n in nodes:
         shapes[n.name] = n.shape
     return nodes
+
+
+def _check_broadcasts_to(inputs: list[Input], what: str) -> None:
+    """The constant inputs after the first broadcast to the first's shape without growing it."""
+    shape = inputs[0].shape if isinstance(inputs[0], Var) else inputs[0].value.shape
+    for i in inputs[1:]:
+        if isinstance(i, Const) and i.value.size and \
+                tuple(np.broadcast_shapes(shape, i.value.shape)) != tuple(shape):
+            raise OpFormError(f"{what} of shape {i.value.shape} do not broadcast to the input "
+                              f"shape {shape}")
+
+
+def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
+               opset: int) -> dict[str, Any]:
+    """The node's attributes with the defaults of its opset made explicit where they differ
+    between opsets, and padding resolved to explicit pads; refuses values not implemented."""
+    if op_type == "Softmax":
+        attrs.setdefault("axis", -1 if opset >= 13 else 1)
+        attrs["_flatten"] = opset < 13  # softmax over the input flattened to 2-d at axis
+    elif op_type in ("MaxPool", "AveragePool"):
+        attrs = _pool_attrs(op_type, attrs, inputs[0].shape)  # type: ignore[union-attr]
+    elif op_type in ("Conv", "ConvTranspose"):
+        _conv_attrs(attrs, inputs)
+    elif op_type == "Gelu" and attrs.get("approximate", "none") != "none":
+        raise OpFormError(f"attribute 'approximate'={attrs['approximate']!r} is not supported "
+                          "(only the exact erf form)")
+    elif op_type == "Pad":
+        mode = attrs.get("mode", "constant")
+        if mode not in ("constant", "reflect", "edge") and not (mode == "wrap" and opset >= 19):
+            raise OpFormError(f"attribute 'mode'={mode!r} is not supported in opset {opset}")
+    return attrs
+
+
+def _refuse_dilated_same(attrs: dict[str, Any]) -> None:
+    """SAME_* with dilations: the ONNX spec counts the dilated kernel, onnxruntime does not
+    (pooling) or refuses (Conv); the meaning is not settled, so refuse it."""
+    if str(attrs.get("auto_pad", "NOTSET")).startswith("SAME") and any(
+            int(d) != 1 for d in attrs.get("dilations", [])):
+        raise OpFormError(f"attribute 'auto_pad'={attrs['auto_pad']!r} together with "
+                          f"'dilations'={list(attrs['dilations'])} is not supported")
+
+
+def _conv_attrs(attrs: dict[str, Any], inputs: list[Input]) -> None:
+    _refuse_dilated_same(attrs)
+    if len(inputs) < 2 or not isinstance(inputs[1], Const):
+        return  # the op's check refuses variable weights
+    spatial = list(inputs[1].value.shape[2:])
+    if "kernel_shape" in attrs and [int(k) for k in attrs["kernel_shape"]] != spatial:
+        raise OpFormError(f"attribute 'kernel_shape'={list(attrs['kernel_shape'])} differs "
+                          f"from the weights' spatial shape {spatial}")
+    if attrs.get("auto_pad") == "VALID":
+        attrs["pads"] = [0] * (2 * len(spatial))
+
+
+def _pool_attrs(op_type: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+    """Explicit kernel, strides, dilations and pads (auto_pad resolved); ceil_mode only
+    where it gives the floor mode's windows (no window overhangs the padded input)."""
+    _refuse_dilated_same(attrs)
+    k = [int(v) for v in attrs["kernel_shape"]]
+    n = len(k)
+    if len(shape) != n + 2 or n > (2 if op_type == "MaxPool" else 3):
+        raise OpFormError(f"attribute 'kernel_shape'={k} on an input of shape {shape} is not "
+                          "supported (1-d and 2-d pooling, and 3-d average pooling)")
+    strides = [int(v) for v in attrs.get("strides", [1] * n)]
+    dil = [int(v) for v in attrs.get("dilations", [1] * n)]
+    pads = [int(v) for v in _conv_pads(attrs, shape[2:], tuple(k), strides, dil)]
+    ceil = int(attrs.get("ceil_mode", 0))
+    for i in range(n):
+        extent = (k[i] - 1) * dil[i] + 1
+        span = shape[2 + i] + pads[i] + pads[i + n] - extent
+        if span < 0:
+            raise OpFormError(f"attribute 'kernel_shape'={k}: the window is larger than the "
+                              "padded input")
+        if max(pads[i], pads[i + n]) >= extent:
+            raise OpFormError(f"attribute 'pads'={pads}: a window lies wholly in the padding")
+        if ceil and span % strides[i]:
+            raise OpFormError("attribute 'ceil_mode'=1 where the last window overhangs the "
+                              "padded input is not supported")
+    out = dict(attrs, kernel_shape=k, strides=strides, dilations=dil, pads=pads,
+               auto_pad="NOTSET", ceil_mode=0)
+    out.pop("storage_order", None)  # the layout of the Indices output only
+    return out
 
 
 def _out_shape(op_type: str, attrs: dict[str, Any], inputs: list[Input]) -> Any:
@@ -325,9 +438,15 @@ def _build_split(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input
     if sizes is None and len(inputs) > 1 and isinstance(inputs[1], Const) and inputs[1].value.size:
         sizes = inputs[1].value.ravel().tolist()
     n_out = len(node.output)
-    if sizes is None:
+    if int(attrs.get("num_outputs", n_out)) != n_out:
+        raise OpFormError(f"attribute 'num_outputs'={attrs['num_outputs']} differs from the "
+                          f"node's {n_out} outputs")
+    if sizes is None:  # equal parts; from opset 18 the last may be smaller
         step = -(-x.shape[ax] // n_out)
         sizes = [min(step, x.shape[ax] - i * step) for i in range(n_out)]
+    if len(sizes) != n_out or sum(sizes) != x.shape[ax] or min(sizes) < 0:
+        raise OpFormError(f"split sizes {list(sizes)} do not cut axis {ax} of size "
+                          f"{x.shape[ax]} into {n_out} parts")
     out, start = [], 0
     cls = REGISTRY["Split"]
     for name, size in zip(node.output, sizes, strict=True):

@@ -20,7 +20,7 @@ from .base import REGISTRY, Const, Input, Op, OpFormError, Tensor, Var, axis, re
 from .bilinear import VarMul
 from .linear import AffineOp
 from .nonlinear import Exp, PowConst, Reciprocal, ScalarOp
-from .shape import Reduce
+from .shape import Reduce, Reshape
 
 
 class PairDiff(AffineOp):
@@ -110,8 +110,23 @@ def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) ->
 
 
 def lower_softmax(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
+    """Softmax over ONNX ``axis``; with ``_flatten`` (opset < 13) over the whole trailing
+    block from ``axis`` on, as ONNX then defines it (the input seen as 2-d at ``axis``)."""
     rank = len(x.shape)
     ax = int(attrs.get("axis", -1)) % rank
+    if not attrs.get("_flatten") or ax == rank - 1:
+        return _softmax_nodes(out, x, ax, onnx_name)
+    flat_shape = x.shape[:ax] + (math.prod(x.shape[ax:]),)
+    flat, inner = out + "/flat", out + "/flat_softmax"
+    reshape = {"_op_type": "Reshape"}
+    nodes = [_node(flat, Reshape(reshape, [x], flat_shape), [x.name], onnx_name, "Softmax")]
+    nodes += _softmax_nodes(inner, Var(flat, flat_shape), ax, onnx_name)
+    back = Reshape(reshape, [Var(inner, flat_shape)], x.shape)
+    return nodes + [_node(out, back, [inner], onnx_name, "Softmax")]
+
+
+def _softmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
+    """Softmax over the one axis ``ax`` (non-negative) of ``x``."""
     n = x.shape[ax]
     pair_shape = x.shape[: ax + 1] + (n,) + x.shape[ax + 1:]
     base = {"_op_type": "Softmax"}

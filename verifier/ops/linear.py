@@ -274,7 +274,8 @@ class ConvTranspose(AffineOp):
         Conv.check(attrs, inputs)
         auto = attrs.get("auto_pad", "NOTSET")
         if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", "", "VALID"):
-            raise OpFormError("auto_pad SAME_* is not supported for ConvTranspose")
+            raise OpFormError(f"attribute 'auto_pad'={auto!r} is not supported for "
+                              "ConvTranspose")
         if "output_shape" in attrs:
             raise OpFormError("the output_shape attribute is not supported; give pads")
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Const, Input, Op, OpFormError, Tensor, Var, align, axis, register
-from .linear import bias_term, vjp_backward
+from .linear import _CONV, bias_term, vjp_backward
 
 
 class MoveOp(Op):
@@ -48,8 +48,14 @@ class Identity(MoveOp):
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if attrs["_op_type"] == "Dropout":
+            _only_first_varies(inputs, "ratio and training_mode")
+            mode = inputs[2] if len(inputs) > 2 else None
+            if isinstance(mode, Const) and np.asarray(mode.value).astype(bool).any():
+                raise OpFormError("training_mode=true (random dropout) is not supported")
         if attrs["_op_type"] == "Cast" and int(attrs.get("to", 1)) not in (1, 10, 11, 16):
-            raise OpFormError("a variable can only be cast to a floating-point type")
+            raise OpFormError(f"attribute 'to'={attrs.get('to')}: a variable can only be cast "
+                              "to a floating-point type")
 
     def forward(self, x: Tensor) -> Tensor:
         return x
@@ -152,7 +158,16 @@ class Concat(MoveOp):
 
 
 def _slice_indices(size: int, start: int, end: int, step: int) -> list[int]:
-    return list(range(*slice(start, end, step).indices(size)))
+    """ONNX Slice along one axis: negative starts/ends count from the end, then both are
+    clamped to [0, size] (step > 0) or start to [0, size - 1] and end to [-1, size - 1]."""
+    if step == 0:
+        raise OpFormError("a Slice step of 0 is not allowed")
+    start, end = start + size if start < 0 else start, end + size if end < 0 else end
+    if step > 0:
+        start, end = min(max(start, 0), size), min(max(end, 0), size)
+    else:
+        start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
+    return list(range(start, end, step))
 
 
 @register
@@ -212,7 +227,8 @@ class Gather(MoveOp):
 
 @register
 class Pad(MoveOp):
-    """Constant, reflect or edge padding with constant pads (a constant value adds a bias)."""
+    """Constant, reflect, edge or wrap padding along any axes, with constant pads (negative
+    ones crop); a constant value adds a bias."""
 
     onnx_types = ("Pad",)
 
@@ -230,19 +246,38 @@ class Pad(MoveOp):
             value = float(self.const_np(2).ravel()[0])
         mode = self.attrs.get("mode", "constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        full = [0] * (2 * (rank + 1))  # torch order: last dim first, (begin, end) pairs
+        if mode == "constant":  # negative pads crop, as in ONNX
+            full = [0] * (2 * (rank + 1))  # torch order: last dim first, (begin, end) pairs
+            for i, a in enumerate(axes):
+                pos = 2 * (rank - axis(a, rank))
+                full[pos], full[pos + 1] = pads[i], pads[i + n]
+            return F.pad(x, full, value=value)
+        if min(pads) < 0:
+            raise OpFormError(f"attribute 'pads'={pads}: negative pads (cropping) are only "
+                              f"supported in constant mode, not '{mode}'")
         for i, a in enumerate(axes):
             d = axis(a, rank)
-            pos = 2 * (rank - d)
-            full[pos], full[pos + 1] = pads[i], pads[i + n]
-        if mode == "constant":
-            return F.pad(x, full, value=value)
-        torch_mode = {"reflect": "reflect", "edge": "replicate"}[mode]
-        lead = x.shape[:-2] if rank >= 2 else x.shape[:-1]
-        keep = 2 if rank >= 2 else 1
-        xb = x.reshape(-1, 1, *x.shape[-keep:])
-        y = F.pad(xb, full[: 2 * keep], mode=torch_mode)
-        return y.reshape(*lead, *y.shape[2:])
+            idx = _pad_index(x.shape[d], pads[i], pads[i + n], mode)
+            x = x.index_select(d, torch.tensor(idx, dtype=torch.long, device=x.device))
+        return x
+
+
+def _pad_index(size: int, begin: int, end: int, mode: str) -> list[int]:
+    """For each output position along one axis, the input entry it copies: ``edge`` repeats
+    the end entries, ``wrap`` is periodic, ``reflect`` mirrors about the end entries (which
+    are not repeated)."""
+    out = []
+    period = 2 * (size - 1)
+    for j in range(-begin, size + end):
+        if mode == "edge":
+            i = min(max(j, 0), size - 1)
+        elif mode == "wrap":
+            i = j % size
+        else:
+            i = j % period if period else 0
+            i = period - i if i >= size else i
+        out.append(i)
+    return out
 
 
 @register
@@ -285,7 +320,7 @@ class Expand(MoveOp):
 
 @register
 class AveragePool(MoveOp):
-    """AveragePool and GlobalAveragePool (2-d and 1-d)."""
+    """AveragePool and GlobalAveragePool (1-d to 3-d)."""
 
     onnx_types = ("AveragePool", "GlobalAveragePool")
 
@@ -295,38 +330,36 @@ class AveragePool(MoveOp):
             raise OpFormError("ceil_mode=1 is not supported")
 
     def forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-3]
-        spatial = self.var_shapes[0][2:]
-        n = len(spatial)
+        """x: (B, N, C, *spatial) -> (B, N, C, *pooled)."""
+        n = len(self.var_shapes[0]) - 2
         xb = x.reshape(-1, *x.shape[-(n + 1):])
         if self.attrs["_op_type"] == "GlobalAveragePool":
             y = xb.mean(dim=tuple(range(2, 2 + n)), keepdim=True)
-        else:
-            k = list(self.attrs["kernel_shape"])
-            strides = list(self.attrs.get("strides", [1] * n))
-            pads = list(self.attrs.get("pads", [0] * (2 * n)))
+        else:  # the importer made every attribute explicit (auto_pad resolved to pads)
+            k = [int(v) for v in self.attrs["kernel_shape"]]
+            strides = [int(v) for v in self.attrs.get("strides", [1] * n)]
+            dil = [int(v) for v in self.attrs.get("dilations", [1] * n)]
+            pads = [int(v) for v in self.attrs.get("pads", [0] * (2 * n))]
             include = bool(self.attrs.get("count_include_pad", 0))
-            y = _avg_pool(xb, k, strides, pads, include)
-        return y.reshape(*lead, *y.shape[1:]) if n == 2 else y.reshape(x.shape[0], *self.out_shape)
+            y = _avg_pool(xb, k, strides, dil, pads, include)
+        return y.reshape(*x.shape[:2], *y.shape[1:])
 
 
-def _avg_pool(x: Tensor, k: list[int], strides: list[int], pads: list[int],
+def _avg_pool(x: Tensor, k: list[int], strides: list[int], dil: list[int], pads: list[int],
               include_pad: bool) -> Tensor:
+    """Mean over each (dilated) window of the zero-padded x (N, C, *spatial): over all its k
+    taps (count_include_pad), or over the taps inside x."""
     n = len(k)
-    sym = all(pads[i] == pads[i + n] for i in range(n)) and all(
-        pads[i] <= k[i] // 2 for i in range(n))
-    pool = F.avg_pool2d if n == 2 else F.avg_pool1d
-    if sym:
-        return pool(x, k, strides, pads[:n], count_include_pad=include_pad)
-    ones = torch.ones_like(x[:1, :1])
     torch_pads: list[int] = []
     for i in reversed(range(n)):
         torch_pads += [pads[i], pads[i + n]]
-    total = pool(F.pad(x, torch_pads), k, strides, 0) * math.prod(k)
+    c = x.shape[1]
+    kernel = x.new_ones((c, 1, *k))
+    total = _CONV[n](F.pad(x, torch_pads), kernel, None, strides, 0, dil, c)
     if include_pad:
         return total / math.prod(k)
-    count = pool(F.pad(ones, torch_pads), k, strides, 0) * math.prod(k)
-    return total / count
+    inside = F.pad(x.new_ones((1, 1, *x.shape[2:])), torch_pads)
+    return total / _CONV[n](inside, kernel[:1], None, strides, 0, dil)
 
 
 __all__ = ["reshape_target", "Const"]
