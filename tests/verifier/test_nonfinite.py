@@ -439,3 +439,20 @@ def test_unprovable_property_is_never_verified(name, settings):
     prop = parse_vnnlib(_box_spec(boxes, out))
     result = verify(model, prop, settings)
     assert result.verdict != "verified", f"{name}: {result.verdict}: {result.message}"
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_periodic_bounds_in_float32_far_from_zero(name):
+    """float32 (the default compute type): k*pi far from 0 misses the peaks; the bounds
+    must still contain sin / cos, within float32 rounding of the result."""
+    op, fn = CASES[name]
+    rng = np.random.default_rng(7)
+    centres = np.concatenate([10.0 ** rng.uniform(0, 7, 300), -(10.0 ** rng.uniform(0, 7, 300))])
+    lo32 = torch.tensor(centres, dtype=torch.float32)
+    hi32 = lo32 + torch.tensor(10.0 ** rng.uniform(-3, 0.7, 600), dtype=torch.float32)
+    blo, bhi = op.ibp((lo32, hi32))
+    for i in range(len(centres)):
+        a, b = float(lo32[i]), float(hi32[i])
+        fx = _true(fn, np.linspace(a, b, 2001))
+        assert fx.min() >= float(blo[i]) - 4e-7 and fx.max() <= float(bhi[i]) + 4e-7, \
+            f"{name} on [{a}, {b}] (float32): [{float(blo[i])}, {float(bhi[i])}]"

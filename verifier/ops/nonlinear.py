@@ -410,8 +410,9 @@ class Periodic(ScalarOp):
 
     @staticmethod
     def far(x: Tensor) -> float:
-        """|x| beyond which k*pi (error about |x| eps) may miss a peak by a visible amount."""
-        return 0.1 / math.sqrt(torch.finfo(x.dtype).eps)
+        """|x| beyond which k*pi (error about |x| eps) may miss a peak by a visible amount:
+        below it the miss is under sqrt(eps) / 2, so sin there is within eps / 8 of +-1."""
+        return 0.5 / math.sqrt(torch.finfo(x.dtype).eps)
 
     @staticmethod
     def _magnitude(lo: Tensor, hi: Tensor) -> Tensor:
