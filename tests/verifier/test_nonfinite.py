@@ -456,3 +456,47 @@ def test_periodic_bounds_in_float32_far_from_zero(name):
         fx = _true(fn, np.linspace(a, b, 2001))
         assert fx.min() >= float(blo[i]) - 4e-7 and fx.max() <= float(bhi[i]) + 4e-7, \
             f"{name} on [{a}, {b}] (float32): [{float(blo[i])}, {float(bhi[i])}]"
+
+
+def _layernorm0_truth(x: np.ndarray) -> np.ndarray:
+    c = x - x.mean(axis=1, keepdims=True)
+    return c[:, 0] / np.sqrt((c * c).mean(axis=1))
+
+
+# CROWN through products and quotients (McCormick planes) with infinite and pole-holding
+# intermediate boxes: (model, input box, the true output in numpy float64)
+CROWN_CASES = {
+    "division_pole": (_div(), [(1.0, 2.0), (-1.0, 3.0)], lambda x: x[:, 0] / x[:, 1]),
+    "mul_exp_overflow": (_mul_exp(), [(-0.5, 1.0), (0.0, 800.0)],
+                         lambda x: x[:, 0] * np.exp(x[:, 1])),
+    "sin_of_exp_overflow": (_sin_exp(), [(0.0, 800.0)], lambda x: np.sin(np.exp(x[:, 0]))),
+    "layernorm_eps0": (_layernorm_eps0(), [(0.0, 1.0), (0.0, 1.0)], _layernorm0_truth),
+    "log_at_zero": (_unary("Log"), [(0.0, 1.0)], lambda x: np.log(x[:, 0])),
+}
+
+
+@pytest.mark.parametrize("name", list(CROWN_CASES))
+def test_crown_bounds_through_poles_and_overflow_exclude_nothing(name):
+    """CROWN's lower bounds of +y and -y (float64) against samples of the box (its corners,
+    a grid, points on the diagonal where LayerNorm's variance is 0): a bound may be
+    infinite or NaN (never a proof), but a finite one must hold at every sample, and where
+    y is NaN at a sample no finite bound may stand."""
+    from verifier.crown import crown_rows
+
+    model_bytes, boxes, truth = CROWN_CASES[name]
+    graph = load_model(model_bytes).graph
+    lo = torch.tensor([[a for a, _ in boxes]], dtype=torch.float64)
+    hi = torch.tensor([[b for _, b in boxes]], dtype=torch.float64)
+    C = torch.tensor([[[1.0], [-1.0]]], dtype=torch.float64)
+    with torch.no_grad():
+        lb = crown_rows(graph, lo, hi, C, torch.zeros(1, 2, dtype=torch.float64))[0]
+    axes = [np.unique(np.clip(np.concatenate([np.linspace(a, b, 41), [0.0, 1e-300, 1e-30]]),
+                              a, b)) for a, b in boxes]
+    xs = np.stack(np.meshgrid(*axes), -1).reshape(-1, len(boxes))
+    y = _true(truth, xs)
+    for row, sign in enumerate((1.0, -1.0)):
+        bound = float(lb[row])
+        if math.isnan(bound) or bound == -INF:
+            continue
+        assert not np.isnan(y).any(), f"{name}: finite bound {bound} of {sign} y, y NaN"
+        assert bound <= float(np.min(sign * y)), f"{name}: {sign} y >= {bound} excludes samples"
