@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,7 +34,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         build_parser().print_help()
         return 2
-    return int(handler(args) or 0)
+    return _run_handler(handler, args)
+
+
+def _run_handler(handler: Handler, args: argparse.Namespace) -> int:
+    """The command's exit status; whatever it raises is one message on stderr and exit
+    status 2, never a traceback (the commands report bad input themselves; this is the
+    last boundary)."""
+    try:
+        status = int(handler(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
+        return status
+    except KeyboardInterrupt:
+        print("nnverify: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
+    except Exception as exc:
+        print(f"nnverify {args.command}: internal error (please report it): "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from verifier.certificate import make_certificate
+from verifier.errors import ModelError
 from verifier.lipschitz import LipschitzProgress
 from verifier.onnx_import import Model
+from verifier.spec import SpecError
 from verifier.verify import Progress, verify
 
 from .db import session_scope
@@ -50,8 +52,18 @@ def run_job(job_id: str, settings: ServiceSettings | None = None,
     except Exception as exc:  # the job fails with the reason; the worker lives on
         with session_scope(settings) as s:
             transition(s, job_id, "running", "failed", attempt=attempt,
-                       message=f"internal error: {type(exc).__name__}: {exc}")
+                       message=failure_message(exc))
     return _state_of(job_id, settings)
+
+
+def failure_message(exc: Exception) -> str:
+    """Why a job failed, for its ``message``: the engine's own words for a model or property
+    it refuses, else the internal error's type and message."""
+    if isinstance(exc, ModelError):
+        return f"the model cannot be verified: {exc}"
+    if isinstance(exc, SpecError):
+        return f"invalid property: {exc}"
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 def _state_of(job_id: str, settings: ServiceSettings) -> str:
@@ -140,6 +152,11 @@ def _run_lipschitz(model: Model, fmt: str, text: str, options: dict[str, Any],
         run = run_lipschitz(model, fmt, text, options, stop, monitor.report_lipschitz)
     except ValueError as exc:  # a job the engine refuses: it fails with the reason
         return Outcome("error", f"{type(exc).__name__}: {exc}", time.monotonic() - start,
+                       None, None)
+    upper = (run.result or {}).get("upper")
+    if run.verdict == "bounded" and (upper is None or math.isnan(upper)):
+        return Outcome("error", "the Lipschitz upper bound is NaN (not a bound): the model's "
+                       "weights or the region produce non-finite values", time.monotonic() - start,
                        None, None)
     return Outcome(run.verdict, run.message, time.monotonic() - start, run.result,
                    run.certificate)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from .errors import NNVerifyError
-from .onnx_import import load_model
+from .onnx_import import Model, load_model
+from .property import Property
 from .spec import SpecError, parse_vnnlib_file
 from .verify import Result, Settings, verify
 
@@ -58,65 +60,187 @@ def _add_vnncomp(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=run_vnncomp)
 
 
-def run_prepare(args: argparse.Namespace) -> int:
-    """Non-zero exit (instance skipped) when the model or spec cannot be used."""
+class InputError(Exception):
+    """Input the command line cannot use; the message says what is wrong and where."""
+
+
+def describe_failure(what: str, path: object, exc: BaseException) -> str:
+    """One paragraph naming the file that could not be used and why.
+
+    Errors the engine raises on purpose carry their own explanation; anything else is an
+    internal error, reported with its type and message (never as a traceback).
+    """
+    where = f"{what} '{path}'"
+    if isinstance(exc, OSError):
+        return f"cannot read {where}: {exc.strerror or exc}"
+    if isinstance(exc, (NNVerifyError, SpecError, ValueError)):  # input the engine refuses
+        return f"{where}: {exc}"
+    return (f"{where} could not be processed (an internal error of nnverify, please report "
+            f"it with the file): {type(exc).__name__}: {exc}")
+
+
+def load_model_file(path: Path) -> Model:
+    """The imported model, or InputError saying why it cannot be used."""
     try:
-        model = load_model(args.onnx)
-        parse_vnnlib_file(args.vnnlib, model.n_inputs, model.n_outputs)
-    except (NNVerifyError, SpecError, OSError) as exc:
-        print(f"nnverify: cannot prepare {args.category} instance: {exc}", file=sys.stderr)
-        return 1
+        return load_model(path)
+    except Exception as exc:  # reported at this boundary, whatever it is
+        raise InputError(describe_failure("model", path, exc)) from None
+
+
+def load_instance(model_path: Path, spec_path: Path) -> tuple[Model, Property]:
+    """The model and its VNN-LIB property, or InputError naming the file at fault."""
+    model = load_model_file(model_path)
+    try:
+        prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
+    except Exception as exc:  # reported at this boundary, whatever it is
+        raise InputError(describe_failure("specification", spec_path, exc)) from None
+    check_evaluates(model, model_path, prop)
+    return model, prop
+
+
+def check_evaluates(model: Model, path: Path, prop: Property) -> None:
+    """InputError unless the imported graph evaluates at the first box's centre (one
+    forward pass: a model whose shapes do not fit together is refused before any work)."""
+    if not prop.cases:
+        return
+    case = prop.cases[0]
+    centre = torch.as_tensor((case.lower + case.upper) / 2, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            y = model.graph.forward(centre.reshape(1, -1))
+        if y[0].numel() != model.n_outputs:
+            raise ValueError(f"it gives {y[0].numel()} outputs, not {model.n_outputs}")
+    except Exception as exc:  # reported at this boundary, whatever it is
+        raise InputError(f"model '{path}' cannot be evaluated at the centre of the "
+                         f"property's first input box: {type(exc).__name__}: {exc}") from None
+
+
+def check_device(device: str) -> None:
+    """InputError unless ``device`` names a torch device this machine has."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).split(".")[0]
+        raise InputError(f"--device {device!r} is not a torch device (use cpu or cuda:N): "
+                         f"{first}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {device}: torch sees no CUDA device on this machine "
+                             "(use --device cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"--device {device}: this machine has {count} CUDA device(s), "
+                             f"cuda:0..cuda:{count - 1}")
+
+
+def check_timeout(seconds: float, name: str = "--timeout") -> float:
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InputError(f"{name} must be a positive number of seconds, not {seconds!r}")
+    return seconds
+
+
+def error_text(message: str) -> str:
+    """The VNN-COMP result file for an error: ``error``, then the message as comment lines."""
+    return "error\n" + "".join(f"; {line}\n" for line in message.splitlines())
+
+
+def report_error(message: str, result_file: Path | None = None) -> int:
+    """Print the message, write ``error`` (with it) to the result file; exit status 2."""
+    print(f"nnverify: error: {message}", file=sys.stderr)
+    try:
+        _write_result(result_file, error_text(message))
+    except InputError as exc:
+        print(f"nnverify: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def verify_safely(model: Model, prop: Property, settings: Settings) -> Result:
+    """``verify``, with anything it raises (it should not) turned into verdict ``error``."""
+    try:
+        return verify(model, prop, settings)
+    except Exception as exc:  # an internal error is 'error', never another verdict
+        return Result("error", f"internal error: {type(exc).__name__}: {exc}")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Exit status 2 (instance skipped) when the model or spec cannot be used."""
+    try:
+        load_instance(args.onnx, args.vnnlib)
+    except InputError as exc:
+        return report_error(f"cannot prepare {args.category} instance: {exc}")
     return 0
 
 
 def run_vnncomp(args: argparse.Namespace) -> int:
-    """Verify within the harness's timeout (minus start-up) and write the results file."""
+    """Verify within the harness's timeout (minus start-up) and write the results file;
+    exit status 0 with a verdict, 2 (and ``error`` in the results file) otherwise."""
     import time
 
     started = time.monotonic()
     try:
-        model = load_model(args.onnx)
-        prop = parse_vnnlib_file(args.vnnlib, model.n_inputs, model.n_outputs)
-    except (NNVerifyError, SpecError, OSError) as exc:
-        print(f"nnverify: error: {exc}", file=sys.stderr)
-        args.results.write_text("error\n")
-        return 0
+        check_timeout(args.timeout, "the timeout")
+        check_device(args.device)
+        model, prop = load_instance(args.onnx, args.vnnlib)
+    except InputError as exc:
+        return report_error(str(exc), args.results)
     budget = max(0.5, args.timeout - (time.monotonic() - started) - 1.0)
-    result = verify(model, prop, Settings(timeout=budget, device=args.device))
-    args.results.write_text(result.to_vnncomp())
+    result = verify_safely(model, prop, Settings(timeout=budget, device=args.device))
+    if result.verdict == "error":
+        return report_error(f"verifying '{args.vnnlib}' on '{args.onnx}' failed: "
+                            f"{result.message}", args.results)
+    try:
+        _write_result(args.results, result.to_vnncomp())
+    except InputError as exc:
+        return report_error(str(exc))
     print(f"{result.verdict} in {result.seconds:.2f} s")
     return 0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    check_timeout(args.timeout)
+    check_device(args.device)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    return Settings(timeout=args.timeout, device=args.device, dtype=args.dtype, methods=methods)
+    settings = Settings(timeout=args.timeout, device=args.device, dtype=args.dtype,
+                        methods=methods)
+    try:
+        settings.validate()
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"invalid option: {exc}") from None
+    return settings
 
 
 def _write_result(path: Path | None, text: str) -> None:
-    if path is not None:
+    if path is None:
+        return
+    try:
         path.write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write the result file '{path}': "
+                         f"{exc.strerror or exc}") from None
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Exit status 0 when a verdict was reached (whatever it is), 2 on bad input."""
+    """Exit status 0 when a verdict was reached (whatever it is), 2 on bad input or an
+    internal error (``error`` in the result file, the message on stderr)."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         settings = _settings(args)
-        settings.validate()
-        model = load_model(args.model)
-        prop = parse_vnnlib_file(args.spec, model.n_inputs, model.n_outputs)
-    except (NNVerifyError, SpecError, ValueError, OSError) as exc:
-        print(f"nnverify: error: {exc}", file=sys.stderr)
-        _write_result(args.result_file, "error\n")
-        return 2
-    result = verify(model, prop, settings)
-    _write_result(args.result_file, result.to_vnncomp())
+        model, prop = load_instance(args.model, args.spec)
+    except InputError as exc:
+        return report_error(str(exc), args.result_file)
+    result = verify_safely(model, prop, settings)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-    else:
+    if result.verdict == "error":
+        return report_error(f"verifying '{args.spec}' on '{args.model}' failed: "
+                            f"{result.message}", args.result_file)
+    try:
+        _write_result(args.result_file, result.to_vnncomp())
+    except InputError as exc:
+        return report_error(str(exc))
+    if not args.json:
         print(summary(result))
-    return 0 if result.verdict != "error" else 1
+    return 0
 
 
 def summary(result: Result) -> str:

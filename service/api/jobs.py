@@ -19,7 +19,7 @@ from ..settings import ServiceSettings
 from ..states import FINISHED, transition
 from ..tables import JOB_KINDS, JOB_STATES, Certificate, Job, PropertyRecord, kind_column
 from .deps import ModelCacheDep, QueueDep, SessionDep, SettingsDep, WriteKey
-from .models import get_model_row
+from .models import get_model_row, unexpected_model_error
 from .schemas import JobCreate, JobList, JobPublic, ProgressPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -97,6 +97,10 @@ def _check_job(body: JobCreate, fmt: str, text: str, options: dict[str, Any],
     except ValueError as exc:
         what = "lipschitz job" if body.kind == "lipschitz" else "property"
         raise HTTPException(422, f"invalid {what}: {exc}") from None
+    except Exception as exc:  # a parser failure it did not foresee: still a clear 422
+        what = "lipschitz job" if body.kind == "lipschitz" else "property"
+        raise HTTPException(422, f"the {what} cannot be read (an internal error, please "
+                                 f"report it): {type(exc).__name__}: {exc}") from None
 
 
 @router.post("", status_code=202, response_model=JobPublic)
@@ -110,6 +114,8 @@ def create_job(body: JobCreate, request: Request, response: Response, session: S
         model = cache.get(row.id, lambda: row.onnx_bytes)
     except ModelError as exc:  # stored before the engine changed what it accepts
         raise HTTPException(422, f"the model cannot be verified: {exc}") from None
+    except Exception as exc:  # an importer failure it did not foresee: still a clear 422
+        raise HTTPException(422, unexpected_model_error(exc)) from None
     fmt, text = _property_text(body)
     options = dict(body.options.model_dump(), kind=body.kind)
     if body.lipschitz is not None:

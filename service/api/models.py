@@ -63,6 +63,12 @@ def _check_is_onnx(data: bytes) -> None:
                                  "(is the file truncated?)")
 
 
+def unexpected_model_error(exc: Exception) -> str:
+    """The message for an import failure that is not a ModelError (an engine bug)."""
+    return (f"the model cannot be imported (an internal error of the importer, please report "
+            f"it with the model): {type(exc).__name__}: {exc}")
+
+
 @router.post("", status_code=201, response_model=ModelPublic)
 async def upload_model(request: Request, response: Response, session: SessionDep,
                        settings: SettingsDep, cache: ModelCacheDep, _key: WriteKey,
@@ -75,6 +81,8 @@ async def upload_model(request: Request, response: Response, session: SessionDep
         model = await run_in_threadpool(import_model, data)
     except ModelError as exc:
         raise HTTPException(422, f"the model cannot be verified: {exc}") from None
+    except Exception as exc:  # an importer failure it did not foresee: still a clear 422
+        raise HTTPException(422, unexpected_model_error(exc)) from None
     existing = session.get(ModelRecord, model.sha256)
     if existing is not None:
         response.status_code = 200

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import math
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import InputError, describe_failure, load_model_file, report_error
 from ..errors import NNVerifyError
-from ..onnx_import import load_model
 from ..spec import SpecError, parse_vnnlib_file
 from .core import LipschitzResult, LipschitzSettings, local_lipschitz
 
@@ -40,9 +40,12 @@ def read_center(args: argparse.Namespace, n_inputs: int, n_outputs: int) -> np.n
     if args.center is not None:
         return np.array([float(v) for v in args.center.split(",") if v.strip()])
     path: Path = args.center_file
-    if path.suffix == ".npy":
-        return np.load(path).astype(np.float64).ravel()
-    case = parse_vnnlib_file(path, n_inputs, n_outputs).cases[0]
+    try:
+        if path.suffix == ".npy":
+            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64).ravel()
+        case = parse_vnnlib_file(path, n_inputs, n_outputs).cases[0]
+    except Exception as exc:  # reported at this boundary, whatever it is
+        raise InputError(describe_failure("centre file", path, exc)) from None
     return (case.lower + case.upper) / 2
 
 
@@ -53,6 +56,8 @@ def read_rows(rows: list[str] | None, n_outputs: int) -> np.ndarray | None:
     for text in rows:
         values = [float(v) for v in text.split(",") if v.strip()]
         if len(values) == 1 and n_outputs > 1:
+            if not float(values[0]).is_integer():
+                raise ValueError(f"--output-row {text}: an output index must be an integer")
             index = int(values[0])
             if not 0 <= index < n_outputs:
                 raise ValueError(f"output index {index} is not in [0, {n_outputs})")
@@ -65,19 +70,25 @@ def read_rows(rows: list[str] | None, n_outputs: int) -> np.ndarray | None:
 
 
 def run_lipschitz(args: argparse.Namespace) -> int:
-    """Exit status 0 with a result, 2 on bad input."""
+    """Exit status 0 with a result, 2 on bad input or an internal error (one message on
+    stderr, never a traceback)."""
     try:
-        if not args.eps >= 0:
-            raise ValueError("--eps must be non-negative")
-        model = load_model(args.model)
+        if not (args.eps >= 0 and math.isfinite(args.eps)):
+            raise InputError(f"--eps must be a finite non-negative number, not {args.eps!r}")
+        model = load_model_file(args.model)
         centre = read_center(args, model.n_inputs, model.n_outputs)
         C = read_rows(args.output_row, model.n_outputs)
         settings = LipschitzSettings(args.norm, args.samples, args.attack_steps,
                                      args.bab_seconds, args.seed)
         result = local_lipschitz(model, centre - args.eps, centre + args.eps, C, settings)
-    except (NNVerifyError, SpecError, ValueError, OSError) as exc:
-        print(f"nnverify: error: {exc}", file=sys.stderr)
-        return 2
+    except (InputError, NNVerifyError, SpecError, ValueError) as exc:
+        return report_error(str(exc))
+    except Exception as exc:  # an internal error: reported, never a traceback or a bound
+        return report_error(f"bounding the Lipschitz constant of '{args.model}' failed "
+                            f"(an internal error of nnverify): {type(exc).__name__}: {exc}")
+    if math.isnan(result.upper):
+        return report_error(f"the upper bound for '{args.model}' is NaN (not a bound): the "
+                            "model's weights or the box produce non-finite values")
     print(json.dumps(result.to_dict(), indent=2) if args.json else summary(result))
     return 0
 

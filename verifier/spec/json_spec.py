@@ -186,8 +186,13 @@ def _sizes(
 
 def _ball(center: np.ndarray, eps: float, clip: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
     """The L-infinity ball around ``center``, intersected with ``clip`` if given."""
-    lower = center - eps
-    upper = center + eps
+    with np.errstate(over="ignore"):
+        lower = center - eps
+        upper = center + eps
+    overflow = np.flatnonzero(~(np.isfinite(lower) & np.isfinite(upper)))
+    if len(overflow):
+        raise _fail(_join(path, "epsilon"), f"input {int(overflow[0])}: the ball around "
+                    f"{float(center[overflow[0]])!r} with radius {eps!r} overflows to infinity")
     if clip is not None:
         lo, hi = _clip_bounds(clip, len(center), _join(path, "clip"))
         lower = np.maximum(lower, lo)
