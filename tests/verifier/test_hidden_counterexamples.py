@@ -2,7 +2,10 @@
 
 For each op class a one-input model y(x) on the box x in [-1, 1] has a narrow bump around a
 point P that is neither the box centre nor a corner (nor a dyadic midpoint that bisection
-would land on).  With s = K (x - P) (computed as (x - P) * K, so s = 0 exactly at x = P):
+would land on).  With s = K (x - P) (computed as (x - P) * K, so s = 0 exactly at x = P);
+each model also comes with 20 inputs, s = K (x_1 + ... + x_20 - 20 P), where the planted
+point is (P, ..., P) and the bump is the slab in which x_1 + ... + x_20 - 20 P is within the
+one-input model's half-width (as thin, and as rarely sampled):
 
 - *hidden*: the unsafe set is y >= T_HIDDEN, which holds only inside the bump (half-width
   <= 1e-4 in x); the comment of each model gives the point and y there, and the test checks
