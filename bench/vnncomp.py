@@ -30,7 +30,8 @@ def run(folder: Path, cap: float, device: str) -> Counter:
     totals: Counter = Counter()
     times: list[float] = []
     models: dict[str, object] = {}
-    print(f"{'instance':<70} {'verdict':<10} {'seconds':>8} {'domains':>8}")
+    guards: list[float] = []
+    print(f"{'instance':<70} {'verdict':<10} {'seconds':>8} {'domains':>8} {'guard ms':>8}")
     for onnx_rel, spec_rel, timeout in (r for r in rows if r):
         t0 = time.perf_counter()
         name = f"{Path(onnx_rel).stem} {Path(spec_rel).stem}"
@@ -41,20 +42,24 @@ def run(folder: Path, cap: float, device: str) -> Counter:
             settings = Settings(timeout=min(float(timeout), cap), device=device)
             result = verify(model, prop, settings)
             verdict, domains = result.verdict, result.domains
+            guard = result.guard_seconds
             if verdict == "error":
                 print(f"  {result.message}", file=sys.stderr)
         except (NNVerifyError, SpecError, OSError) as exc:
-            verdict, domains = "error", 0
+            verdict, domains, guard = "error", 0, 0.0
             print(f"  {exc}", file=sys.stderr)
         seconds = time.perf_counter() - t0
         times.append(seconds)
+        guards.append(guard)
         totals[verdict] += 1
-        print(f"{name:<70} {verdict:<10} {seconds:8.2f} {domains:8d}", flush=True)
+        print(f"{name:<70} {verdict:<10} {seconds:8.2f} {domains:8d} {1000 * guard:8.1f}",
+              flush=True)
     decided = totals["verified"] + totals["falsified"]
     print(f"\ntotal {len(times)}: verified {totals['verified']}, falsified {totals['falsified']}, "
           f"unknown {totals['unknown']}, timeout {totals['timeout']}, errors {totals['error']}; "
           f"decided {decided}/{len(times)}; median {statistics.median(times):.2f} s, "
-          f"sum {sum(times):.1f} s")
+          f"sum {sum(times):.1f} s; guard median {1000 * statistics.median(guards):.1f} ms "
+          f"({100 * statistics.median(guards) / statistics.median(times):.1f}% of the median)")
     return totals
 
 

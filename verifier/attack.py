@@ -92,13 +92,29 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
     return best_x, best_v, best_k
 
 
+def into_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+             dtype: np.dtype) -> np.ndarray | None:
+    """``x`` clipped into [lower, upper] and rounded to ``dtype`` (the model's input type)
+    without leaving the box: an entry that rounding pushed out steps back by one ulp.  None
+    when some coordinate's interval holds no value of ``dtype``."""
+    x = np.clip(np.asarray(x, dtype=np.float64), lower, upper).astype(dtype)
+    below, above = x.astype(np.float64) < lower, x.astype(np.float64) > upper
+    x = np.where(below, np.nextafter(x, np.asarray(np.inf, dtype=dtype)), x)
+    x = np.where(above, np.nextafter(x, np.asarray(-np.inf, dtype=dtype)), x)
+    x64 = x.astype(np.float64)
+    if np.any(x64 < lower) or np.any(x64 > upper):
+        return None
+    return x64
+
+
 def confirm(model: Model, prop: Property, case: int, x: np.ndarray) -> Counterexample | None:
-    """The counterexample if onnxruntime agrees that x (clipped into its box) violates."""
+    """The counterexample if onnxruntime agrees that x violates the property: x is first
+    moved into its box and rounded to the model's input type (staying inside), then checked
+    exactly: inside the box, strict input bounds respected, and onnxruntime's output
+    satisfying some disjunct's rows exactly (strict rows strictly)."""
     c = prop.cases[case]
-    x = np.clip(np.asarray(x, dtype=np.float64), c.lower, c.upper)
-    x = x.astype(model.input_dtype).astype(np.float64)
-    if np.any(x < c.lower - 1e-6 * (1 + np.abs(c.lower))) or np.any(
-            x > c.upper + 1e-6 * (1 + np.abs(c.upper))):
+    x = into_box(x, c.lower, c.upper, model.input_dtype)
+    if x is None or not prop.admits(case, x):
         return None
     y = ort.run(model, x)
     for k, conj in enumerate(c.disjuncts):

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from .graph import Graph, Node
-from .ops.base import Tensor
+from .graph import Graph, Node, widen
+from .ops.base import Tensor, gamma
 from .ops.bilinear import VarMatMul, VarMul
 from .ops.nonlinear import LeakyRelu, Relu, ScalarOp
 from .ops.shape import Concat, Expand, Gather, Identity, Pad, Reshape, Slice, SplitPart, Transpose
@@ -94,6 +94,11 @@ class Bounder:
         self.expired: Callable[[], bool] = lambda: False
         # beta-CROWN multipliers of the split constraints, per split node: (b_lo, b_hi)
         self.betas: dict[str, tuple[Tensor, Tensor]] | None = None
+        # floating point: the unit roundoff rounding noise is sized with (0: none), and
+        # per node the bound on its noise (B, *shape)
+        self.u = graph.rounding(lower.dtype)
+        self.u_compute = torch.finfo(lower.dtype).eps / 2
+        self.noise: dict[str, tuple[Tensor, bool]] = {}
 
     # -- intermediate bounds ---------------------------------------------------------
     def needed(self) -> set[str]:
@@ -116,11 +121,13 @@ class Bounder:
         self.box = {self.graph.input_name: (self.lower, self.upper)}
         for i, node in enumerate(self.graph.nodes):
             known = reuse.get(node.name) if reuse is not None else None
+            ins = [self.box[i] for i in node.inputs]
             if known is not None and i < before:
+                self._note_rounding(node, ins, known)
                 self.box[node.name] = self._apply_splits(node.name, *known)
                 crowned.add(node.name)
                 continue
-            lo, hi = node.op.ibp(*[self.box[i] for i in node.inputs])
+            lo, hi = self._note_rounding(node, ins, node.op.ibp(*ins))
             if known is not None:
                 lo, hi = torch.maximum(lo, known[0]), torch.minimum(hi, known[1])
             self.box[node.name] = self._apply_splits(node.name, lo, hi)
@@ -136,6 +143,30 @@ class Bounder:
             tight = self.node_bounds(node.name, lo, hi)
             self.box[node.name] = self._apply_splits(node.name, *tight)
             crowned.add(node.name)
+
+    def _note_rounding(self, node: Node, ins: list[tuple[Tensor, Tensor]],
+                       out: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """Record the bound on node's rounding noise (its floating-point evaluation lies
+        within it of the exact op on the floating-point inputs) and return ``out`` widened
+        by it; the backward pass charges ``|A| . noise`` at every node it crosses."""
+        if not self.u:
+            return out
+        with torch.no_grad():
+            detached = [(lo.detach(), hi.detach()) for lo, hi in ins]
+            err = node.op.rounding_error(detached, (out[0].detach(), out[1].detach()), self.u)
+        if err is None:
+            self.noise.pop(node.name, None)
+            return out
+        err = err.expand_as(out[0])
+        widened = widen(out, err, self.graph.largest_finite)
+        # a coefficient-preserving op (x + c) whose input is used by it alone: the input's
+        # noise meets the same |A| here, so it is charged here, in one term instead of two
+        source = node.inputs[0] if node.op.passes_coefficients() else None
+        if source in self.noise and self.graph.users[source] == [node.name]:
+            err = err + self.noise.pop(source)[0].reshape(err.shape)
+        self.noise[node.name] = (err.reshape(err.shape[0], -1, 1).to(out[0].dtype),
+                                 bool(torch.isfinite(err).all()))
+        return widened
 
     def _apply_splits(self, name: str, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         """Branch-and-bound splits of a nonlinearity's input: per-domain limits (lo', hi')
@@ -203,7 +234,12 @@ class Bounder:
             return bias
         mid = ((self.lower + self.upper) / 2).unsqueeze(1)
         rad = ((self.upper - self.lower) / 2).unsqueeze(1)
-        return (A_x * mid).flatten(2).sum(-1) - (A_x.abs() * rad).flatten(2).sum(-1) + bias
+        low = (A_x * mid).flatten(2).sum(-1) - (A_x.abs() * rad).flatten(2).sum(-1) + bias
+        if self.u:  # the rounding of mid, rad and of this sum of n products
+            n = math.prod(self.lower.shape[1:])
+            low = low - gamma(n + 2, self.u_compute) * (
+                A_x.abs() * (mid.abs() + rad)).flatten(2).sum(-1)
+        return low
 
     def backward(self, start: str, A: Tensor) -> tuple[Tensor | None, Tensor]:
         pending: dict[str, Tensor] = {start: A}
@@ -220,11 +256,24 @@ class Bounder:
                     node.name in self.betas:
                 coeff, extra = self._beta_terms(node.name, coeff)
                 bias = bias + extra
+            noise = self.noise.get(node.name)
+            if noise is not None:  # v = op(inputs) + eta with |eta| <= noise
+                bias = bias - self._noise_term(coeff, noise)
             ins, b = self._rule(node, coeff, start)
             bias = bias + b
             for name, Ai in zip(node.inputs if ins else [], ins, strict=True):
                 pending[name] = pending[name] + Ai if name in pending else Ai
         return pending.get(self.graph.input_name), bias
+
+    @staticmethod
+    def _noise_term(A: Tensor, noise: tuple[Tensor, bool]) -> Tensor:
+        """(B, R): |A| . noise, one batched matrix product (0 where A is 0, even against
+        an infinite noise bound).  ``noise``: the bound as (B, n, 1) and whether finite."""
+        flat = A.abs().flatten(2)
+        column, finite = noise
+        if finite:
+            return torch.bmm(flat, column).squeeze(-1)
+        return _safe_mul(flat, column.transpose(1, 2)).sum(-1)
 
     def _beta_terms(self, name: str, A: Tensor) -> tuple[Tensor, Tensor]:
         """beta-CROWN: on a domain where z >= c_lo and z <= c_hi hold (branch-and-bound

@@ -7,10 +7,26 @@ interval bounds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .ops.base import Interval, Op, Tensor
+import torch
+
+from .ops.base import Interval, Op, Tensor, nan_to
+from .precision import largest_finite
+
+
+def widen(box: Interval, err: Tensor | None, limit: float = math.inf) -> Interval:
+    """``box`` grown by ``err`` on both sides (NaN bounds read as infinite); a bound beyond
+    ``limit``, the model type's largest finite number, becomes infinite (overflow)."""
+    if err is None:
+        return box
+    lo, hi = nan_to(box[0] - err, -math.inf), nan_to(box[1] + err, math.inf)
+    if limit < math.inf:
+        lo = torch.where(lo < -limit, -math.inf, lo)
+        hi = torch.where(hi > limit, math.inf, hi)
+    return lo, hi
 
 
 @dataclass(eq=False)
@@ -32,6 +48,9 @@ class Graph:
     nodes: list[Node]
     output_name: str
     users: dict[str, list[str]] = field(default_factory=dict)
+    #: unit roundoff of the coarsest floating-point type the model computes in (2^-24 for
+    #: float32); 0 for a graph that is exact mathematics (not evaluated by onnxruntime)
+    unit_roundoff: float = 0.0
 
     def __post_init__(self) -> None:
         self._by_name = {n.name: n for n in self.nodes}
@@ -68,11 +87,32 @@ class Graph:
         values = self._run(x, lambda node, xs: node.op.forward(*xs))
         return values[self.output_name]  # type: ignore[return-value]
 
+    @property
+    def largest_finite(self) -> float:
+        """The largest finite number of the model's coarsest type (inf for exact graphs)."""
+        return largest_finite(self.unit_roundoff) if self.unit_roundoff else math.inf
+
+    def rounding(self, dtype: torch.dtype) -> float:
+        """The unit roundoff every node's rounding noise is sized with when bounds are
+        computed in ``dtype``: the model's own (onnxruntime's evaluation) plus twice that of
+        the computation (docs/design-notes.md, "Floating point")."""
+        if self.unit_roundoff == 0:
+            return 0.0
+        return self.unit_roundoff + torch.finfo(dtype).eps  # eps = 2 u
+
     def ibp(self, lower: Tensor, upper: Tensor) -> Interval:
-        """Interval bounds of the output over the boxes [lower, upper] (batched)."""
+        """Interval bounds over the boxes [lower, upper] (batched) of the output as any
+        floating-point evaluation within the ops' rounding bounds computes it."""
         lower = lower.reshape(lower.shape[0], *self.input_shape)
         upper = upper.reshape(upper.shape[0], *self.input_shape)
-        values = self._run((lower, upper), lambda node, bs: node.op.ibp(*bs))
+        u = self.rounding(lower.dtype)
+
+        def step(node: Node, bs: list) -> Interval:
+            out = node.op.ibp(*bs)
+            err = node.op.rounding_error(bs, out, u) if u else None
+            return widen(out, err, self.largest_finite)
+
+        values = self._run((lower, upper), step)
         return values[self.output_name]  # type: ignore[return-value]
 
     def to_input_shape(self, x: Tensor) -> Tensor:

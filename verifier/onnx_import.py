@@ -31,6 +31,7 @@ from .ops.base import REGISTRY, Const, Input, OpFormError, Var
 from .ops.linear import _conv_pads
 from .ops.shape import reshape_target
 from .patterns import FUSED, fuse_patterns
+from .precision import unit_roundoff
 
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
@@ -110,7 +111,7 @@ def load_model(source: bytes | str | Path) -> Model:
     if out_name != inp.name and out_name not in {n.name for n in built}:
         raise ModelError(f"the output '{out_name}' does not depend on the input "
                          f"'{inp.name}' (no computation from the input produces it)")
-    g = Graph(inp.name, in_shape, built, out_name)
+    g = Graph(inp.name, in_shape, built, out_name, unit_roundoff=unit_roundoff(proto))
     return Model(
         graph=g,
         onnx_bytes=data,

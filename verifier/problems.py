@@ -44,6 +44,25 @@ class ProblemBatch:
         return torch.where(pad, torch.inf, out)
 
 
+def rounded(a: np.ndarray, dtype: torch.dtype, device: torch.device, direction: int) -> Tensor:
+    """``a`` (float64) in ``dtype``, rounded down (direction -1) or up (+1) where the cast
+    is inexact: a box rounded outward holds every input of the original box, and with d
+    rounded up, a lower bound of ``C y - d`` stays one for the original d."""
+    t = torch.as_tensor(a, dtype=dtype, device=device)
+    back = t.double().cpu().numpy()
+    wrong = back > a if direction < 0 else back < a
+    if not wrong.any():
+        return t
+    toward = torch.full_like(t, -torch.inf if direction < 0 else torch.inf)
+    step = torch.nextafter(t, toward)
+    return torch.where(torch.as_tensor(wrong, device=device), step, t)
+
+
+def exactly_representable(a: np.ndarray, dtype: torch.dtype) -> bool:
+    """Whether every entry of ``a`` (float64) survives the cast to ``dtype`` unchanged."""
+    return bool(np.array_equal(torch.as_tensor(a, dtype=dtype).double().numpy(), a))
+
+
 def case_rows(case: Case, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All rows of a case's disjuncts: C (R, n_out), d (R,), disjunct index per row (R,)."""
     Cs = [c.C.reshape(-1, n_out) for c in case.disjuncts]
@@ -72,7 +91,8 @@ def make_batch(prop: Property, indices: list[int], device: torch.device,
         return torch.as_tensor(a, dtype=dtype, device=device)
 
     return ProblemBatch(
-        lower=t(lower), upper=t(upper), C=t(C), d=t(d),
+        lower=rounded(lower, dtype, device, -1), upper=rounded(upper, dtype, device, +1),
+        C=t(C), d=rounded(d, dtype, device, +1),
         row_disjunct=torch.as_tensor(which, device=device),
         cases=list(indices),
         n_disjuncts=[len(prop.cases[i].disjuncts) for i in indices],

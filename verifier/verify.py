@@ -20,8 +20,9 @@ from .attack import AttackSettings, Counterexample, falsify
 from .bab import BabSettings, run_bab
 from .bounds import METHODS, row_lower_bounds
 from .crown import Interrupted
+from .guard import check_against_onnxruntime
 from .onnx_import import Model
-from .problems import ProblemBatch, batches, make_batch
+from .problems import ProblemBatch, batches, exactly_representable, make_batch
 from .property import Property
 
 VERDICTS = ("verified", "falsified", "unknown", "timeout", "error")
@@ -34,19 +35,24 @@ class Settings:
 
     timeout: float = 60.0
     device: str = "cpu"
-    dtype: str = "float32"
+    # "auto": float64 for a model that computes in float64 or a property whose output
+    # coefficients float32 cannot hold exactly, else float32 (docs/design-notes.md)
+    dtype: str = "auto"
     methods: tuple[str, ...] = ("ibp", "crown", "alpha-crown")
     attack: AttackSettings = field(default_factory=AttackSettings)
     bab: bool = True
     bab_settings: BabSettings = field(default_factory=BabSettings)
     batch_cases: int = 64
+    # compare the imported graph with onnxruntime on the property's boxes before any proof
+    check_model: bool = True
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown bound method(s) {unknown}; known: {sorted(METHODS)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {self.dtype!r}")
+        if self.dtype not in DTYPES and self.dtype != "auto":
+            raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, not "
+                             f"{self.dtype!r}")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
         torch.device(self.device)
@@ -87,6 +93,7 @@ class Result:
     methods: list[MethodRecord] = field(default_factory=list)
     seconds: float = 0.0
     domains: int = 0
+    guard_seconds: float = 0.0  # of ``seconds``: the check against onnxruntime
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +104,7 @@ class Result:
             "methods": [asdict(m) for m in self.methods],
             "seconds": self.seconds,
             "domains": self.domains,
+            "guard_seconds": self.guard_seconds,
         }
 
     def to_vnncomp(self) -> str:
@@ -163,13 +171,16 @@ class _State:
                        torch.cat([self.boxes[c][name][1] for c in cases])) for name in names}
 
     def record(self, batch: ProblemBatch, disjunct_lb: torch.Tensor) -> None:
+        """Keep each disjunct's best bound; a disjunct is refuted only by a finite bound > 0
+        (NaN, read as -inf, and infinities prove nothing)."""
         lb = disjunct_lb.detach().cpu().double().numpy()
+        lb = np.where(np.isnan(lb) | np.isneginf(lb), -np.inf, lb)
         for b, case in enumerate(batch.cases):
             for k in range(batch.n_disjuncts[b]):
                 value = float(lb[b, k])
                 old = self.best[case][k]
                 self.best[case][k] = value if old is None else max(old, value)
-                if value > 0:
+                if 0 < value < math.inf:
                     self.open[case][k] = False
 
 
@@ -199,10 +210,14 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
          progress: Callable[[Progress], None]) -> Result:
     settings.validate()
     _check_sizes(model, prop)
-    device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
+    device, dtype = torch.device(settings.device), compute_dtype(settings.dtype, model, prop)
     graph = model.graph
     state = _State(prop)
     result = Result("unknown")
+    if settings.check_model:
+        t0 = time.monotonic()
+        check_against_onnxruntime(model, prop, dtype, device)
+        result.guard_seconds = time.monotonic() - t0
 
     def open_batches() -> list[ProblemBatch]:
         keep, size = state.open_cases(), settings.batch_cases
@@ -257,6 +272,21 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         return _finish(result, "timeout", state, f"no decision within {settings.timeout:g} s")
     return _finish(result, "unknown", state,
                    f"{state.n_open()} disjunct(s) neither refuted nor falsified")
+
+
+def compute_dtype(name: str, model: Model, prop: Property) -> torch.dtype:
+    """The dtype bounds are computed in: ``name``, or for "auto" the model's precision
+    (float64 when it computes in float64) and float64 as well when float32 cannot hold the
+    property's output coefficients exactly (their rounding error would scale with |y|)."""
+    if name != "auto":
+        return DTYPES[name]
+    if model.graph.unit_roundoff < 2.0 ** -30:
+        return torch.float64
+    coefficients = [conj.C for case in prop.cases for conj in case.disjuncts]
+    if not all(exactly_representable(np.asarray(C, dtype=np.float64), torch.float32)
+               for C in coefficients):
+        return torch.float64
+    return torch.float32
 
 
 def _until(clock: Clock, stop: float) -> Callable[[], bool]:

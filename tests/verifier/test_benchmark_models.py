@@ -8,12 +8,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from verifier import load_model, parse_vnnlib_file
+from verifier import parse_vnnlib_file
 from verifier.bounds import row_lower_bounds
 from verifier.crown import AlphaSettings
 from verifier.problems import make_batch
 
-from .conftest import bench_instances, bench_models, ort_box_samples
+from .conftest import bench_instances, bench_models, load_bench_model, ort_box_samples
 
 MODELS = bench_models()
 INSTANCES = list({m: (m, s) for m, s in bench_instances()}.values())  # one spec per model
@@ -21,7 +21,7 @@ INSTANCES = list({m: (m, s) for m, s in bench_instances()}.values())  # one spec
 
 @pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
 def test_agrees_with_onnxruntime(path, bench):
-    model = load_model(path)
+    model = load_bench_model(path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3, *model.input_shape)).astype(np.float32)
@@ -38,7 +38,7 @@ def test_agrees_with_onnxruntime(path, bench):
 @pytest.mark.parametrize("model_path,spec_path", INSTANCES,
                          ids=[f"{m.stem}-{s.stem}" for m, s in INSTANCES])
 def test_bounds_sound_on_spec_box(model_path, spec_path, bench):
-    model = load_model(model_path)
+    model = load_bench_model(model_path)
     prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
     batch = make_batch(prop, [0], torch.device("cpu"), torch.float32)
     case = prop.cases[0]

@@ -14,7 +14,7 @@ from verifier.bounds import row_lower_bounds
 from verifier.crown import AlphaSettings, alpha_crown_rows, crown_rows
 from verifier.problems import make_batch
 
-from .conftest import bench_instances, ort_box_samples
+from .conftest import bench_instances, load_bench_model, ort_box_samples
 from .opcases import CASES, build, sample_box
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
@@ -52,7 +52,7 @@ INSTANCES = list({m: (m, s) for m, s in bench_instances()}.values())
 @pytest.mark.parametrize("model_path,spec_path", INSTANCES,
                          ids=[f"{m.stem}-{s.stem}" for m, s in INSTANCES])
 def test_model_bounds_sound_and_match_cpu(model_path, spec_path, bench):
-    model = load_model(model_path)
+    model = load_bench_model(model_path)
     prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
     case = prop.cases[0]
     _, ys = ort_box_samples(model_path, model, case, 200, seed=3)
@@ -78,7 +78,7 @@ VERDICT_INSTANCES = [(m, s) for m, s in bench_instances()
 @pytest.mark.parametrize("model_path,spec_path", VERDICT_INSTANCES,
                          ids=[f"{m.stem}-{s.stem}" for m, s in VERDICT_INSTANCES])
 def test_verdicts_match_cpu(model_path, spec_path, bench):
-    model = load_model(model_path)
+    model = load_bench_model(model_path)
     prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
     cpu = verify(model, prop, Settings(timeout=30, device="cpu"))
     gpu = verify(model, prop, Settings(timeout=30, device="cuda"))

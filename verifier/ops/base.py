@@ -12,6 +12,7 @@ its methods receive only the variable inputs, in ONNX input order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,6 +40,10 @@ class Const:
 
 
 Input = Var | Const
+
+# ONNX float attributes are float32: their defaults as the runtime reads them
+F32_1E_5 = float(np.float32(1e-5))  # epsilon of BatchNormalization, LayerNormalization
+F32_0_01 = float(np.float32(0.01))  # alpha of LeakyRelu
 
 
 class OpFormError(Exception):
@@ -104,6 +109,70 @@ class Op:
         if self.monotone:
             return self.forward(*(b[0] for b in bounds)), self.forward(*(b[1] for b in bounds))
         raise NotImplementedError(f"{type(self).__name__} has no interval rule")
+
+    def passes_coefficients(self) -> bool:
+        """Whether the op is ``x -> +-x + c`` on its one variable input, same shape: linear
+        bound coefficients cross it unchanged up to sign."""
+        return False
+
+    # -- floating point ------------------------------------------------------------------
+    #: rounding of the op's floating-point evaluation, in units of the unit roundoff u and
+    #: relative to the magnitude of its result plus that of its inputs (0: exact)
+    rounding_ulps: ClassVar[float] = 16.0
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """A bound, per output entry, on ``|fl(op(x)) - op(x)|``: how far an evaluation in
+        floating point of unit roundoff ``u`` (onnxruntime's, or ours) may lie from the exact
+        op on inputs ``x`` in the intervals ``ins`` whose exact results lie in ``out``.
+        None when the op is exact.  The default suits elementwise functions whose library
+        implementations are accurate to a few ulps of the result or of the argument
+        (measured for onnxruntime in docs/design-notes.md: at most 2.4 ulps of |f| + |x|),
+        with a factor of safety; ops that sum many terms override it."""
+        if self.rounding_ulps == 0:
+            return None
+        mag = magnitude(out)
+        for b in ins:
+            m = magnitude(b)
+            mag = mag + (m if m.shape == mag.shape else m.flatten(1).amax(1).reshape(
+                -1, *([1] * (mag.dim() - 1))))
+        return self.rounding_ulps * u * mag + tiny(u)
+
+
+def nan_to(x: Tensor, value: float) -> Tensor:
+    """``x`` with its NaN entries replaced by ``value`` (infinities kept, unlike
+    ``torch.nan_to_num``, which makes them the largest finite numbers)."""
+    return torch.where(torch.isnan(x), torch.full_like(x, value), x)
+
+
+def magnitude(b: Interval) -> Tensor:
+    """The largest absolute value in each entry's interval (NaN read as infinite)."""
+    m = torch.maximum(b[0].abs(), b[1].abs())
+    return nan_to(m, math.inf)
+
+
+def gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u): |fl(sum of n rounded steps) - exact| <=
+    gamma_n * (sum of the terms' magnitudes), for any order of evaluation."""
+    n = max(int(n), 1)
+    return math.inf if n * u >= 0.5 else n * u / (1 - n * u)
+
+
+def tiny(u: float) -> float:
+    """An absolute floor for underflow: 16 smallest normal numbers of the coarsest format
+    with unit roundoff <= ``u`` (float16 or bfloat16: 2^-14, float32: 2^-126, float64)."""
+    if u <= 0:
+        return 0.0
+    smallest = 2.0 ** -14 if u >= 2.0 ** -12 else 2.0 ** -126 if u >= 2.0 ** -40 else 2.0 ** -1022
+    return 16 * smallest
+
+
+def affine_rounding(op: Op, ins: list[Interval], u: float, terms: int) -> Tensor:
+    """Rounding of an affine op ``y = L(x) + b`` evaluated as sums of ``terms`` rounded
+    steps per output entry: ``gamma_terms * (|L| |x| + |b|)``, where ``|L| m + |b|`` is the
+    largest magnitude of the op's interval image of the symmetric boxes [-m, m]."""
+    mags = [magnitude(b) for b in ins]
+    lo, hi = op.ibp(*[(-m, m) for m in mags])
+    return nan_to(gamma(terms, u) * magnitude((lo, hi)), math.inf) + tiny(u)
 
 
 OpClass = type[Op]

@@ -11,11 +11,24 @@ whose bound comes out NaN is (-inf, inf), never a NaN bound.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from .base import Input, Interval, Op, OpFormError, Tensor, Var, align
+from .base import (
+    Input,
+    Interval,
+    Op,
+    OpFormError,
+    Tensor,
+    Var,
+    align,
+    gamma,
+    magnitude,
+    nan_to,
+    tiny,
+)
 
 
 def interval_mul(a: Interval, b: Interval) -> Interval:
@@ -59,6 +72,10 @@ class VarMul(Bilinear):
         r = len(self.out_shape)
         return interval_mul((align(a[0], r), align(a[1], r)), (align(b[0], r), align(b[1], r)))
 
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """One rounded product: u |x y| (twice that, for the slack)."""
+        return 2 * u * magnitude(out) + tiny(u)
+
 
 class VarDiv(Bilinear):
     """x / y; the importer lowers it to x * Reciprocal(y)."""
@@ -74,6 +91,12 @@ class VarMatMul(Bilinear):
 
     def ibp(self, a: Interval, b: Interval) -> Interval:
         return interval_matmul(a, b)
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """A dot product of k terms: gamma_k |X| |Y|."""
+        mx, my = (magnitude(b) for b in ins)
+        err = gamma(self.var_shapes[0][-1], u) * (mx @ my)
+        return nan_to(err, math.inf) + tiny(u)
 
 
 

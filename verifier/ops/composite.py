@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..graph import Node
-from .base import REGISTRY, Const, Input, Op, OpFormError, Tensor, Var, axis, register
+from .base import F32_1E_5, REGISTRY, Const, Input, Op, OpFormError, Tensor, Var, axis, register
 from .bilinear import VarMul
 from .linear import AffineOp
 from .nonlinear import Exp, PowConst, Reciprocal, ScalarOp
@@ -27,6 +27,9 @@ class PairDiff(AffineOp):
     """D[..., i, j, ...] = x_j - x_i along one ONNX axis (i at that axis, j right after)."""
 
     onnx_types = ()
+
+    def rounding_terms(self) -> int:
+        return 1
 
     def _dim(self, x: Tensor) -> int:
         return axis(int(self.attrs["axis"]), len(self.var_shapes[0]))
@@ -66,6 +69,9 @@ class ScaleShift(AffineOp):
 
     onnx_types = ()
 
+    def rounding_terms(self) -> int:
+        return 2
+
     def forward(self, x: Tensor) -> Tensor:
         if self.has_const(1):
             x = x * self.const(1, x)
@@ -81,10 +87,11 @@ class Rsqrt(ScalarOp):
     (-inf, inf)).  eps is never assumed positive, nor the variance clamped."""
 
     onnx_types = ()
+    rounding_scale = "result"  # sqrt and a division: a few ulps of |f|
 
     @property
     def eps(self) -> float:
-        return float(self.attrs.get("epsilon", 1e-5))
+        return float(self.attrs.get("epsilon", F32_1E_5))
 
     def f(self, x: Tensor) -> Tensor:
         return torch.rsqrt(x + self.eps)
@@ -152,7 +159,7 @@ def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],
     ax = int(attrs.get("axis", -1)) % rank
     stat_shape = x.shape[:ax] + (1,) * (rank - ax)
     base = {"_op_type": "LayerNormalization", "axis": ax,
-            "epsilon": float(attrs.get("epsilon", 1e-5))}
+            "epsilon": float(attrs.get("epsilon", F32_1E_5))}
     c, sq, var, rs, prod = (out + s for s in ("/centre", "/square", "/var", "/rsqrt", "/norm"))
     nodes = [
         _node(c, Centre(base, [x], x.shape), [x.name], onnx_name, "LayerNormalization"),

@@ -14,7 +14,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Const, Input, Interval, Op, OpFormError, Tensor, Var, align, register
+from .base import (
+    F32_1E_5,
+    Const,
+    Input,
+    Interval,
+    Op,
+    OpFormError,
+    Tensor,
+    Var,
+    affine_rounding,
+    align,
+    register,
+)
 
 
 class AffineOp(Op):
@@ -33,6 +45,15 @@ class AffineOp(Op):
     def abs_linear(self, *rs: Tensor) -> Tensor:
         """|L| applied to non-negative radii (one per variable input)."""
         raise NotImplementedError
+
+    def rounding_terms(self) -> int:
+        """Rounded steps (products and sums) behind one output entry; the default, every
+        input entry plus a bias, holds for any affine op.  0: the op is exact."""
+        return sum(math.prod(s) for s in self.var_shapes) + 1
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        terms = self.rounding_terms()
+        return affine_rounding(self, ins, u, terms) if terms else None
 
     def ibp(self, *bounds: Interval) -> Interval:
         if self.monotone:
@@ -97,6 +118,10 @@ class Gemm(AffineOp):
 
     onnx_types = ("Gemm",)
 
+    def rounding_terms(self) -> int:
+        shape = self.var_shapes[0]
+        return shape[-2 if self.attrs.get("transA", 0) else -1] + 1
+
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
         if not isinstance(inputs[0], Var):
@@ -130,6 +155,10 @@ class MatMul(AffineOp):
     """``x @ W`` or ``W @ x`` with one constant operand (two variables: see bilinear)."""
 
     onnx_types = ("MatMul",)
+
+    def rounding_terms(self) -> int:
+        w = self.const_np(self.w_index)
+        return int(w.shape[-2] if self.w_index == 1 and w.ndim >= 2 else w.shape[-1])
 
     @classmethod
     def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
@@ -208,6 +237,10 @@ class Conv(AffineOp):
 
     onnx_types = ("Conv",)
 
+    def rounding_terms(self) -> int:
+        w = self.const_np(1)
+        return int(math.prod(w.shape[1:])) + 1
+
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
         if not isinstance(inputs[0], Var):
@@ -269,6 +302,10 @@ class ConvTranspose(AffineOp):
 
     onnx_types = ("ConvTranspose",)
 
+    def rounding_terms(self) -> int:
+        w = self.const_np(1)
+        return int(w.shape[0] * math.prod(w.shape[2:])) + 1
+
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
         Conv.check(attrs, inputs)
@@ -309,6 +346,9 @@ class BatchNormalization(AffineOp):
 
     onnx_types = ("BatchNormalization",)
 
+    def rounding_terms(self) -> int:
+        return 5  # (x - mean) / sqrt(var + eps) * scale + bias, or folded into a product
+
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
         if not isinstance(inputs[0], Var):
@@ -316,7 +356,7 @@ class BatchNormalization(AffineOp):
         _require_const(inputs, (1, 2, 3, 4), "scale, bias, mean and variance")
 
     def _scale_shift(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        eps = float(self.attrs.get("epsilon", 1e-5))
+        eps = float(self.attrs.get("epsilon", F32_1E_5))
         s = self.const(1, like) / torch.sqrt(self.const(4, like) + eps)
         t = self.const(2, like) - self.const(3, like) * s
         shape = (-1,) + (1,) * (like.dim() - 3)  # channels are dim 2 of (B, N, C, ...)
@@ -338,6 +378,12 @@ class Add(AffineOp):
     """Elementwise sum with broadcasting (any mix of variables and constants)."""
 
     onnx_types = ("Add",)
+
+    def rounding_terms(self) -> int:
+        return 1
+
+    def passes_coefficients(self) -> bool:
+        return len(self.var_shapes) == 1 and tuple(self.var_shapes[0]) == tuple(self.out_shape)
     monotone = True
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
@@ -395,6 +441,9 @@ class MulConst(AffineOp):
 
     onnx_types = ("Mul", "Div")
 
+    def rounding_terms(self) -> int:
+        return 2  # x * c, or x / c (ours: x * (1 / c))
+
     @classmethod
     def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
         """Mul/Div by a constant is this affine op; of two variables a product or quotient;
@@ -437,6 +486,9 @@ class MulConst(AffineOp):
 @register
 class Neg(AffineOp):
     onnx_types = ("Neg",)
+
+    def rounding_terms(self) -> int:
+        return 0
 
     def forward(self, x: Tensor) -> Tensor:
         return -x

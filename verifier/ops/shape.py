@@ -12,8 +12,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Const, Input, Op, OpFormError, Tensor, Var, align, axis, register
+from .base import (
+    Const,
+    Input,
+    Interval,
+    Op,
+    OpFormError,
+    Tensor,
+    Var,
+    affine_rounding,
+    align,
+    axis,
+    magnitude,
+    register,
+    tiny,
+)
 from .linear import _CONV, bias_term, vjp_backward
+
+# Cast targets that round: ONNX type -> (unit roundoff, largest finite value)
+CAST_TARGETS = {1: (2.0 ** -24, 3.4028234663852886e38), 10: (2.0 ** -11, 65504.0),
+                16: (2.0 ** -8, 3.3895313892515355e38)}
+
+TORCH_CASTS = {1: torch.float32, 10: torch.float16, 16: torch.bfloat16}
 
 
 class MoveOp(Op):
@@ -27,6 +47,10 @@ class MoveOp(Op):
 
     def bias_term(self, A: Tensor) -> Tensor:
         return bias_term(self, A)
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """Moving entries is exact (reductions and pools override this)."""
+        return None
 
     def attr_or_input(self, name: str, index: int) -> list[int] | None:
         """An integer list given as attribute (old opsets) or constant input (new)."""
@@ -46,6 +70,16 @@ def _only_first_varies(inputs: list[Input], what: str) -> None:
 class Identity(MoveOp):
     onnx_types = ("Identity", "Dropout", "Cast")
 
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """Cast rounds to its target type (to float64: exact from any float type we take);
+        to float16 beyond its largest finite value it gives infinity."""
+        target = int(self.attrs.get("to", 11)) if self.attrs["_op_type"] == "Cast" else 11
+        if target == 11:
+            return None
+        u_to, top = CAST_TARGETS[target]
+        mag = magnitude(out)
+        return torch.where(mag > top, math.inf, u_to * mag + tiny(u_to))
+
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
         if attrs["_op_type"] == "Dropout":
@@ -58,7 +92,12 @@ class Identity(MoveOp):
                               "to a floating-point type")
 
     def forward(self, x: Tensor) -> Tensor:
-        return x
+        """The identity; a Cast to a narrower float type rounds as onnxruntime does."""
+        target = TORCH_CASTS.get(int(self.attrs.get("to", 0))) \
+            if self.attrs["_op_type"] == "Cast" else None
+        if target is None or torch.finfo(target).eps <= torch.finfo(x.dtype).eps:
+            return x
+        return x.to(target).to(x.dtype)
 
     def backward(self, A: Tensor) -> list[Tensor]:
         return [A]
@@ -286,6 +325,10 @@ class Reduce(MoveOp):
 
     onnx_types = ("ReduceSum", "ReduceMean")
 
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        n = math.prod(self.var_shapes[0]) // max(1, math.prod(self.out_shape))
+        return affine_rounding(self, ins, u, n + 1)
+
     def forward(self, x: Tensor) -> Tensor:
         rank = x.dim() - 1
         axes = self.attr_or_input("axes", 1)
@@ -323,6 +366,13 @@ class AveragePool(MoveOp):
     """AveragePool and GlobalAveragePool (1-d to 3-d)."""
 
     onnx_types = ("AveragePool", "GlobalAveragePool")
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        if self.attrs["_op_type"] == "GlobalAveragePool":
+            n = math.prod(self.var_shapes[0][2:])
+        else:
+            n = math.prod(self.attrs["kernel_shape"])
+        return affine_rounding(self, ins, u, n + 1)
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:

@@ -9,8 +9,9 @@ bounds intersected with the term's own X bounds) and a conjunction of output row
 terms with identical boxes are grouped into one :class:`~verifier.property.Case` (first appearance
 order).
 
-Accepted atoms: ``(<= a b)``, ``(>= a b)``, ``(< a b)``, ``(> a b)`` (strict is treated as
-closed), ``(= a b)`` and chains ``(<= a b c)``, where the operands are numbers, variables or linear
+Accepted atoms: ``(<= a b)``, ``(>= a b)``, ``(< a b)``, ``(> a b)`` (bounds use the closure;
+strictness is kept for checking counterexamples), ``(= a b)`` and chains
+``(<= a b c)``, where the operands are numbers, variables or linear
 terms built with ``+``, ``-``, ``*`` (by a constant) and ``/`` (by a constant).  An atom either
 bounds a single input (``X_i`` against constants) or is a linear row over outputs; mixing inputs
 with outputs or two inputs in one atom is an error.  ``true``/``false`` are accepted as formulas.
@@ -236,7 +237,10 @@ class _Parser:
         self.g_kind: list[int] = []
         self.g_idx: list[int] = []
         self.g_val: list[float] = []
+        self.g_strict: list[bool] = []
+        self.strict = False  # whether the comparison being stored is strict (< or >)
         # converted atoms
+        self.strict_parts: list[np.ndarray] = []
         self.kind_parts: list[np.ndarray] = []
         self.idx_parts: list[np.ndarray] = []
         self.val_parts: list[np.ndarray] = []
@@ -578,6 +582,7 @@ class _Parser:
         runs, self.runs = self.runs, []
         lines, self.run_lines = self.run_lines, []
         g_pos, g_kind, g_idx, g_val = self.g_pos, self.g_kind, self.g_idx, self.g_val
+        g_strict, self.g_strict = self.g_strict, []
         self.g_pos, self.g_kind, self.g_idx, self.g_val = [], [], [], []
         self.piece_start = self.natoms
         if n == 0 or self.locate is not None:
@@ -585,18 +590,20 @@ class _Parser:
         kind = np.empty(n, dtype=np.int8)
         idx = np.empty(n, dtype=np.int64)
         val = np.empty(n, dtype=np.float64)
+        strict = np.empty(n, dtype=bool)
         if runs:
-            r_kind, r_idx, r_val = _convert_runs(runs, lines)
+            r_kind, r_idx, r_val, r_strict = _convert_runs(runs, lines)
             if g_pos:
                 mask = np.ones(n, dtype=bool)
                 mask[np.asarray(g_pos, dtype=np.int64) - (self.natoms - n)] = False
-                kind[mask], idx[mask], val[mask] = r_kind, r_idx, r_val
+                kind[mask], idx[mask], val[mask], strict[mask] = r_kind, r_idx, r_val, r_strict
                 mask = ~mask
-                kind[mask], idx[mask], val[mask] = g_kind, g_idx, g_val
+                kind[mask], idx[mask], val[mask], strict[mask] = g_kind, g_idx, g_val, g_strict
             else:
-                kind, idx, val = r_kind, r_idx, r_val
+                kind, idx, val, strict = r_kind, r_idx, r_val, r_strict
         else:
-            kind[:], idx[:], val[:] = g_kind, g_idx, g_val
+            kind[:], idx[:], val[:], strict[:] = g_kind, g_idx, g_val, g_strict
+        self.strict_parts.append(strict)
         self.kind_parts.append(kind)
         self.idx_parts.append(idx)
         self.val_parts.append(val)
@@ -611,6 +618,7 @@ class _Parser:
         self.g_kind.append(kind)
         self.g_idx.append(min(idx, 1 << 62))
         self.g_val.append(value)
+        self.g_strict.append(self.strict)
         self.gen_lines[k] = self.line
 
     def _atom(self, frame: _Frame) -> _Dnf:
@@ -622,6 +630,7 @@ class _Parser:
             raise SpecError(f"expected {what} after '{_show(op)}', found ')'", self.line)
         start = self.natoms
         holds = True
+        self.strict = op in (b"<", b">")
         for a, b in itertools.pairwise(ops):
             if op in (b"<=", b"<"):
                 holds &= self._le(_sub(a, b))
@@ -630,6 +639,7 @@ class _Parser:
             else:
                 holds &= self._le(_sub(a, b))
                 holds &= self._le(_sub(b, a))
+        self.strict = False
         return [(start, self.natoms)] if holds else []
 
     def _le(self, lin: _Lin) -> bool:
@@ -657,7 +667,7 @@ class _Parser:
             self._emit(_XUP if a > 0 else _XLO, key[1], 0.0 - const / a)
             return True
         if not ys:
-            return const <= 0.0
+            return const < 0.0 if self.strict else const <= 0.0
         self.row_cols.extend(min(key[1], 1 << 62) for key in ys)
         self.row_coefs.extend(coefs[key] for key in ys)
         self.row_ptr.append(len(self.row_cols))
@@ -722,7 +732,9 @@ def _convert_runs(runs: list[bytes], lines: list[int]) -> tuple[np.ndarray, ...]
     """Kinds, indices and numbers of all atoms in ``runs``, converted in bulk."""
     raw = b" ".join(runs)
     buf = np.frombuffer(raw, dtype=np.uint8)
-    op = buf[(buf == 60) | (buf == 62)]  # '<' or '>': one per atom
+    at = np.flatnonzero((buf == 60) | (buf == 62))  # '<' or '>': one per atom
+    op = buf[at]
+    strict = buf[np.minimum(at + 1, len(buf) - 1)] != 61  # no equals sign follows
     var = buf[(buf == 88) | (buf == 89)]  # 'X' or 'Y': one per atom
     words = raw.replace(b"assert", b"").replace(b"and", b"").translate(_RUN_TABLE, b"<>=XY")
     words = words.split()
@@ -739,7 +751,7 @@ def _convert_runs(runs: list[bytes], lines: list[int]) -> tuple[np.ndarray, ...]
     is_y = var == 89
     upper = op == 60
     kind = np.where(is_y, np.where(upper, _YLE, _YGE), np.where(upper, _XUP, _XLO))
-    return kind.astype(np.int8), idx, val
+    return kind.astype(np.int8), idx, val, strict
 
 
 def _diagnose_runs(runs: list[bytes], lines: list[int]) -> None:
@@ -799,6 +811,7 @@ class _Assembler:
         self.kind = _concat(parser.kind_parts, np.int8)
         self.idx = _concat(parser.idx_parts, np.int64)
         self.val = _concat(parser.val_parts, np.float64)
+        self.strict = _concat(parser.strict_parts, bool)
         self.nx, self.x_lines = self._declared(False, "inputs", "X", n_inputs)
         self.ny, _ = self._declared(True, "outputs", "Y", n_outputs)
 
@@ -1018,10 +1031,12 @@ class _Assembler:
         r = np.flatnonzero(kind == _ROW)
         if len(r):
             self._general_rows(C, d, r, idx[r])
+        strict = self.strict[y_pos]
         counts = np.bincount(y_term, minlength=n_terms)
         ends = np.cumsum(counts).tolist()
         starts = [0] + ends[:-1]
-        return [Conjunction(C[s:e], d[s:e]) for s, e in zip(starts, ends, strict=True)]
+        return [Conjunction(C[s:e], d[s:e], strict[s:e] if strict[s:e].any() else None)
+                for s, e in zip(starts, ends, strict=True)]
 
     def _general_rows(self, C: np.ndarray, d: np.ndarray, r: np.ndarray, g: np.ndarray) -> None:
         """Fill rows ``r`` of C, d from the general-row table entries ``g``."""
@@ -1051,7 +1066,9 @@ class _Assembler:
         for c, cj in zip(case_of.tolist(), conj, strict=True):
             grouped[c].append(cj)
         cases = tuple(Case(b[0], b[1], tuple(g)) for b, g in zip(list(boxes), grouped, strict=True))
-        return Property(self.nx, self.ny, cases)
+        xs = (self.kind <= _XUP) & self.strict
+        strict_x = tuple(zip(self.idx[xs].tolist(), self.val[xs].tolist(), strict=True))
+        return Property(self.nx, self.ny, cases, strict_x)
 
 
 def _first_unique(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1159,6 +1176,9 @@ def parse_vnnlib(
 
     Raises SpecError (with ``line``) for anything malformed.
     """
+    if not isinstance(text, str | bytes | bytearray | memoryview):
+        raise SpecError(f"a VNN-LIB specification is text (str or bytes), not "
+                        f"{type(text).__name__}")
     data = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
     return _parse_source(
         lambda: io.BytesIO(data), lambda f: f.read, n_inputs, n_outputs, chunk_size
