@@ -40,6 +40,8 @@ FOLD_ONLY = {
     "NonZero", "Sign", "ArgMax", "ReduceMax", "ReduceMin",
 }
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
+REFERENCE_FOLDS = {"Cast", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"}
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
 
@@ -213,6 +215,40 @@ def _fold(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> list[np.n
     return [np.asarray(v) for v in evaluator.run(None, feeds)]
 
 
+def _fold_as_ours(node: onnx.NodeProto, consts: dict[str, np.ndarray], opset: int,
+                  read: set[str]) -> dict[str, np.ndarray] | None:
+    """Fold a node of an op the engine implements with the engine's own semantics (checked
+    against onnxruntime; ONNX's reference evaluator gets some forms wrong: Softmax below
+    opset 13, Slice with negative steps, ConvTranspose output_shape): its first input, a
+    float constant (or integer data of a Slice), becomes the variable of a one-node graph.
+    None where the reference evaluator is used instead: other ops, other integer data, and
+    forms the engine refuses of the ops whose reference is plain numpy (REFERENCE_FOLDS).
+    A form the engine refuses of any other op is refused (OpFormError)."""
+    first = node.input[0] if node.input else ""
+    value = consts.get(first)
+    if node.op_type in FOLD_ONLY or node.op_type not in REGISTRY or value is None:
+        return None
+    value = np.asarray(value)
+    floating = np.issubdtype(value.dtype, np.floating)
+    if not floating and not (node.op_type == "Slice" and np.issubdtype(value.dtype, np.integer)):
+        return None
+    others = {k: v for k, v in consts.items() if k != first}
+    try:
+        nodes = _build_node(node, others, {first: value.shape}, opset, read)
+    except OpFormError:
+        if node.op_type in REFERENCE_FOLDS:
+            return None
+        raise
+    dtype = value.dtype
+    if node.op_type == "Cast":
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(_attrs(node)["to"])))
+    x = torch.as_tensor(np.array(value), dtype=torch.float64 if floating else torch.int64)[None]
+    built = {n.name for n in nodes}
+    with torch.no_grad():
+        return {name: Graph(first, value.shape, nodes, name).forward(x)[0].numpy().astype(dtype)
+                for name in node.output if name in built}
+
+
 def _softmax_flat(x: np.ndarray, ax: int) -> np.ndarray:
     """ONNX Softmax below opset 13: over the trailing block of x seen as 2-d at ``ax``."""
     flat = x.reshape(math.prod(x.shape[: ax % x.ndim]), -1).astype(np.float64)
@@ -275,9 +311,15 @@ def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
         consts[node.output[0]] = shape[start:end]
         return []
     if not variables:
-        args = [consts[n] if n else None for n in node.input]
-        for name, value in zip(node.output, _fold(node, args, opset), strict=False):
-            consts[name] = value
+        folded = _fold_as_ours(node, consts, opset, read)
+        if folded is None:
+            args = [consts[n] if n else None for n in node.input]
+            try:
+                folded = dict(zip(node.output, _fold(node, args, opset), strict=False))
+            except Exception as exc:  # the reference evaluator's own errors: refuse the node
+                raise OpFormError(f"its inputs are all constant, but folding it failed: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        consts.update(folded)
         return []
     if node.op_type in FOLD_ONLY:
         raise OpFormError("only supported when all its inputs are constant")
@@ -350,6 +392,8 @@ def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
         attrs = _pool_attrs(op_type, attrs, inputs[0].shape)  # type: ignore[union-attr]
     elif op_type in ("Conv", "ConvTranspose"):
         _conv_attrs(attrs, inputs)
+    elif op_type in ("MatMul", "Pow"):
+        _refuse_rank_growth(op_type, inputs)
     elif op_type == "Gelu" and attrs.get("approximate", "none") != "none":
         raise OpFormError(f"attribute 'approximate'={attrs['approximate']!r} is not supported "
                           "(only the exact erf form)")
@@ -358,6 +402,19 @@ def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
         if mode not in ("constant", "reflect", "edge") and not (mode == "wrap" and opset >= 19):
             raise OpFormError(f"attribute 'mode'={mode!r} is not supported in opset {opset}")
     return attrs
+
+
+def _refuse_rank_growth(op_type: str, inputs: list[Input]) -> None:
+    """A constant operand of higher rank than the variable one would broadcast against the
+    batch of problems: refuse it (MatMul: but a matrix times a vector is fine)."""
+    var = [len(i.shape) for i in inputs if isinstance(i, Var)]
+    const = [i.value.ndim for i in inputs if isinstance(i, Const)]
+    if len(var) != 1 or not const:
+        return
+    rv, rc = var[0], const[0]
+    if rc > rv and not (op_type == "MatMul" and rv == 1 and rc == 2):
+        raise OpFormError(f"a constant operand of rank {rc} with a variable of rank {rv} is "
+                          "not supported")
 
 
 def _refuse_dilated_same(attrs: dict[str, Any]) -> None:

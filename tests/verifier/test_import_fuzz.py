@@ -30,7 +30,7 @@ from verifier.ops.base import REGISTRY  # noqa: E402
 
 MAX_FUZZ_OPSET = 21
 TOL = 3e-6  # float32 (onnxruntime) against float64 (nnverify) on small graphs
-SETTINGS = settings(max_examples=80, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
 
 
@@ -175,7 +175,8 @@ def gen_binary(draw) -> tuple[G, str]:
     if op == "Pow":
         p = draw(st.sampled_from([2.0, 3.0, 1.0, 0.5, -1.0, 1.5, 0.0]))
         base = "X" if p == int(p) and p >= 0 else positive(g, "X")
-        return g, g.node("Pow", [base, g.const(np.float32(p))])[0]
+        e = np.full(draw(st.sampled_from([(), (), (1,), (1, 1)])), p, dtype=np.float32)
+        return g, g.node("Pow", [base, g.const(e)])[0]
     kind = draw(st.sampled_from(["const", "const_first", "var"]))
     if kind == "var":
         other = positive(g, "X") if op == "Div" else g.node("Tanh", ["X"])[0]
@@ -210,14 +211,15 @@ def gen_gemm(draw) -> tuple[G, str]:
 def gen_matmul(draw) -> tuple[G, str]:
     shape = shape_of(draw, 1, 3)
     g = G(shape, opset(draw))
+    lead = (draw(st.integers(1, 3)),) if draw(st.floats(0, 1)) < 0.2 else ()
     if draw(st.booleans()):
-        w = array(draw, (shape[-1], draw(st.integers(1, 4))) if draw(st.booleans())
+        w = array(draw, (*lead, shape[-1], draw(st.integers(1, 4))) if draw(st.booleans())
                   else (shape[-1],))
         return g, g.node("MatMul", ["X", g.const(w)])[0]
     if len(shape) == 1:
         w = array(draw, (draw(st.integers(1, 3)), shape[0]))
         return g, g.node("MatMul", [g.const(w), "X"])[0]
-    w = array(draw, (draw(st.integers(1, 3)), shape[-2]))
+    w = array(draw, (*lead, draw(st.integers(1, 3)), shape[-2]))
     return g, g.node("MatMul", [g.const(w), "X"])[0]
 
 
@@ -596,6 +598,17 @@ def gen_folded(draw) -> tuple[G, str]:
     return g, g.node("Add", ["X", folded])[0]
 
 
+def gen_folded_any(draw) -> tuple[G, str]:
+    """Another generator's graph on a constant instead of X (folded at import), plus X."""
+    kind = draw(st.sampled_from(sorted(k for k in GENERATORS if k not in ("chain", "folded_any"))))
+    g, out = GENERATORS[kind](draw)
+    c = g.const(array(draw, g.shape))
+    for n in g.nodes:
+        n.input[:] = [c if i == "X" else i for i in n.input]
+    g.shape = (1,)
+    return g, g.node("Add", [out, "X"])[0]
+
+
 GENERATORS: dict[str, Callable] = {
     "unary": gen_unary, "clip": gen_clip, "dropout": gen_dropout, "cast": gen_cast,
     "binary": gen_binary, "gemm": gen_gemm, "matmul": gen_matmul, "conv": gen_conv,
@@ -607,6 +620,7 @@ GENERATORS: dict[str, Callable] = {
     "folded": gen_folded,
 }
 GENERATORS["chain"] = gen_chain
+GENERATORS["folded_any"] = gen_folded_any
 
 COVERED = set(UNARY) | {
     "Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu", "Clip", "Dropout", "Cast", "Add", "Sub",

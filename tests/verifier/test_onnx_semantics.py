@@ -209,6 +209,29 @@ def test_slice_with_a_negative_step_clamps_as_onnx():
     agree(model([node("Slice", ["X", "s", "e", "a", "st"])], (1, 3), inits), (1, 3))
 
 
+def test_folded_nodes_follow_the_engines_semantics():
+    """Constant subgraphs are folded with the engine's ops, not ONNX's reference evaluator,
+    which gets a negative-step Slice wrong and ConvTranspose's output_shape too."""
+    inits = {k: np.array(v, dtype=np.int64) for k, v in
+             {"s": [-5], "e": [-2**62], "a": [1], "st": [-1]}.items()}
+    inits["c"] = np.arange(3, dtype=np.float32).reshape(1, 3)
+    data = model([node("Slice", ["c", "s", "e", "a", "st"], ["k"]),
+                  node("Add", ["X", "k"], ["Y"], "add")], (1, 1), inits)
+    agree(data, (1, 1))
+    inits = {"c": np.ones((1, 1, 3), np.float32), "w": np.ones((1, 1, 2), np.float32)}
+    data = model([node("ConvTranspose", ["c", "w"], ["k"], "ct", output_shape=[5]),
+                  node("Add", ["X", "k"], ["Y"], "add")], (1,), inits)
+    refused(data, "ConvTranspose", "ct", "output_shape")
+
+
+def test_constant_operand_of_higher_rank_is_refused():
+    """It would broadcast against the batch of problems."""
+    data = model([node("MatMul", ["X", "w"], name="mm")], (3, 4),
+                 {"w": np.ones((3, 4, 2), np.float32)})
+    refused(data, "MatMul", "mm", "rank 3")
+    agree(model([node("MatMul", ["X", "w"])], (4,), {"w": np.ones((4, 2), np.float32)}), (4,))
+
+
 def test_a_models_own_doc_string_does_not_skip_the_checks():
     from verifier.patterns import FUSED
 
