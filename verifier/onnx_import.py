@@ -41,6 +41,7 @@ FOLD_ONLY = {
 }
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
+AXIS_OPS = {"Softmax", "LayerNormalization", "Concat", "Gather", "Split", "Flatten"}
 REFERENCE_FOLDS = {"Cast", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"}
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
@@ -388,7 +389,17 @@ def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
     if op_type == "Softmax":
         attrs.setdefault("axis", -1 if opset >= 13 else 1)
         attrs["_flatten"] = opset < 13  # softmax over the input flattened to 2-d at axis
-    elif op_type in ("MaxPool", "AveragePool"):
+    if op_type in AXIS_OPS and "axis" in attrs:
+        first = inputs[0]
+        rank = len(first.shape if isinstance(first, Var) else first.value.shape)
+        top = rank + 1 if op_type == "Flatten" else rank
+        if not -rank <= int(attrs["axis"]) < top:
+            raise OpFormError(f"attribute 'axis'={attrs['axis']} is out of range for an input "
+                              f"of rank {rank}")
+    if op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool") and attrs.get(
+            "auto_pad", "NOTSET") not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise OpFormError(f"attribute 'auto_pad'={attrs['auto_pad']!r} is not an ONNX value")
+    if op_type in ("MaxPool", "AveragePool"):
         attrs = _pool_attrs(op_type, attrs, inputs[0].shape)  # type: ignore[union-attr]
     elif op_type in ("Conv", "ConvTranspose"):
         _conv_attrs(attrs, inputs)

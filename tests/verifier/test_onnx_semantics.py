@@ -281,6 +281,15 @@ def test_unimplemented_attribute_is_refused_by_name(nodes, inits, shape, opset, 
     assert op_type == nodes[0].op_type and name == nodes[0].name and attr in why, why
 
 
+@pytest.mark.parametrize("op,attrs,shape,attr", [
+    ("Softmax", {"axis": 3}, (1, 2, 3), "axis"),
+    ("Concat", {"axis": -4}, (1, 2, 3), "axis"),
+    ("MaxPool", {"kernel_shape": [2], "auto_pad": "SAME"}, (1, 1, 4), "auto_pad"),
+])
+def test_attribute_values_outside_onnx_are_refused(op, attrs, shape, attr):
+    refused(model([node(op, ["X"], name="n1", **attrs)], shape), op, "n1", attr)
+
+
 def test_opset_outside_the_supported_range_is_refused():
     refused(model([node("Relu", ["X"])], (1, 3), opset=6), "opset 6")
 
