@@ -69,7 +69,8 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
     K = settings.restarts
     u = torch.rand(B, K, n, generator=gen, dtype=lo.dtype).to(lo.device)
     x = lo + u * (hi - lo)
-    x[:, 0] = ((batch.lower + batch.upper) / 2)
+    if K:
+        x[:, 0] = ((batch.lower + batch.upper) / 2)
     best_x, best_v = x.clone(), torch.full((B, K), math.inf, dtype=lo.dtype, device=lo.device)
     best_k = torch.zeros((B, K), dtype=torch.long, device=lo.device)
     # restarts take turns at the disjuncts (targeted), so each one is pursued on its own

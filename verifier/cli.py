@@ -28,7 +28,8 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", type=Path, help="the property, VNN-LIB (.vnnlib or .vnnlib.gz)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float64"],
+                   help="bound arithmetic (default auto: the model's own precision)")
     p.add_argument("--methods", default="ibp,crown,alpha-crown",
                    help="bound methods in order (default ibp,crown,alpha-crown)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

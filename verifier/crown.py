@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .graph import Graph, Node, widen
-from .ops.base import Tensor, gamma
+from .ops.base import Tensor, gamma, nan_to
 from .ops.bilinear import VarMatMul, VarMul
 from .ops.nonlinear import LeakyRelu, Relu, ScalarOp
 from .ops.shape import Concat, Expand, Gather, Identity, Pad, Reshape, Slice, SplitPart, Transpose
@@ -99,6 +99,7 @@ class Bounder:
         self.u = graph.rounding(lower.dtype)
         self.u_compute = torch.finfo(lower.dtype).eps / 2
         self.noise: dict[str, tuple[Tensor, bool]] = {}
+        self.irregular: set[str] = set()  # ReLU nodes with non-finite input bounds
 
     # -- intermediate bounds ---------------------------------------------------------
     def needed(self) -> set[str]:
@@ -129,7 +130,7 @@ class Bounder:
                 continue
             lo, hi = self._note_rounding(node, ins, node.op.ibp(*ins))
             if known is not None:
-                lo, hi = torch.maximum(lo, known[0]), torch.minimum(hi, known[1])
+                lo, hi = torch.fmax(lo, known[0]), torch.fmin(hi, known[1])  # NaN: the other
             self.box[node.name] = self._apply_splits(node.name, lo, hi)
             if not use_crown or node.name not in needed or node.name == self.graph.output_name:
                 continue
@@ -213,8 +214,8 @@ class Bounder:
             eye[torch.arange(k), idx] = 1
             A = torch.cat([eye, -eye]).reshape(1, 2 * k, *shape).expand(self.B, -1, *shape)
             lb = self.bound(name, A)
-            new_lo[:, idx] = torch.maximum(lo_f[:, idx], lb[:, :k])
-            new_hi[:, idx] = torch.minimum(hi_f[:, idx], -lb[:, k:])
+            new_lo[:, idx] = torch.fmax(lo_f[:, idx], lb[:, :k])  # a NaN side is ignored
+            new_hi[:, idx] = torch.fmin(hi_f[:, idx], -lb[:, k:])
         self.chunk = 0
         return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
 
@@ -366,9 +367,13 @@ class Bounder:
         return 2 * min(ROW_CHUNK // 2, n - self.chunk * (ROW_CHUNK // 2))
 
     def _relu_rule(self, node: Node, A: Tensor, start: str) -> tuple[list[Tensor], Tensor]:
-        """ReLU and LeakyRelu by their closed-form lines (b_l is zero)."""
+        """ReLU and LeakyRelu by their closed-form lines (b_l is zero where the input's
+        bounds are finite)."""
         ln = self.relu_lines(node, start)
         pos, neg = A.clamp(min=0), A.clamp(max=0)
+        if node.name in self.irregular:  # constant lines, possibly infinite intercepts
+            bias = _safe_mul(pos, ln.b_l) + _safe_mul(neg, ln.b_u)
+            return [pos * ln.a_l + neg * ln.a_u], bias.flatten(2).sum(-1)
         return [pos * ln.a_l + neg * ln.a_u], (neg * ln.b_u).flatten(2).sum(-1)
 
     def relu_lines(self, node: Node, start: str) -> Lines:
@@ -388,7 +393,18 @@ class Bounder:
             a_u = torch.where(unstable, (hi - s * lo) / width, stable)
             b_u = torch.where(unstable, lo * (s - a_u), torch.zeros_like(lo))
             a_l = torch.where(unstable, torch.where(hi > -lo, 1.0, s).to(lo.dtype), stable)
-            lines = Lines(*(t.unsqueeze(1) for t in (a_l, torch.zeros_like(lo), a_u, b_u)))
+            b_l = torch.zeros_like(lo)
+            bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+            if bool(bad.any()):  # infinite or NaN bounds: the constant lines f(lo), f(hi)
+                self.irregular.add(node.name)
+                unstable = unstable & ~bad
+                f_lo, f_hi = (nan_to(torch.where(t >= 0, t, s * t if s else 0.0 * t), fill)
+                              for t, fill in ((lo, -math.inf), (hi, math.inf)))
+                f_lo = torch.where(lo == -math.inf, -math.inf if s else 0.0, f_lo)
+                a_l, a_u = (torch.where(bad, 0.0, a) for a in (a_l, a_u))
+                b_l = torch.where(bad, f_lo, b_l)
+                b_u = torch.where(bad, f_hi, b_u)
+            lines = Lines(*(t.unsqueeze(1) for t in (a_l, b_l, a_u, b_u)))
             self.lines[node.name] = lines
             self.unstable[node.name] = unstable.unsqueeze(1)
         alpha = self._alpha(node, start, *self.box[node.inputs[0]])
@@ -494,7 +510,7 @@ def _tighten(tightest: dict[str, tuple[Tensor, Tensor]],
         lo, hi = lo.detach(), hi.detach()
         old = tightest.get(name)
         tightest[name] = (lo, hi) if old is None else \
-            (torch.maximum(lo, old[0]), torch.minimum(hi, old[1]))
+            (torch.fmax(lo, old[0]), torch.fmin(hi, old[1]))
 
 
 class Adam:
@@ -578,7 +594,7 @@ def _adam(b: Bounder, bound: Callable[[], Tensor], holder: list[Tensor],
             if b.expired():
                 break
             lb = bound()
-            best = torch.maximum(holder[0], lb.detach())
+            best = torch.fmax(holder[0], lb.detach())
             holder[0] = best
             if (settings.early_stop and (best > 0).all()) or step == iterations - 1:
                 break
@@ -619,7 +635,7 @@ def optimise_final(b: Bounder, C: Tensor, d: Tensor, iterations: int, lr: float 
             if expired():
                 break
             lb = b.bound(graph.output_name, A) - d
-            best = torch.maximum(best, lb.detach())
+            best = torch.fmax(best, lb.detach())
             params = [t for pair in b.alphas.values() for t in pair]
             params += [t for pair in b.betas.values() for t in pair]
             if not params:
@@ -636,6 +652,6 @@ def optimise_final(b: Bounder, C: Tensor, d: Tensor, iterations: int, lr: float 
                     for t in pair:
                         t.clamp_(min=0)
         with torch.no_grad():
-            best = torch.maximum(best, b.bound(graph.output_name, A) - d)
+            best = torch.fmax(best, b.bound(graph.output_name, A) - d)
     b.alphas, b.betas = None, None
     return best

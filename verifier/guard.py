@@ -110,6 +110,7 @@ def _first_disagreeing_node(model: Model, point: np.ndarray, dtype: torch.dtype,
     try:
         opts = onnxruntime.SessionOptions()
         opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.JUDGE_OPTIMIZATION
         sess = onnxruntime.InferenceSession(proto.SerializeToString(), opts,
                                             providers=["CPUExecutionProvider"])
         feed = np.asarray(point, dtype=model.input_dtype).reshape(model.input_shape)

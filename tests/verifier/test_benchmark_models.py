@@ -3,6 +3,8 @@ own specification's box (checked against onnxruntime on samples)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -45,13 +47,14 @@ def test_bounds_sound_on_spec_box(model_path, spec_path, bench):
     _, ys = ort_box_samples(model_path, model, case, 300, seed=1)
     C, d = batch.C[0].double().numpy(), batch.d[0].double().numpy()
     rows = (ys @ C.T - d)  # (samples, R)
-    fast = "vit" not in str(model_path)
-    methods = ("ibp", "crown", "alpha-crown") if fast else ("ibp", "crown")
     previous = None
-    for method in methods:
+    for method in ("ibp", "crown", "alpha-crown"):
+        t0 = time.monotonic()
         lb = row_lower_bounds(model.graph, batch, method,
                               alpha=AlphaSettings(iterations=5, early_stop=False))[0].numpy()
         assert (rows >= lb - 1e-4 * (1 + np.abs(rows))).all(), method
         if previous is not None and method == "alpha-crown":
             assert (lb >= previous - 1e-5).all()
         previous = lb
+        if method == "crown" and time.monotonic() - t0 > 1.0:
+            break  # a big model (vit, the 2024 image families): alpha-CROWN would take minutes
