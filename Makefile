@@ -26,6 +26,7 @@ verify-example: install
 
 lint: install
 	$(VENV)/bin/ruff check verifier service tests bench
+	$(VENV)/bin/mypy verifier service
 
 test: install lint
 	$(PY) -m pytest -p no:cacheprovider

@@ -114,13 +114,13 @@ def confirm(model: Model, prop: Property, case: int, x: np.ndarray) -> Counterex
     exactly: inside the box, strict input bounds respected, and onnxruntime's output
     satisfying some disjunct's rows exactly (strict rows strictly)."""
     c = prop.cases[case]
-    x = into_box(x, c.lower, c.upper, model.input_dtype)
-    if x is None or not prop.admits(case, x):
+    boxed = into_box(x, c.lower, c.upper, model.input_dtype)
+    if boxed is None or not prop.admits(case, boxed):
         return None
-    y = ort.run(model, x)
+    y = ort.run(model, boxed)
     for k, conj in enumerate(c.disjuncts):
         if conj.holds(y):
-            return Counterexample(case, k, x, y)
+            return Counterexample(case, k, boxed, y)
     return None
 
 

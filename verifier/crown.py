@@ -649,8 +649,8 @@ def optimise_final(b: Bounder, C: Tensor, d: Tensor, iterations: int, lr: float 
                     t[0].clamp_(0, 1)
                     t[1].clamp_(0, 1)
                 for pair in b.betas.values():
-                    for t in pair:
-                        t.clamp_(min=0)
+                    for beta in pair:
+                        beta.clamp_(min=0)
         with torch.no_grad():
             best = torch.fmax(best, b.bound(graph.output_name, A) - d)
     b.alphas, b.betas = None, None

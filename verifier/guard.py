@@ -79,9 +79,9 @@ def check_against_onnxruntime(model: Model, prop: Property, dtype: torch.dtype,
         return 0
     with torch.no_grad():
         x = torch.as_tensor(points, dtype=dtype, device=device)
-        lo, hi = enclosures(model, x)[model.graph.output_name]
-    lo = lo.reshape(len(points), -1).double().cpu().numpy()
-    hi = hi.reshape(len(points), -1).double().cpu().numpy()
+        lo_t, hi_t = enclosures(model, x)[model.graph.output_name]
+    lo = lo_t.reshape(len(points), -1).double().cpu().numpy()
+    hi = hi_t.reshape(len(points), -1).double().cpu().numpy()
     ys = np.stack([ort.run(model, p) for p in points])
     gap = _outside(ys, lo, hi)
     if gap.max() > 0:

@@ -199,7 +199,7 @@ def _check_supported(nodes: list[onnx.NodeProto], consts: dict[str, np.ndarray],
         raise UnsupportedOpError(problems)
 
 
-def _fold(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> list[np.ndarray]:
+def _fold(node: onnx.NodeProto, args: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
     """Evaluate one all-constant node with ONNX's reference evaluator at the model's opset
     (whose Softmax ignores the flattening of opsets below 13: done here)."""
     if node.op_type == "Softmax" and opset < 13:

@@ -12,8 +12,9 @@ import onnx
 from onnx import TensorProto
 
 # ONNX element type -> unit roundoff
-UNIT_ROUNDOFF = {TensorProto.FLOAT: 2.0 ** -24, TensorProto.DOUBLE: 2.0 ** -53,
-                 TensorProto.FLOAT16: 2.0 ** -11, TensorProto.BFLOAT16: 2.0 ** -8}
+UNIT_ROUNDOFF: dict[int, float] = {
+    TensorProto.FLOAT: 2.0 ** -24, TensorProto.DOUBLE: 2.0 ** -53,
+    TensorProto.FLOAT16: 2.0 ** -11, TensorProto.BFLOAT16: 2.0 ** -8}
 
 
 def _value_types(proto: onnx.ModelProto) -> list[int]:

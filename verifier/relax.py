@@ -183,7 +183,8 @@ def _chord(shape: ScalarShape, l: Tensor, u: Tensor) -> Tensor:
 def convexity_on(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """(convex, concave) masks: f has one convexity on all of [l, u]."""
     inf = shape.inflections(l)
-    inside = ((inf > l) & (inf < u)).any(dim=0) if inf.shape[0] else torch.zeros_like(l, dtype=bool)
+    inside = ((inf > l) & (inf < u)).any(dim=0) if inf.shape[0] else torch.zeros_like(
+        l, dtype=torch.bool)
     conv0 = shape.convex_before(l)
     # convexity at l: flip once per inflection at or left of l
     n_left = (inf <= l).sum(dim=0) if inf.shape[0] else torch.zeros_like(l, dtype=torch.long)

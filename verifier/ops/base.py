@@ -100,11 +100,14 @@ class Op:
         return self._consts[index]
 
     # -- semantics -----------------------------------------------------------------------
-    def forward(self, *xs: Tensor) -> Tensor:
-        """Concrete evaluation on batched variable inputs."""
+    # The variable inputs are typed ``Any`` so that each op can declare its own arity
+    # (``forward(self, x: Tensor)``, ``ibp(self, a: Interval, b: Interval)``): they are
+    # Tensors for ``forward`` and Intervals for ``ibp``, one per variable input.
+    def forward(self, *xs: Any) -> Tensor:
+        """Concrete evaluation on batched variable inputs (Tensors)."""
         raise NotImplementedError
 
-    def ibp(self, *bounds: Interval) -> Interval:
+    def ibp(self, *bounds: Any) -> Interval:
         """Interval bounds of the output given interval bounds of each variable input."""
         if self.monotone:
             return self.forward(*(b[0] for b in bounds)), self.forward(*(b[1] for b in bounds))

@@ -42,8 +42,9 @@ class AffineOp(Op):
         """(B, R): the constant part of A . forward(x), i.e. A . forward(0)."""
         return bias_term(self, A)
 
-    def abs_linear(self, *rs: Tensor) -> Tensor:
-        """|L| applied to non-negative radii (one per variable input)."""
+    def abs_linear(self, *rs: Any) -> Tensor:
+        """|L| applied to non-negative radii (Tensors, one per variable input; ``Any`` so
+        that each op declares its own arity, as for ``forward``)."""
         raise NotImplementedError
 
     def rounding_terms(self) -> int:
@@ -55,7 +56,7 @@ class AffineOp(Op):
         terms = self.rounding_terms()
         return affine_rounding(self, ins, u, terms) if terms else None
 
-    def ibp(self, *bounds: Interval) -> Interval:
+    def ibp(self, *bounds: Any) -> Interval:
         if self.monotone:
             return super().ibp(*bounds)
         centres = [(lo + hi) / 2 for lo, hi in bounds]

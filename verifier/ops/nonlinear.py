@@ -17,6 +17,7 @@ of these interval bounds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -84,7 +85,8 @@ class ScalarOp(Op):
         """Whether f is convex left of the first inflection point."""
         return torch.ones_like(lo, dtype=torch.bool)
 
-    inverse_df = None
+    #: optional closed form of the root of f'(x) = a on a convex (True) or concave piece
+    inverse_df: Callable[[Tensor, Tensor], Tensor] | None = None
     flat_when_wide: tuple[float, float, float] | None = None
 
     def scalar_shape(self) -> ScalarShape:

@@ -150,11 +150,13 @@ def reshape_target(op_type: str, attrs: dict[str, Any], in_shape: tuple[int, ...
             return tuple(d for d in in_shape if d != 1)
         ax = {int(a) % len(in_shape) for a in axes_src}
         return tuple(d for i, d in enumerate(in_shape) if i not in ax)
+    if axes_src is None:  # Unsqueeze's axes are required (the importer reports the error)
+        raise TypeError("Unsqueeze has no axes (neither attribute nor input)")
     rank = len(in_shape) + len(axes_src)
-    ax = sorted(int(a) % rank for a in axes_src)
+    new_axes = sorted(int(a) % rank for a in axes_src)
     out_list, it = [], iter(in_shape)
     for i in range(rank):
-        out_list.append(1 if i in ax else next(it))
+        out_list.append(1 if i in new_axes else next(it))
     return tuple(out_list)
 
 

@@ -38,7 +38,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -328,7 +328,7 @@ class _Parser:
                 f"'({_show(head)}' on line {line} (missing ')')",
                 outer.line,
             )
-        if kind == "top":
+        if top is None:  # kind == "top"
             if head == b"assert":
                 frame = _Frame("assert", head, line)
             elif head == b"declare-const":
@@ -736,8 +736,8 @@ def _convert_runs(runs: list[bytes], lines: list[int]) -> tuple[np.ndarray, ...]
     op = buf[at]
     strict = buf[np.minimum(at + 1, len(buf) - 1)] != 61  # no equals sign follows
     var = buf[(buf == 88) | (buf == 89)]  # 'X' or 'Y': one per atom
-    words = raw.replace(b"assert", b"").replace(b"and", b"").translate(_RUN_TABLE, b"<>=XY")
-    words = words.split()
+    text = raw.replace(b"assert", b"").replace(b"and", b"").translate(_RUN_TABLE, b"<>=XY")
+    words = text.split()
     try:
         if len(words) != 2 * len(op) or len(var) != len(op):
             raise ValueError("run layout")
@@ -1202,7 +1202,9 @@ def parse_vnnlib_file(
 
     def opener() -> AbstractContextManager[BinaryIO]:
         """Open the file, decompressing if needed."""
-        return gzip.open(path, "rb") if compressed else open(path, "rb")
+        # a GzipFile is read through the BinaryIO methods, but typeshed does not derive it
+        # from BinaryIO
+        return cast(BinaryIO, gzip.open(path, "rb")) if compressed else open(path, "rb")
 
     def reader(f: BinaryIO) -> Callable[[int], bytes]:
         """``f.read`` with read errors reported as SpecError."""
