@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .graph import Graph, Node, widen
+from .graph import Graph, Node, round_box
 from .ops.base import Tensor, gamma, nan_to
 from .ops.bilinear import VarMatMul, VarMul
 from .ops.nonlinear import LeakyRelu, Relu, ScalarOp
@@ -100,6 +100,7 @@ class Bounder:
         self.u_compute = torch.finfo(lower.dtype).eps / 2
         self.noise: dict[str, tuple[Tensor, bool]] = {}
         self.irregular: set[str] = set()  # ReLU nodes with non-finite input bounds
+        self.relative: dict[str, float] = {}  # nodes that round relatively: k u
 
     # -- intermediate bounds ---------------------------------------------------------
     def needed(self) -> set[str]:
@@ -155,11 +156,16 @@ class Bounder:
         with torch.no_grad():
             detached = [(lo.detach(), hi.detach()) for lo, hi in ins]
             err = node.op.rounding_error(detached, (out[0].detach(), out[1].detach()), self.u)
+        ku = node.op.relative_rounding(detached, self.u)
+        if ku:
+            self.relative[node.name] = ku
+        else:
+            self.relative.pop(node.name, None)
+        widened = round_box(out, err, ku, self.graph.largest_finite)
         if err is None:
             self.noise.pop(node.name, None)
-            return out
+            return widened
         err = err.expand_as(out[0])
-        widened = widen(out, err, self.graph.largest_finite)
         # a coefficient-preserving op (x + c) whose input is used by it alone: the input's
         # noise meets the same |A| here, so it is charged here, in one term instead of two
         source = node.inputs[0] if node.op.passes_coefficients() else None
@@ -257,6 +263,9 @@ class Bounder:
                     node.name in self.betas:
                 coeff, extra = self._beta_terms(node.name, coeff)
                 bias = bias + extra
+            ku = self.relative.get(node.name)
+            if ku is not None:  # v = f (1 + delta), f >= 0, |delta| <= ku: A v >= A' f
+                coeff = coeff.clamp(min=0) * (1 - ku) + coeff.clamp(max=0) * (1 + ku)
             noise = self.noise.get(node.name)
             if noise is not None:  # v = op(inputs) + eta with |eta| <= noise
                 bias = bias - self._noise_term(coeff, noise)

@@ -17,6 +17,17 @@ from .ops.base import Interval, Op, Tensor, nan_to
 from .precision import largest_finite
 
 
+def round_box(box: Interval, err: Tensor | None, ku: float | None,
+              limit: float = math.inf) -> Interval:
+    """The interval holding an op's floating-point value given its exact one ``box``: for
+    a non-negative op rounding relatively (``ku``), [(1 - ku) lo, (1 + ku) hi], never below
+    0; then widened by the additive bound ``err`` (see ``widen``)."""
+    if ku:
+        box = box[0] * (1 - ku), box[1] * (1 + ku)
+    lo, hi = widen(box, err, limit)
+    return (lo.clamp(min=0), hi) if ku else (lo, hi)
+
+
 def widen(box: Interval, err: Tensor | None, limit: float = math.inf) -> Interval:
     """``box`` grown by ``err`` on both sides (NaN bounds read as infinite); a bound beyond
     ``limit``, the model type's largest finite number, becomes infinite (overflow)."""
@@ -109,8 +120,10 @@ class Graph:
 
         def step(node: Node, bs: list) -> Interval:
             out = node.op.ibp(*bs)
-            err = node.op.rounding_error(bs, out, u) if u else None
-            return widen(out, err, self.largest_finite)
+            if not u:
+                return out
+            err = node.op.rounding_error(bs, out, u)
+            return round_box(out, err, node.op.relative_rounding(bs, u), self.largest_finite)
 
         values = self._run((lower, upper), step)
         return values[self.output_name]  # type: ignore[return-value]

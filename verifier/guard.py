@@ -52,13 +52,15 @@ def enclosures(model: Model, x: torch.Tensor) -> dict[str, Interval]:
     xs = graph.to_input_shape(x)
     box: dict[str, Interval] = {graph.input_name: (xs, xs)}
     u = graph.rounding(x.dtype)
-    from .graph import widen
+    from .graph import round_box
 
     for node in graph.nodes:
         ins = [box[i] for i in node.inputs]
         out = node.op.ibp(*ins)
-        err = node.op.rounding_error(ins, out, u) if u else None
-        box[node.name] = widen(out, err, graph.largest_finite)
+        if u:
+            err = node.op.rounding_error(ins, out, u)
+            out = round_box(out, err, node.op.relative_rounding(ins, u), graph.largest_finite)
+        box[node.name] = out
     return box
 
 

@@ -123,6 +123,14 @@ class Op:
     #: relative to the magnitude of its result plus that of its inputs (0: exact)
     rounding_ulps: ClassVar[float] = 16.0
 
+    def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
+        """For an op whose result is non-negative on ``ins`` and rounds relatively, ``k u``
+        such that its floating-point value lies in ``[(1 - k u) f, (1 + k u) f]``: intervals
+        are scaled by those factors and the coefficients crossing the node in the backward
+        pass too (finite where f overflows, unlike an additive bound), and
+        ``rounding_error`` adds only the underflow floor.  None for every other op."""
+        return None
+
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
         """A bound, per output entry, on ``|fl(op(x)) - op(x)|``: how far an evaluation in
         floating point of unit roundoff ``u`` (onnxruntime's, or ours) may lie from the exact

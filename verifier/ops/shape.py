@@ -23,6 +23,7 @@ from .base import (
     affine_rounding,
     align,
     axis,
+    gamma,
     magnitude,
     register,
     tiny,
@@ -327,9 +328,17 @@ class Reduce(MoveOp):
 
     onnx_types = ("ReduceSum", "ReduceMean")
 
+    def _terms(self) -> int:
+        return math.prod(self.var_shapes[0]) // max(1, math.prod(self.out_shape)) + 1
+
+    def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
+        """A sum (or mean) of non-negative terms rounds relatively: gamma_n of the result."""
+        return gamma(self._terms(), u) if bool((ins[0][0] >= 0).all()) else None
+
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
-        n = math.prod(self.var_shapes[0]) // max(1, math.prod(self.out_shape))
-        return affine_rounding(self, ins, u, n + 1)
+        if self.relative_rounding(ins, u) is not None:
+            return torch.full_like(out[0], tiny(u))
+        return affine_rounding(self, ins, u, self._terms())
 
     def forward(self, x: Tensor) -> Tensor:
         rank = x.dim() - 1
@@ -369,12 +378,19 @@ class AveragePool(MoveOp):
 
     onnx_types = ("AveragePool", "GlobalAveragePool")
 
-    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+    def _terms(self) -> int:
         if self.attrs["_op_type"] == "GlobalAveragePool":
-            n = math.prod(self.var_shapes[0][2:])
-        else:
-            n = math.prod(self.attrs["kernel_shape"])
-        return affine_rounding(self, ins, u, n + 1)
+            return math.prod(self.var_shapes[0][2:]) + 1
+        return math.prod(self.attrs["kernel_shape"]) + 1
+
+    def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
+        """An average of non-negative terms rounds relatively: gamma_n of the result."""
+        return gamma(self._terms(), u) if bool((ins[0][0] >= 0).all()) else None
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        if self.relative_rounding(ins, u) is not None:
+            return torch.full_like(out[0], tiny(u))
+        return affine_rounding(self, ins, u, self._terms())
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
