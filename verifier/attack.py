@@ -38,10 +38,12 @@ class Counterexample:
     disjunct: int
     x: np.ndarray
     y: np.ndarray
+    # coordinates whose interval holds no value of the input type, taken at the nearest one
+    snapped: int = 0
 
     def to_dict(self) -> dict:
         return {"case": self.case, "disjunct": self.disjunct,
-                "input": self.x.tolist(), "output": self.y.tolist()}
+                "input": self.x.tolist(), "output": self.y.tolist(), "snapped": self.snapped}
 
 
 def violation(graph: Graph, batch: ProblemBatch, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,33 +96,38 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
 
 
 def into_box(x: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-             dtype: np.dtype) -> np.ndarray | None:
+             dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """``x`` clipped into [lower, upper] and rounded to ``dtype`` (the model's input type)
-    without leaving the box: an entry that rounding pushed out steps back by one ulp.  None
-    when some coordinate's interval holds no value of ``dtype``."""
+    without leaving the box: an entry that rounding pushed out steps back by one ulp.  A
+    coordinate whose interval holds no value of ``dtype`` at all (a fixed input written as
+    a decimal that is no float32, such as -0.41171077) takes the value of ``dtype`` nearest
+    to it; the second result marks those coordinates ("snapped")."""
     x = np.clip(np.asarray(x, dtype=np.float64), lower, upper).astype(dtype)
     below, above = x.astype(np.float64) < lower, x.astype(np.float64) > upper
     x = np.where(below, np.nextafter(x, np.asarray(np.inf, dtype=dtype)), x)
     x = np.where(above, np.nextafter(x, np.asarray(-np.inf, dtype=dtype)), x)
     x64 = x.astype(np.float64)
-    if np.any(x64 < lower) or np.any(x64 > upper):
-        return None
-    return x64
+    snapped = (x64 < lower) | (x64 > upper)
+    if snapped.any():  # no value of dtype inside: the nearest one (rounding to nearest)
+        nearest = np.asarray(lower, dtype=np.float64).astype(dtype).astype(np.float64)
+        x64 = np.where(snapped, nearest, x64)
+    return x64, snapped
 
 
 def confirm(model: Model, prop: Property, case: int, x: np.ndarray) -> Counterexample | None:
     """The counterexample if onnxruntime agrees that x violates the property: x is first
     moved into its box and rounded to the model's input type (staying inside), then checked
     exactly: inside the box, strict input bounds respected, and onnxruntime's output
-    satisfying some disjunct's rows exactly (strict rows strictly)."""
+    satisfying some disjunct's rows exactly (strict rows strictly).  Coordinates whose
+    interval holds no value of the input type are taken at the nearest one (``snapped``)."""
     c = prop.cases[case]
-    boxed = into_box(x, c.lower, c.upper, model.input_dtype)
-    if boxed is None or not prop.admits(case, boxed):
+    boxed, snapped = into_box(x, c.lower, c.upper, model.input_dtype)
+    if not prop.admits(case, boxed, ignore=snapped):
         return None
     y = ort.run(model, boxed)
     for k, conj in enumerate(c.disjuncts):
         if conj.holds(y):
-            return Counterexample(case, k, boxed, y)
+            return Counterexample(case, k, boxed, y, int(snapped.sum()))
     return None
 
 

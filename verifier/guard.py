@@ -38,8 +38,7 @@ def guard_points(model: Model, prop: Property, max_points: int = MAX_POINTS,
         lo, hi = case.lower, case.upper
         candidates = [(lo + hi) / 2, lo, hi] + [lo + rng.random(lo.shape) * (hi - lo)
                                                 for _ in range(max_points)]
-        inside = [into_box(c, lo, hi, model.input_dtype) for c in candidates]
-        per_case.append([p for p in inside if p is not None])
+        per_case.append([into_box(c, lo, hi, model.input_dtype)[0] for c in candidates])
     points: list[np.ndarray] = []
     for k in range(max_points):
         points += [ps[k] for ps in per_case if k < len(ps)]

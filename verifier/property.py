@@ -83,12 +83,15 @@ class Property:
     cases: tuple[Case, ...]
     strict_x: tuple[tuple[int, float], ...] = ()
 
-    def admits(self, case: int, x: np.ndarray) -> bool:
-        """Whether ``x`` lies in case ``case``'s box, strict input bounds respected."""
+    def admits(self, case: int, x: np.ndarray, ignore: np.ndarray | None = None) -> bool:
+        """Whether ``x`` lies in case ``case``'s box, strict input bounds respected, on the
+        coordinates not marked in ``ignore``."""
         x = np.asarray(x, dtype=np.float64).ravel()
-        if not self.cases[case].contains(x):
+        c = self.cases[case]
+        keep = np.ones(len(x), dtype=bool) if ignore is None else ~np.asarray(ignore)
+        if not (np.all(x[keep] >= c.lower[keep]) and np.all(x[keep] <= c.upper[keep])):
             return False
-        return not any(x[i] == v for i, v in self.strict_x)
+        return not any(x[i] == v and keep[i] for i, v in self.strict_x)
 
     def violated_by(self, x: np.ndarray, y: np.ndarray, tol: float = 1e-4) -> bool:
         """Whether (x, y) is a counterexample: x in some case's box and y unsafe there

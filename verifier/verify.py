@@ -230,7 +230,8 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         if clock.expired():
             break
     if result.counterexamples:
-        return _finish(result, "falsified", state, "counterexample confirmed by onnxruntime")
+        return _finish(result, "falsified", state,
+                       "counterexample confirmed by onnxruntime" + _snapped(result))
 
     input_split = model.n_inputs <= settings.bab_settings.input_split_max_dims
     for method in settings.methods:
@@ -321,11 +322,20 @@ def _branch_and_bound(model: Model, prop: Property, settings: Settings, clock: C
     if outcome.counterexamples:
         result.counterexamples += outcome.counterexamples
         return _finish(result, "falsified", state, "counterexample found during branch-and-bound"
-                       ", confirmed by onnxruntime")
+                       ", confirmed by onnxruntime" + _snapped(result))
     if outcome.verdict == "verified":
         return _finish(result, "verified", state,
                        f"every domain refuted by branch-and-bound ({outcome.domains} domains)")
     return None
+
+
+def _snapped(result: Result) -> str:
+    """The note a counterexample needs when some of its inputs could not lie in the box."""
+    n = result.counterexamples[0].snapped if result.counterexamples else 0
+    if not n:
+        return ""
+    return (f" ({n} input(s) whose bounds hold no value of the model's input type, such as "
+            f"a fixed input written as a decimal that is no float32, are at the nearest one)")
 
 
 def _finish(result: Result, verdict: str, state: _State, message: str) -> Result:

@@ -31,10 +31,31 @@ def _spec(x_lo: str, x_hi: str, y_atom: str) -> str:
 
 def test_rounding_into_the_box_stays_inside():
     lo, hi = np.array([0.2]), np.array([0.3])
-    x = into_box(np.array([0.2]), lo, hi, np.dtype(np.float32))
-    assert x is not None and x[0] >= 0.2 and np.float32(x[0]) == x[0]
-    assert into_box(np.array([0.3]), np.array([0.3]), np.array([0.3]),
-                    np.dtype(np.float32)) is None  # no float32 equals 0.3
+    x, snapped = into_box(np.array([0.2]), lo, hi, np.dtype(np.float32))
+    assert x[0] >= 0.2 and np.float32(x[0]) == x[0] and not snapped.any()
+    # no float32 equals 0.3: a fixed input 0.3 is taken at the nearest float32, and marked
+    x, snapped = into_box(np.array([0.3]), np.array([0.3]), np.array([0.3]),
+                          np.dtype(np.float32))
+    assert snapped.all() and x[0] == float(np.float32(0.3))
+
+
+def test_fixed_inputs_that_are_no_float32_are_snapped_and_said():
+    """y = x0 + x1 with X_1 fixed at 0.3 (no float32): the counterexample takes the nearest
+    float32 for X_1, only there, and the message says so."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    text = ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+            "(assert (>= X_0 0.5))\n(assert (<= X_0 1))\n"
+            "(assert (>= X_1 0.3))\n(assert (<= X_1 0.3))\n(assert (>= Y_0 1.2))\n")
+    result = verify(load_model(model.SerializeToString()), parse_vnnlib(text, 2, 1), FAST)
+    assert result.verdict == "falsified"
+    cex = result.counterexamples[0]
+    assert cex.snapped == 1 and cex.x[1] == float(np.float32(0.3)) and 0.5 <= cex.x[0] <= 1
+    assert "nearest" in result.message
 
 
 def test_no_float32_input_reaches_the_bound():
