@@ -22,11 +22,13 @@ import torch
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from . import ops  # noqa: F401  (registers every op)
+from . import (
+    lowering,
+    ops,  # noqa: F401  (registers every op)
+)
 from .errors import ModelError, UnsupportedOpError
 from .graph import Graph, Node
 from .onnx_attrs import MAX_OPSET, MIN_OPSET, check_attributes
-from .ops import composite
 from .ops.base import REGISTRY, Const, Input, OpFormError, Var
 from .ops.linear import _conv_pads
 from .ops.shape import reshape_target
@@ -351,19 +353,19 @@ def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
 
 def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
            shapes: dict[str, tuple[int, ...]]) -> list[Node] | None:
-    """Composite ops become primitive nodes (ops/composite.py); None for other ops."""
+    """Composite ops become primitive nodes (verifier/lowering.py); None for other ops."""
     out = node.output[0]
     if node.op_type == "Softmax":
         x = inputs[0]
         assert isinstance(x, Var)
-        nodes = composite.lower_softmax(out, x, attrs, node.name)
+        nodes = lowering.lower_softmax(out, x, attrs, node.name)
     elif node.op_type == "LayerNormalization":
         _check_broadcasts_to(inputs, "scale and bias")
-        nodes = composite.lower_layernorm(out, inputs, attrs, node.name)
+        nodes = lowering.lower_layernorm(out, inputs, attrs, node.name)
     elif node.op_type == "Div" and all(isinstance(i, Var) for i in inputs):
         x, y = inputs
         assert isinstance(x, Var) and isinstance(y, Var)
-        nodes = composite.lower_div(out, x, y, tuple(np.broadcast_shapes(x.shape, y.shape)),
+        nodes = lowering.lower_div(out, x, y, tuple(np.broadcast_shapes(x.shape, y.shape)),
                                     node.name)
     else:
         return None

@@ -1,26 +1,17 @@
-"""Composite ops, lowered at import into primitive nodes that every bound method handles.
-
-* Softmax:  softmax_i = 1 / sum_j exp(x_j - x_i)  (PairDiff -> Exp -> ReduceSum ->
-  Reciprocal).  With the differences formed exactly (D_ii = 0), interval and linear bounds
-  of this form are much tighter than those of exp(x) / sum(exp(x)).
-* LayerNormalization:  c = x - mean(x);  y = c * (mean(c^2) + eps)^(-1/2) * gamma + beta.
-* x / y for two variables:  x * Reciprocal(y).
-"""
+"""The primitive ops composite ONNX ops are lowered to (verifier/lowering.py does the
+lowering): PairDiff (softmax's differences), Centre and ScaleShift (LayerNormalization's
+affine steps), Rsqrt; and the placeholder classes that register Softmax and
+LayerNormalization for import."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import numpy as np
 import torch
 
-from ..graph import Node
-from .base import F32_1E_5, REGISTRY, Const, Input, Op, OpFormError, Tensor, Var, axis, register
-from .bilinear import VarMul
+from .base import F32_1E_5, REGISTRY, Op, Tensor, axis, register
 from .linear import AffineOp
-from .nonlinear import Exp, PowConst, Reciprocal, ScalarOp
-from .shape import Reduce, Reshape
+from .nonlinear import ScalarOp
 
 
 class PairDiff(AffineOp):
@@ -112,99 +103,18 @@ class Rsqrt(ScalarOp):
         return lo + self.eps > 0
 
 
-def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) -> Node:
-    return Node(name, op_type, op, inputs, op.out_shape, onnx_name)
-
-
-def lower_softmax(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
-    """Softmax over ONNX ``axis``; with ``_flatten`` (opset < 13) over the whole trailing
-    block from ``axis`` on, as ONNX then defines it (the input seen as 2-d at ``axis``)."""
-    rank = len(x.shape)
-    ax = int(attrs.get("axis", -1)) % rank
-    if not attrs.get("_flatten") or ax == rank - 1:
-        return _softmax_nodes(out, x, ax, onnx_name)
-    flat_shape = x.shape[:ax] + (math.prod(x.shape[ax:]),)
-    flat, inner = out + "/flat", out + "/flat_softmax"
-    reshape = {"_op_type": "Reshape"}
-    nodes = [_node(flat, Reshape(reshape, [x], flat_shape), [x.name], onnx_name, "Softmax")]
-    nodes += _softmax_nodes(inner, Var(flat, flat_shape), ax, onnx_name)
-    back = Reshape(reshape, [Var(inner, flat_shape)], x.shape)
-    return nodes + [_node(out, back, [inner], onnx_name, "Softmax")]
-
-
-def _softmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
-    """Softmax over the one axis ``ax`` (non-negative) of ``x``."""
-    n = x.shape[ax]
-    pair_shape = x.shape[: ax + 1] + (n,) + x.shape[ax + 1:]
-    base = {"_op_type": "Softmax"}
-    pd = PairDiff(dict(base, axis=ax), [x], pair_shape)
-    ex = Exp(base, [Var(out + "/diff", pair_shape)], pair_shape)
-    sm = Reduce({"_op_type": "ReduceSum", "axes": [ax + 1], "keepdims": 0},
-                [Var(out + "/exp", pair_shape)], x.shape)
-    rc = Reciprocal(base, [Var(out + "/sum", x.shape)], x.shape)
-    return [
-        _node(out + "/diff", pd, [x.name], onnx_name, "Softmax"),
-        _node(out + "/exp", ex, [out + "/diff"], onnx_name, "Softmax"),
-        _node(out + "/sum", sm, [out + "/exp"], onnx_name, "Softmax"),
-        _node(out, rc, [out + "/sum"], onnx_name, "Softmax"),
-    ]
-
-
-def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],
-                    onnx_name: str) -> list[Node]:
-    x = inputs[0]
-    if not isinstance(x, Var) or any(isinstance(i, Var) for i in inputs[1:]):
-        raise OpFormError("only the data input may vary; scale and bias must be constant")
-    rank = len(x.shape)
-    ax = int(attrs.get("axis", -1)) % rank
-    stat_shape = x.shape[:ax] + (1,) * (rank - ax)
-    base = {"_op_type": "LayerNormalization", "axis": ax,
-            "epsilon": float(attrs.get("epsilon", F32_1E_5))}
-    c, sq, var, rs, prod = (out + s for s in ("/centre", "/square", "/var", "/rsqrt", "/norm"))
-    nodes = [
-        _node(c, Centre(base, [x], x.shape), [x.name], onnx_name, "LayerNormalization"),
-        _node(sq, PowConst(base, [Var(c, x.shape), Const(np.array(2.0))], x.shape), [c],
-              onnx_name, "LayerNormalization"),
-        _node(var, Reduce({"_op_type": "ReduceMean", "axes": list(range(ax, rank)),
-                           "keepdims": 1}, [Var(sq, x.shape)], stat_shape), [sq],
-              onnx_name, "LayerNormalization"),
-        _node(rs, Rsqrt(base, [Var(var, stat_shape)], stat_shape), [var], onnx_name,
-              "LayerNormalization"),
-        _node(prod, VarMul({"_op_type": "Mul"}, [Var(c, x.shape), Var(rs, stat_shape)],
-                           x.shape), [c, rs], onnx_name, "LayerNormalization"),
-    ]
-    gamma = inputs[1] if len(inputs) > 1 else Const(np.zeros(0))
-    beta = inputs[2] if len(inputs) > 2 else Const(np.zeros(0))
-    consts = [Var(prod, x.shape)] + [g for g in (gamma, beta)]
-    ss = ScaleShift(base, consts, x.shape)  # type: ignore[arg-type]
-    for idx, inp in ((1, gamma), (2, beta)):
-        if isinstance(inp, Const) and inp.value.size == 0:
-            ss._consts.pop(idx, None)
-    nodes.append(_node(out, ss, [prod], onnx_name, "LayerNormalization"))
-    return nodes
-
-
-def lower_div(out: str, x: Var, y: Var, out_shape: tuple[int, ...], onnx_name: str) -> list[Node]:
-    rec = Reciprocal({"_op_type": "Reciprocal"}, [y], y.shape)
-    mul = VarMul({"_op_type": "Mul"}, [x, Var(out + "/reciprocal", y.shape)], out_shape)
-    return [
-        _node(out + "/reciprocal", rec, [y.name], onnx_name, "Div"),
-        _node(out, mul, [x.name, out + "/reciprocal"], onnx_name, "Div"),
-    ]
-
-
 @register
 class Softmax(Op):
-    """Registered for import; always lowered (see lower_softmax)."""
+    """Registered for import; always lowered (verifier/lowering.py)."""
 
     onnx_types = ("Softmax",)
 
 
 @register
 class LayerNormalization(Op):
-    """Registered for import; always lowered (see lower_layernorm)."""
+    """Registered for import; always lowered (verifier/lowering.py)."""
 
     onnx_types = ("LayerNormalization",)
 
 
-__all__ = ["REGISTRY", "lower_softmax", "lower_layernorm", "lower_div"]
+__all__ = ["REGISTRY", "PairDiff", "Centre", "ScaleShift", "Rsqrt"]
