@@ -186,14 +186,22 @@ def run_vnncomp(args: argparse.Namespace) -> int:
         return report_error(str(exc), args.results)
     budget = max(0.5, args.timeout - (time.monotonic() - started) - 1.0)
     result = verify_safely(model, prop, Settings(timeout=budget, device=args.device))
+    status = _report(result, args.onnx, args.vnnlib, args.results)
+    if status == 0:
+        print(f"{result.verdict} in {result.seconds:.2f} s")
+    return status
+
+
+def _report(result: Result, model: Path, spec: Path, result_file: Path | None) -> int:
+    """Write the VNN-COMP result file; an ``error`` verdict or an unwritable file is
+    reported (exit status 2), else 0."""
     if result.verdict == "error":
-        return report_error(f"verifying '{args.vnnlib}' on '{args.onnx}' failed: "
-                            f"{result.message}", args.results)
+        return report_error(f"verifying '{spec}' on '{model}' failed: {result.message}",
+                            result_file)
     try:
-        _write_result(args.results, result.to_vnncomp())
+        _write_result(result_file, result.to_vnncomp())
     except InputError as exc:
         return report_error(str(exc))
-    print(f"{result.verdict} in {result.seconds:.2f} s")
     return 0
 
 
@@ -232,16 +240,10 @@ def run_verify(args: argparse.Namespace) -> int:
     result = verify_safely(model, prop, settings)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-    if result.verdict == "error":
-        return report_error(f"verifying '{args.spec}' on '{args.model}' failed: "
-                            f"{result.message}", args.result_file)
-    try:
-        _write_result(args.result_file, result.to_vnncomp())
-    except InputError as exc:
-        return report_error(str(exc))
-    if not args.json:
+    status = _report(result, args.model, args.spec, args.result_file)
+    if status == 0 and not args.json:
         print(summary(result))
-    return 0
+    return status
 
 
 def summary(result: Result) -> str:

@@ -163,3 +163,29 @@ def test_long_sum_cancellation_not_proved():
     prop = _prop(x, x, [[1.0]], [min(got, exact) + 1e-3])  # unsafe: y <= that
     result = verify(load_model(data), prop, FAST)
     assert result.verdict != "verified"
+
+
+@pytest.mark.parametrize("scale", [1.0, 60.0])
+def test_softmax_margins_of_1e7_relative(scale):
+    """Softmax (exp and its sum round relatively, see design notes): 1e-7 relative above
+    onnxruntime's output at a point is a counterexample, never 'verified'; below, never
+    'falsified'; with logits large enough that exp overflows elsewhere in float32."""
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((4, 5)) * scale
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["y"], axis=-1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [_const("W", W)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    data = model.SerializeToString()
+    x = rng.uniform(-1, 1, 4).astype(np.float32).astype(np.float64)
+    y = _ort_out(data, x, np.float32)
+    j = int(np.argmax(y))
+    row = np.eye(5)[j:j + 1]
+    m = load_model(data)
+    above = verify(m, _prop(x, x, row, [y[j] * (1 + 1e-7)]), FAST)
+    below = verify(m, _prop(x, x, row, [y[j] * (1 - 1e-7)]), FAST)
+    assert above.verdict == "falsified" and below.verdict != "falsified"
