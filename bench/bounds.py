@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from verifier import load_model, parse_vnnlib_file  # noqa: E402
-from verifier.bounds import row_lower_bounds  # noqa: E402
-from verifier.crown import AlphaSettings  # noqa: E402
+from verifier.bounds.crown import AlphaSettings  # noqa: E402
+from verifier.bounds.methods import row_lower_bounds  # noqa: E402
 from verifier.problems import make_batch  # noqa: E402
 
 METHODS = ("ibp", "crown", "alpha-crown")

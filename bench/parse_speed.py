@@ -60,7 +60,7 @@ def write_top_level_x(path: Path, n_inputs: int, seed: int = 1) -> None:
 
 def measure(path: Path) -> dict[str, float]:
     """Parse ``path`` in this process: seconds, number of cases and disjuncts, peak RSS (MiB)."""
-    from verifier.spec import parse_vnnlib_file
+    from verifier.property import parse_vnnlib_file
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start, cpu_start = time.perf_counter(), time.process_time()

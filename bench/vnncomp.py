@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from verifier import Settings, load_model, parse_vnnlib_file, verify  # noqa: E402
 from verifier.errors import NNVerifyError  # noqa: E402
-from verifier.spec import SpecError  # noqa: E402
+from verifier.property import SpecError  # noqa: E402
 
 
 def run(folder: Path, cap: float, device: str) -> Counter:

@@ -10,8 +10,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from verifier.onnx_import import Model, load_model
-from verifier.spec import parse_json_spec, parse_vnnlib
+from verifier.importer.onnx_import import Model, load_model
+from verifier.property import parse_json_spec, parse_vnnlib
 from verifier.verify import Settings
 
 PROPERTY_FORMATS = ("vnnlib", "json")
@@ -32,7 +32,7 @@ def canonical_property_text(fmt: str, value: Any) -> str:
 def parse_property(fmt: str, text: str, model: Model) -> Any:
     """The engine's Property for stored text, checked against the model's sizes.
 
-    Raises verifier.spec.SpecError (a ValueError) saying what is wrong and where.
+    Raises verifier.property.SpecError (a ValueError) saying what is wrong and where.
     """
     if fmt == "vnnlib":
         return parse_vnnlib(text, n_inputs=model.n_inputs, n_outputs=model.n_outputs)

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from verifier.bounds.crown import Interrupted
 from verifier.certificate import make_lipschitz_certificate
-from verifier.crown import Interrupted
+from verifier.importer.onnx_import import Model
 from verifier.lipschitz import (
     LipschitzProgress,
     LipschitzSettings,
@@ -31,7 +32,6 @@ from verifier.lipschitz import (
     local_lipschitz,
     monotonicity,
 )
-from verifier.onnx_import import Model
 
 from .engine import parse_property
 

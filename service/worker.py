@@ -19,9 +19,9 @@ from sqlalchemy import delete, select, update
 
 from verifier.certificate import make_certificate
 from verifier.errors import ModelError
+from verifier.importer.onnx_import import Model
 from verifier.lipschitz import LipschitzProgress
-from verifier.onnx_import import Model
-from verifier.spec import SpecError
+from verifier.property import SpecError
 from verifier.verify import Progress, verify
 
 from .db import session_scope

@@ -13,9 +13,9 @@ Nothing here keeps global state: two verifications may run side by side in one p
 
 __version__ = "0.1.0"
 
-from .onnx_import import Model, load_model  # noqa: E402
-from .spec import SpecError, parse_json_spec, parse_vnnlib, parse_vnnlib_file  # noqa: E402
-from .verify import Result, Settings, verify  # noqa: E402
+from verifier.importer.onnx_import import Model, load_model  # noqa: E402
+from verifier.property import SpecError, parse_json_spec, parse_vnnlib, parse_vnnlib_file  # noqa: E402
+from verifier.verify import Result, Settings, verify  # noqa: E402
 
 __all__ = [
     "Model", "Result", "Settings", "SpecError", "load_model", "parse_json_spec",

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from . import __version__
-from .lipschitz import LipschitzResult
-from .onnx_import import Model
-from .verify import Result, Settings
+from verifier import __version__
+from verifier.importer.onnx_import import Model
+from verifier.lipschitz import LipschitzResult
+from verifier.verify import Result, Settings
 
 
 def property_sha256(text: str | bytes) -> str:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import NNVerifyError
-from .onnx_import import Model, load_model
-from .property import Property
-from .spec import SpecError, parse_vnnlib_file
-from .verify import Result, Settings, verify
+from verifier.errors import NNVerifyError
+from verifier.importer.onnx_import import Model, load_model
+from verifier.property import SpecError, parse_vnnlib_file
+from verifier.property.core import Property
+from verifier.verify import Result, Settings, verify
 
 
 def add_engine_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_verify)
     _add_vnncomp(sub)
     try:
-        from .lipschitz import add_lipschitz_command
+        from verifier.lipschitz import add_lipschitz_command
     except ImportError:  # pragma: no cover - the Lipschitz module is optional
         return
     add_lipschitz_command(sub)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ops.base import Interval, Op, Tensor, nan_to
-from .precision import largest_finite
+from verifier.ops.base import Interval, Op, Tensor, nan_to
+from verifier.precision import largest_finite
 
 
 def round_box(box: Interval, err: Tensor | None, ku: float | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from .onnx_import import Model
+from verifier.importer.onnx_import import Model
 
 # Basic graph optimisations only (constant folding, dead nodes): the extended levels fuse
 # patterns such as GeLU into approximate kernels, which compute another function (2.9e-6

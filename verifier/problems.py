@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .property import Case, Property
+from verifier.property.core import Case, Property
 
 Tensor = torch.Tensor
 

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .attack import AttackSettings, Counterexample, falsify
-from .bab import BabSettings, run_bab
-from .bounds import METHODS, row_lower_bounds
-from .crown import Interrupted
-from .guard import check_against_onnxruntime
-from .onnx_import import Model
-from .problems import ProblemBatch, batches, exactly_representable, make_batch
-from .property import Property
+from verifier.bounds.crown import Interrupted
+from verifier.bounds.methods import METHODS, row_lower_bounds
+from verifier.importer.guard import check_against_onnxruntime
+from verifier.importer.onnx_import import Model
+from verifier.problems import ProblemBatch, batches, exactly_representable, make_batch
+from verifier.property.core import Property
+from verifier.search.attack import AttackSettings, Counterexample, falsify
+from verifier.search.bab import BabSettings, run_bab
 
 VERDICTS = ("verified", "falsified", "unknown", "timeout", "error")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from verifier.errors import ModelError
-from verifier.onnx_import import Model
+from verifier.importer.onnx_import import Model
 
 from ..engine import canonical_property_text, engine_settings, parse_property
 from ..lipschitz_jobs import REGION_FORMAT, job_kind, region_text, validate_job

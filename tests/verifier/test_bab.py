@@ -11,8 +11,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib_file, verify
-from verifier.bab import BabSettings
-from verifier.property import Case, Conjunction, Property
+from verifier.property.core import Case, Conjunction, Property
+from verifier.search.bab import BabSettings
 
 ACTIVATIONS = ["Relu", "Sigmoid", "Tanh", "Gelu"]
 
@@ -118,7 +118,7 @@ def test_bab_lower_bound_never_decreases(bench):
 
 def test_domains_with_different_split_nodes_concatenate():
     """Open domains split on different nodes still stack (missing limits are free)."""
-    from verifier.bab import BabState
+    from verifier.search.bab import BabState
 
     box = torch.zeros(2, 3), torch.ones(2, 3)
     split = (torch.full((2, 4), -1.0), torch.full((2, 4), 0.5))

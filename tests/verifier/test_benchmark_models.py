@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from verifier import parse_vnnlib_file
-from verifier.bounds import row_lower_bounds
-from verifier.crown import AlphaSettings, Interrupted
+from verifier.bounds.crown import AlphaSettings, Interrupted
+from verifier.bounds.methods import row_lower_bounds
 from verifier.problems import make_batch
 
 from .conftest import bench_instances, bench_models, load_bench_model, ort_box_samples

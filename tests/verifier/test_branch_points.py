@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from verifier import branch_points
-from verifier.branch_points import gap, load_table, split_points
 from verifier.ops.base import Var
 from verifier.ops.nonlinear import Gelu, Sigmoid, Sin, Tanh
-from verifier.relax import relax
+from verifier.ops.relax import relax
+from verifier.search.branch_points import gap, load_table, split_points
 
 OPS = [cls({"_op_type": cls.__name__}, [Var("x", (1,))], (1,)) for cls in (Sigmoid, Tanh, Gelu,
                                                                            Sin)]

@@ -7,7 +7,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, verify
-from verifier.attack import confirm, into_box
+from verifier.search.attack import confirm, into_box
 
 FAST = Settings(timeout=5)
 

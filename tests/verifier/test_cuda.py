@@ -10,8 +10,8 @@ import torch
 from onnx import TensorProto
 
 from verifier import Settings, load_model, parse_vnnlib_file, verify
-from verifier.bounds import row_lower_bounds
-from verifier.crown import AlphaSettings, alpha_crown_rows, crown_rows
+from verifier.bounds.crown import AlphaSettings, alpha_crown_rows, crown_rows
+from verifier.bounds.methods import row_lower_bounds
 from verifier.problems import make_batch
 
 from .conftest import bench_instances, load_bench_model, ort_box_samples

@@ -16,8 +16,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, verify
-from verifier.guard import enclosures
-from verifier.property import Case, Conjunction, Property
+from verifier.importer.guard import enclosures
+from verifier.property.core import Case, Conjunction, Property
 from verifier.verify import compute_dtype
 
 from .opcases import CASES, build, sample_box

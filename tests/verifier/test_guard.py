@@ -9,9 +9,9 @@ import torch
 from onnx import helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib_file, verify
-from verifier.guard import check_against_onnxruntime, guard_points
+from verifier.importer.guard import check_against_onnxruntime, guard_points
 from verifier.ops.nonlinear import Tanh
-from verifier.property import Case, Conjunction, Property
+from verifier.property.core import Case, Conjunction, Property
 
 from .conftest import bench_instances, load_bench_model
 

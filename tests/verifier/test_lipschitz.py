@@ -24,7 +24,7 @@ from verifier.lipschitz import (
 from verifier.lipschitz.derivatives import derivative_op
 from verifier.lipschitz.sampling import full_jacobian
 from verifier.ops.nonlinear import Gelu, LeakyRelu, Relu, Sigmoid, Tanh
-from verifier.relax import relax
+from verifier.ops.relax import relax
 
 FAST = LipschitzSettings(samples=64, attack_steps=20)
 

@@ -23,9 +23,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, verify
-from verifier.attack import AttackSettings
-from verifier.bab import BabSettings, proof_capable, still_open
-from verifier.branch_points import split_points
 from verifier.ops.base import REGISTRY, Const, Var
 from verifier.ops.bilinear import interval_matmul, interval_mul
 from verifier.ops.composite import Rsqrt
@@ -48,7 +45,10 @@ from verifier.ops.nonlinear import (
     Sqrt,
     Tanh,
 )
-from verifier.relax import relax, slope_range
+from verifier.ops.relax import relax, slope_range
+from verifier.search.attack import AttackSettings
+from verifier.search.bab import BabSettings, proof_capable, still_open
+from verifier.search.branch_points import split_points
 
 INF = math.inf
 X = [Var("x", (1, 1))]
@@ -346,7 +346,7 @@ def _box_spec(boxes: list[tuple[float, float]], out: str) -> str:
 def test_nan_branch_and_bound_margin_never_closes_a_domain(monkeypatch):
     """Every bound branch-and-bound computes is NaN: it must not answer verified (before
     the fix a NaN margin failed ``margin <= 0`` and the domain was dropped as refuted)."""
-    import verifier.bab as bab
+    import verifier.search.bab as bab
 
     def nan_rows(b, C, d, iterations, lr=0.1, expired=lambda: False):
         return torch.full(C.shape[:2], math.nan, dtype=C.dtype, device=C.device)
@@ -490,7 +490,7 @@ def test_crown_bounds_through_poles_and_overflow_exclude_nothing(name):
     a grid, points on the diagonal where LayerNorm's variance is 0): a bound may be
     infinite or NaN (never a proof), but a finite one must hold at every sample, and where
     y is NaN at a sample no finite bound may stand."""
-    from verifier.crown import crown_rows
+    from verifier.bounds.crown import crown_rows
 
     model_bytes, boxes, truth = CROWN_CASES[name]
     graph = load_model(model_bytes).graph

@@ -233,7 +233,7 @@ def test_constant_operand_of_higher_rank_is_refused():
 
 
 def test_a_models_own_doc_string_does_not_skip_the_checks():
-    from verifier.patterns import FUSED
+    from verifier.importer.patterns import FUSED
 
     n = node("Relu", ["X"], name="r2", alpha=0.5)
     n.doc_string = FUSED
@@ -295,7 +295,7 @@ def test_opset_outside_the_supported_range_is_refused():
 
 
 def test_attribute_check_covers_every_registered_op():
-    from verifier.onnx_attrs import IMPLEMENTED, MIN_OPSET, schema
+    from verifier.importer.onnx_attrs import IMPLEMENTED, MIN_OPSET, schema
     from verifier.ops.base import REGISTRY
 
     for op in IMPLEMENTED:

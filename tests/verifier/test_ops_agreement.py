@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto
 
 from verifier import load_model
-from verifier.crown import AlphaSettings, Bounder, alpha_crown_rows, crown_rows
+from verifier.bounds.crown import AlphaSettings, Bounder, alpha_crown_rows, crown_rows
 
 from .opcases import CASES, build, sample_box
 

@@ -31,7 +31,7 @@ from verifier.ops.nonlinear import (
     Sqrt,
     Tanh,
 )
-from verifier.relax import relax, slope_range
+from verifier.ops.relax import relax, slope_range
 
 X = [Var("x", (1, 1))]
 
@@ -142,7 +142,7 @@ def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs
     from onnx import TensorProto, helper
 
     from verifier import load_model
-    from verifier.crown import Bounder
+    from verifier.bounds.crown import Bounder
 
     n = 64
     node = helper.make_node(op_type, ["X"], ["Y"], **attrs)

@@ -1,4 +1,4 @@
-"""Tests of the JSON specification reader (verifier.spec.json_spec)."""
+"""Tests of the JSON specification reader (verifier.property.json_spec)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from verifier.property import Property
-from verifier.spec import SpecError, parse_json_spec
+from verifier.property import SpecError, parse_json_spec
+from verifier.property.core import Property
 
 
 def robustness(**changes: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Tests of the VNN-LIB reader (verifier.spec.vnnlib)."""
+"""Tests of the VNN-LIB reader (verifier.property.vnnlib)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verifier.property import Property
-from verifier.spec import SpecError, parse_vnnlib, parse_vnnlib_file
-from verifier.spec import vnnlib as vnnlib_module
+from verifier.property import SpecError, parse_vnnlib, parse_vnnlib_file
+from verifier.property import vnnlib as vnnlib_module
+from verifier.property.core import Property
 
 BENCHMARKS = Path("/work/shared/benchmarks")
 BENCH_FILES = sorted(BENCHMARKS.glob("**/*.vnnlib")) + sorted(BENCHMARKS.glob("**/*.vnnlib.gz"))

@@ -14,7 +14,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, parse_vnnlib_file, verify
-from verifier.crown import crown_rows
+from verifier.bounds.crown import crown_rows
 from verifier.errors import ModelError, UnsupportedOpError
 
 from .conftest import bench_instances

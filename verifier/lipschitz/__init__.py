@@ -1,7 +1,7 @@
 """Local Lipschitz constant bounds and monotonicity proofs (see core.py for the maths)."""
 
-from .cli import add_lipschitz_command
-from .core import (
+from verifier.lipschitz.cli import add_lipschitz_command
+from verifier.lipschitz.core import (
     NORMS,
     LipschitzProgress,
     LipschitzResult,
@@ -9,7 +9,7 @@ from .core import (
     local_lipschitz,
     monotonicity,
 )
-from .jacobian import check_supported
+from verifier.lipschitz.jacobian import check_supported
 
 __all__ = ["NORMS", "LipschitzProgress", "LipschitzResult", "LipschitzSettings",
            "add_lipschitz_command", "check_supported", "local_lipschitz", "monotonicity"]

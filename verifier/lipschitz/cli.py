@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import InputError, describe_failure, load_model_file, report_error
-from ..errors import NNVerifyError
-from ..spec import SpecError, parse_vnnlib_file
-from .core import LipschitzResult, LipschitzSettings, local_lipschitz
+from verifier.cli import InputError, describe_failure, load_model_file, report_error
+from verifier.errors import NNVerifyError
+from verifier.lipschitz.core import LipschitzResult, LipschitzSettings, local_lipschitz
+from verifier.property import SpecError, parse_vnnlib_file
 
 
 def add_lipschitz_command(sub: argparse._SubParsersAction) -> None:

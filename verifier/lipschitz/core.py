@@ -13,7 +13,7 @@ backward graph (jacobian.py) and optionally refines it by splitting X (so L <= u
 A caller may pass ``stop`` (checked between CROWN's row chunks, sampling steps and splitting
 rounds) and ``progress``.  Once ``stop()`` holds the work ends early with the bracket found so
 far, still sound (``details["stopped"]``); before the first upper bound exists it raises
-``verifier.crown.Interrupted``.  Without a stop that fires, the results are the same.
+``verifier.bounds.crown.Interrupted``.  Without a stop that fires, the results are the same.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..crown import Interrupted
-from ..graph import Graph
-from ..ops.base import Tensor
-from .jacobian import (
+from verifier.bounds.crown import Interrupted
+from verifier.graph import Graph
+from verifier.lipschitz.jacobian import (
     JacobianGraph,
     Stop,
     bound_jacobian,
@@ -41,8 +40,9 @@ from .jacobian import (
     joint_l1_upper,
     never,
 )
-from .naive import naive_bound
-from .sampling import full_jacobian, random_points, sampled_lower_bound
+from verifier.lipschitz.naive import naive_bound
+from verifier.lipschitz.sampling import full_jacobian, random_points, sampled_lower_bound
+from verifier.ops.base import Tensor
 
 NORMS = ("inf", "2")
 DTYPE = torch.float64

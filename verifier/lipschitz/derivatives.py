@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from ..ops.base import Interval, Op, Tensor, Var
-from ..ops.nonlinear import Gelu, LeakyRelu, Relu, ScalarOp, Sigmoid, Tanh
-from ..relax import Lines
+from verifier.ops.base import Interval, Op, Tensor, Var
+from verifier.ops.nonlinear import Gelu, LeakyRelu, Relu, ScalarOp, Sigmoid, Tanh
+from verifier.ops.relax import Lines
 
 SIGMOID_D_FLIP = math.log(2 + math.sqrt(3))  # sigma''' = 0 at +-1.3170 for the logistic
 TANH_D_FLIP = math.atanh(1 / math.sqrt(3))  # tanh''' = 0 at +-0.6585

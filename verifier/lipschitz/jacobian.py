@@ -27,12 +27,13 @@ from typing import Any
 
 import torch
 
-from ..crown import Bounder, Interrupted
-from ..graph import Graph, Node
-from ..ops.base import Interval, Op, Tensor, Var
-from ..ops.bilinear import VarMul
-from ..ops.linear import Add, AffineOp, Neg, Sub
-from ..ops.nonlinear import (
+from verifier.bounds.crown import Bounder, Interrupted
+from verifier.graph import Graph, Node
+from verifier.lipschitz.derivatives import DerivativeOp, StepDerivative, derivative_op
+from verifier.ops.base import Interval, Op, Tensor, Var
+from verifier.ops.bilinear import VarMul
+from verifier.ops.linear import Add, AffineOp, Neg, Sub
+from verifier.ops.nonlinear import (
     Abs,
     Clip,
     Cos,
@@ -47,9 +48,8 @@ from ..ops.nonlinear import (
     Sin,
     Tanh,
 )
-from ..ops.shape import Identity, MoveOp
-from ..relax import Lines, slope_range
-from .derivatives import DerivativeOp, StepDerivative, derivative_op
+from verifier.ops.relax import Lines, slope_range
+from verifier.ops.shape import Identity, MoveOp
 
 DIFFERENTIABLE = (Relu, LeakyRelu, Sigmoid, Tanh, Gelu, Erf, Exp, Clip, Abs, Sin, Cos,
                   MaxMinConst)
@@ -363,7 +363,7 @@ def derivative_range(op: ScalarOp, lo: Tensor, hi: Tensor) -> Interval:
 def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor, stop: Stop = never
                   ) -> dict[str, Interval]:
     """CROWN intermediate bounds of every node of the forward graph over the boxes (raises
-    verifier.crown.Interrupted once ``stop()`` holds)."""
+    verifier.bounds.crown.Interrupted once ``stop()`` holds)."""
     b = Bounder(graph, lower, upper)
     b.expired = stop
     with torch.no_grad():
@@ -409,7 +409,7 @@ def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
     """Entrywise bounds of C J(x) over each of the K input boxes ``lower``/``upper`` (K, n):
     all n columns, or only the listed input ``columns``.  CROWN's bounds on the backward
     graph, intersected with its interval bounds (both sound, so their meet is).  Raises
-    verifier.crown.Interrupted once ``stop()`` holds (checked between CROWN's row chunks)."""
+    verifier.bounds.crown.Interrupted once ``stop()`` holds (checked between CROWN's row chunks)."""
     K, R, n = lower.shape[0], C.shape[0], lower[0].numel()
     cols = list(range(n)) if columns is None else columns
     if jg.graph is None:

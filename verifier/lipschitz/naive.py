@@ -16,9 +16,16 @@ import math
 
 import torch
 
-from ..graph import Graph
-from ..ops.base import Op, Tensor
-from ..ops.nonlinear import (
+from verifier.graph import Graph
+from verifier.lipschitz.jacobian import (
+    abs_part,
+    check_supported,
+    derivative_range,
+    linear_part,
+    transpose_apply,
+)
+from verifier.ops.base import Op, Tensor
+from verifier.ops.nonlinear import (
     Abs,
     Clip,
     Cos,
@@ -32,7 +39,6 @@ from ..ops.nonlinear import (
     Sin,
     Tanh,
 )
-from .jacobian import abs_part, check_supported, derivative_range, linear_part, transpose_apply
 
 GELU_MAX_SLOPE = 1.1289957  # Phi(sqrt 2) + sqrt 2 phi(sqrt 2), rounded up
 DENSE_LIMIT = 4_000_000

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..graph import Graph
-from ..ops.base import Tensor
+from verifier.graph import Graph
+from verifier.ops.base import Tensor
 
 Stop = Callable[[], bool]
 
@@ -121,8 +121,8 @@ def switching_targets(graph: Graph, box: dict[str, tuple[Tensor, Tensor]], limit
                       gen: torch.Generator) -> list[tuple[str, int]]:
     """Pre-activations (node, flat index) whose activation's slope is not fixed over the
     box (an unstable ReLU, a sigmoid off its flat tails), at most ``limit`` at random."""
-    from ..ops.nonlinear import ScalarOp
-    from .jacobian import derivative_range
+    from verifier.lipschitz.jacobian import derivative_range
+    from verifier.ops.nonlinear import ScalarOp
 
     found: list[tuple[str, int]] = []
     for node in graph.nodes:

@@ -1,5 +1,5 @@
 """Every op module, imported so that each registers its classes (DESIGN.md: Ops)."""
 
-from . import base, bilinear, composite, linear, nonlinear, shape
+from verifier.ops import base, bilinear, composite, linear, nonlinear, shape
 
 __all__ = ["base", "bilinear", "composite", "linear", "nonlinear", "shape"]

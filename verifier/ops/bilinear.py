@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .base import (
+from verifier.ops.base import (
     Input,
     Interval,
     Op,

@@ -1,4 +1,4 @@
-"""The primitive ops composite ONNX ops are lowered to (verifier/lowering.py does the
+"""The primitive ops composite ONNX ops are lowered to (verifier/importer/lowering.py does the
 lowering): PairDiff (softmax's differences), Centre and ScaleShift (LayerNormalization's
 affine steps), Rsqrt; and the placeholder classes that register Softmax and
 LayerNormalization for import."""
@@ -9,9 +9,9 @@ import math
 
 import torch
 
-from .base import F32_1E_5, REGISTRY, Op, Tensor, axis, register
-from .linear import AffineOp
-from .nonlinear import ScalarOp
+from verifier.ops.base import F32_1E_5, REGISTRY, Op, Tensor, axis, register
+from verifier.ops.linear import AffineOp
+from verifier.ops.nonlinear import ScalarOp
 
 
 class PairDiff(AffineOp):
@@ -105,14 +105,14 @@ class Rsqrt(ScalarOp):
 
 @register
 class Softmax(Op):
-    """Registered for import; always lowered (verifier/lowering.py)."""
+    """Registered for import; always lowered (verifier/importer/lowering.py)."""
 
     onnx_types = ("Softmax",)
 
 
 @register
 class LayerNormalization(Op):
-    """Registered for import; always lowered (verifier/lowering.py)."""
+    """Registered for import; always lowered (verifier/importer/lowering.py)."""
 
     onnx_types = ("LayerNormalization",)
 

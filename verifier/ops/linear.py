@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import (
+from verifier.ops.base import (
     F32_1E_5,
     Const,
     Input,
@@ -164,7 +164,7 @@ class MatMul(AffineOp):
     @classmethod
     def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
         """A product of two variables is the bilinear op; with a constant operand, this one."""
-        from .bilinear import VarMatMul
+        from verifier.ops.bilinear import VarMatMul
 
         return VarMatMul if all(isinstance(i, Var) for i in inputs) else cls
 
@@ -449,8 +449,8 @@ class MulConst(AffineOp):
     def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
         """Mul/Div by a constant is this affine op; of two variables a product or quotient;
         a scalar constant divided by a variable a scaled reciprocal."""
-        from .bilinear import VarDiv, VarMul
-        from .nonlinear import Reciprocal
+        from verifier.ops.bilinear import VarDiv, VarMul
+        from verifier.ops.nonlinear import Reciprocal
 
         both = all(isinstance(i, Var) for i in inputs)
         if attrs["_op_type"] == "Mul":

@@ -22,8 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..relax import ScalarShape
-from .base import (
+from verifier.ops.base import (
     F32_0_01,
     Const,
     Input,
@@ -36,6 +35,7 @@ from .base import (
     register,
     tiny,
 )
+from verifier.ops.relax import ScalarShape
 
 GELU_ARGMIN = -0.7517915246935553  # the unique stationary point of x * Phi(x)
 
@@ -616,7 +616,7 @@ class MaxMinConst(ScalarOp):
         self.is_max = attrs["_op_type"] == "Max"
 
     def f(self, x: Tensor) -> Tensor:
-        from .base import align
+        from verifier.ops.base import align
 
         c = self.const(self.c_index, x)
         x = align(x, len(self.out_shape)) if self.out_shape else x
@@ -644,7 +644,7 @@ class MaxMin(Op):
         self.n_inputs = len(inputs)
 
     def forward(self, *xs: Tensor) -> Tensor:
-        from .base import align
+        from verifier.ops.base import align
 
         it = iter(xs)
         args = [self.const(i, xs[0]) if self.has_const(i) else align(next(it), len(self.out_shape))

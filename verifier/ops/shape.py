@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import (
+from verifier.ops.base import (
     Const,
     Input,
     Interval,
@@ -28,7 +28,7 @@ from .base import (
     register,
     tiny,
 )
-from .linear import _CONV, bias_term, vjp_backward
+from verifier.ops.linear import _CONV, bias_term, vjp_backward
 
 # Cast targets that round: ONNX type -> (unit roundoff, largest finite value)
 CAST_TARGETS = {1: (2.0 ** -24, 3.4028234663852886e38), 10: (2.0 ** -11, 65504.0),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .relax import ScalarShape, relax
+from verifier.ops.relax import ScalarShape, relax
 
 CENTRES = np.linspace(-8.0, 8.0, 65)
 LOG_WIDTHS = np.linspace(np.log(0.01), np.log(40.0), 33)

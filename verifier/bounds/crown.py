@@ -24,12 +24,22 @@ from typing import Any
 
 import torch
 
-from .graph import Graph, Node, round_box
-from .ops.base import Tensor, gamma, nan_to
-from .ops.bilinear import VarMatMul, VarMul
-from .ops.nonlinear import LeakyRelu, Relu, ScalarOp
-from .ops.shape import Concat, Expand, Gather, Identity, Pad, Reshape, Slice, SplitPart, Transpose
-from .relax import Lines, chord_slope, convexity_on, default_slopes, relax, slope_range
+from verifier.graph import Graph, Node, round_box
+from verifier.ops.base import Tensor, gamma, nan_to
+from verifier.ops.bilinear import VarMatMul, VarMul
+from verifier.ops.nonlinear import LeakyRelu, Relu, ScalarOp
+from verifier.ops.relax import Lines, chord_slope, convexity_on, default_slopes, relax, slope_range
+from verifier.ops.shape import (
+    Concat,
+    Expand,
+    Gather,
+    Identity,
+    Pad,
+    Reshape,
+    Slice,
+    SplitPart,
+    Transpose,
+)
 
 EXACT_MOVES = (Identity, Reshape, Transpose, Concat, Slice, SplitPart, Gather, Pad, Expand)
 ROW_CHUNK = 1024
@@ -226,7 +236,7 @@ class Bounder:
         return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
 
     def _relu_users(self, name: str) -> bool:
-        from .ops.nonlinear import Relu
+        from verifier.ops.nonlinear import Relu
 
         users = [self.graph.node(u) for u in self.graph.users[name]]
         return bool(users) and all(isinstance(u.op, Relu) for u in users)
@@ -431,7 +441,7 @@ class Bounder:
         return [A_in], bias.flatten(2).sum(-1)
 
     def _aligned_box(self, name: str, rank: int) -> tuple[Tensor, Tensor]:
-        from .ops.base import align
+        from verifier.ops.base import align
 
         lo, hi = self.box[name]
         return align(lo, rank).unsqueeze(1), align(hi, rank).unsqueeze(1)

@@ -1,4 +1,4 @@
-"""VNN-LIB specifications -> :class:`verifier.property.Property`.
+"""VNN-LIB specifications -> :class:`verifier.property.core.Property`.
 
 A VNN-LIB file declares the input variables ``X_i`` (flat row-major index into the ONNX input)
 and output variables ``Y_j`` with ``(declare-const X_0 Real)`` and states, with ``(assert ...)``,
@@ -6,8 +6,8 @@ the *unsafe* set: a counterexample satisfies every assert.  The unsafe set is th
 all asserts; each assert may nest ``and``/``or``, so the result is brought to disjunctive normal
 form (the product of the asserts' disjunctions).  Each DNF term is an input box (the top-level X
 bounds intersected with the term's own X bounds) and a conjunction of output rows ``C @ y <= d``;
-terms with identical boxes are grouped into one :class:`~verifier.property.Case` (first appearance
-order).
+terms with identical boxes are grouped into one
+:class:`~verifier.property.core.Case` (first appearance order).
 
 Accepted atoms: ``(<= a b)``, ``(>= a b)``, ``(< a b)``, ``(> a b)`` (bounds use the closure;
 strictness is kept for checking counterexamples), ``(= a b)`` and chains
@@ -42,7 +42,7 @@ from typing import BinaryIO, cast
 
 import numpy as np
 
-from verifier.property import Case, Conjunction, Property
+from verifier.property.core import Case, Conjunction, Property
 
 __all__ = ["SpecError", "parse_vnnlib", "parse_vnnlib_file", "MAX_TERMS", "DEFAULT_CHUNK_SIZE"]
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import ort
-from .graph import Graph
-from .onnx_import import Model
-from .problems import ProblemBatch
-from .property import Property
+from verifier import ort
+from verifier.graph import Graph
+from verifier.importer.onnx_import import Model
+from verifier.problems import ProblemBatch
+from verifier.property.core import Property
 
 Tensor = torch.Tensor
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-from .crown import AlphaSettings, alpha_crown_rows, crown_rows
-from .graph import Graph
-from .problems import ProblemBatch
+from verifier.bounds.crown import AlphaSettings, alpha_crown_rows, crown_rows
+from verifier.graph import Graph
+from verifier.problems import ProblemBatch
 
 Tensor = torch.Tensor
 

@@ -1,4 +1,4 @@
-"""JSON specifications -> :class:`verifier.property.Property`.
+"""JSON specifications -> :class:`verifier.property.core.Property`.
 
 ``parse_json_spec(obj_or_text, n_inputs=None, n_outputs=None)`` accepts a dict (already decoded)
 or JSON text (str/bytes).  Inputs and outputs are flat vectors in row-major order; nested lists
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from verifier.property import Case, Conjunction, Property
-from verifier.spec.vnnlib import SpecError
+from verifier.property.core import Case, Conjunction, Property
+from verifier.property.vnnlib import SpecError
 
 __all__ = ["parse_json_spec"]
 

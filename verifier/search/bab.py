@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .attack import Counterexample, confirm
-from .branch_points import load_table, split_points
-from .crown import Bounder, Interrupted, optimise_final
-from .graph import Graph, Node
-from .onnx_import import Model
-from .ops.nonlinear import Abs, LeakyRelu, Relu, ScalarOp
-from .problems import ProblemBatch
-from .property import Property
+from verifier.bounds.crown import Bounder, Interrupted, optimise_final
+from verifier.graph import Graph, Node
+from verifier.importer.onnx_import import Model
+from verifier.ops.nonlinear import Abs, LeakyRelu, Relu, ScalarOp
+from verifier.problems import ProblemBatch
+from verifier.property.core import Property
+from verifier.search.attack import Counterexample, confirm
+from verifier.search.branch_points import load_table, split_points
 
 Tensor = torch.Tensor
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Node
-from .ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
-from .ops.bilinear import VarMul
-from .ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
-from .ops.nonlinear import Exp, PowConst, Reciprocal
-from .ops.shape import Reduce, Reshape
+from verifier.graph import Node
+from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
+from verifier.ops.bilinear import VarMul
+from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
+from verifier.ops.nonlinear import Exp, PowConst, Reciprocal
+from verifier.ops.shape import Reduce, Reshape
 
 
 def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) -> Node:

@@ -22,18 +22,16 @@ import torch
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from . import (
-    lowering,
-    ops,  # noqa: F401  (registers every op)
-)
-from .errors import ModelError, UnsupportedOpError
-from .graph import Graph, Node
-from .onnx_attrs import MAX_OPSET, MIN_OPSET, check_attributes
-from .ops.base import REGISTRY, Const, Input, OpFormError, Var
-from .ops.linear import _conv_pads
-from .ops.shape import reshape_target
-from .patterns import FUSED, fuse_patterns
-from .precision import unit_roundoff
+from verifier import ops  # noqa: F401  (registers every op)
+from verifier.errors import ModelError, UnsupportedOpError
+from verifier.graph import Graph, Node
+from verifier.importer import lowering
+from verifier.importer.onnx_attrs import MAX_OPSET, MIN_OPSET, check_attributes
+from verifier.importer.patterns import FUSED, fuse_patterns
+from verifier.ops.base import REGISTRY, Const, Input, OpFormError, Var
+from verifier.ops.linear import _conv_pads
+from verifier.ops.shape import reshape_target
+from verifier.precision import unit_roundoff
 
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
@@ -353,7 +351,7 @@ def _build_node(node: onnx.NodeProto, consts: dict[str, np.ndarray],
 
 def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
            shapes: dict[str, tuple[int, ...]]) -> list[Node] | None:
-    """Composite ops become primitive nodes (verifier/lowering.py); None for other ops."""
+    """Composite ops become primitive nodes (verifier/importer/lowering.py); None for other ops."""
     out = node.output[0]
     if node.op_type == "Softmax":
         x = inputs[0]

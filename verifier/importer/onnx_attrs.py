@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 from onnx import defs, helper
 
-from .ops.base import OpFormError
+from verifier.ops.base import OpFormError
 
 MIN_OPSET = 7  # numpy-style broadcasting, no consumed_inputs: the semantics implemented
 MAX_OPSET = defs.onnx_opset_version()

@@ -17,12 +17,12 @@ import onnx
 import onnxruntime
 import torch
 
-from . import ort
-from .attack import into_box
-from .errors import ModelError
-from .onnx_import import Model
-from .ops.base import Interval
-from .property import Property
+from verifier import ort
+from verifier.errors import ModelError
+from verifier.importer.onnx_import import Model
+from verifier.ops.base import Interval
+from verifier.property.core import Property
+from verifier.search.attack import into_box
 
 MAX_POINTS = 12
 
@@ -51,7 +51,7 @@ def enclosures(model: Model, x: torch.Tensor) -> dict[str, Interval]:
     xs = graph.to_input_shape(x)
     box: dict[str, Interval] = {graph.input_name: (xs, xs)}
     u = graph.rounding(x.dtype)
-    from .graph import round_box
+    from verifier.graph import round_box
 
     for node in graph.nodes:
         ins = [box[i] for i in node.inputs]

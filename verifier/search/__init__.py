@@ -1,0 +1,2 @@
+"""Search: branch-and-bound over activation or input splits, branching points, and the
+PGD attack that looks for counterexamples."""
