@@ -60,6 +60,9 @@ class Op:
     onnx_types: ClassVar[tuple[str, ...]] = ()
     linear: ClassVar[bool] = False
     monotone: ClassVar[bool] = False
+    #: an elementwise function of its one variable input (``out[i] = f(in[i])``): such ops
+    #: are relaxed by lines, have a derivative op and are split by branch-and-bound
+    elementwise: ClassVar[bool] = False
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         self.attrs = attrs

@@ -44,6 +44,7 @@ class ScalarOp(Op):
     """y = f(x) elementwise.  ``increasing`` functions bound by their endpoints; others list
     their critical points in ``critical(l, u)`` (a tensor stack of candidate points)."""
 
+    elementwise = True
     increasing: bool = False
     #: what the rounding bound scales with: "result" (|f|), "unit" (|f| + 1) or "argument"
     #: (|f| + |x|: argument reduction, or an error absolute in x)
