@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from verifier.property import SpecError, parse_vnnlib, parse_vnnlib_file
-from verifier.property import vnnlib as vnnlib_module
 from verifier.property.core import Property
+from verifier.property.vnnlib import parser as vnnlib_parser
 
 BENCHMARKS = Path("/work/shared/benchmarks")
 BENCH_FILES = sorted(BENCHMARKS.glob("**/*.vnnlib")) + sorted(BENCHMARKS.glob("**/*.vnnlib.gz"))
@@ -357,7 +357,7 @@ def test_product_above_one_million_terms_is_refused() -> None:
 
 
 def test_product_limit_inside_an_and(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vnnlib_module, "MAX_TERMS", 8)
+    monkeypatch.setattr(vnnlib_parser, "MAX_TERMS", 8)
     ors = "(or (<= Y_0 1) (<= Y_0 2) (<= Y_0 3))"
     text = declare(1, 1) + box([0], [1]) + f"(assert\n (and {ors} {ors}))\n"
     err = spec_error(text)
