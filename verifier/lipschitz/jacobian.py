@@ -7,10 +7,14 @@ differentiation.  Its seed ``s`` is one row of C (a point box).  Each linear op
 ``d = sigma'(z)``.  The graph's output is ``v_x = C_i J(x)``.
 
 A derivative d is either *linked*: computed inside the graph as ``sigma'(z(x))`` from a copy
-of the forward graph that reads x (derivatives.py gives the ops and their relaxations), so
+of the forward graph that reads x (the activation's ``derivative`` op, ops/derivatives.py), so
 the derivatives stay tied to x and to one another, as in Shi et al. (NeurIPS 2022); or
 *free*: a box variable over ``[min sigma', max sigma']`` on z's interval (for activations
 that have no derivative op).  ReLU's derivative is exactly 0 or 1 on stable neurons.
+
+The engine asks each op what it needs: an elementwise op (``Op.elementwise``) its derivative
+op, derivative range and largest slope (ScalarOp), a linear op its |L| (``abs_linear``) or the
+one sign of its weights (``weight_sign``).
 
 The engine's own CROWN then bounds the graph's output: McCormick planes per product
 (centred; exact when one factor is a point), relaxation lines for the derivatives, and the
@@ -23,40 +27,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
 from verifier.bounds.crown import Bounder, Interrupted
 from verifier.graph import Graph, Node
-from verifier.lipschitz.derivatives import DerivativeOp, StepDerivative, derivative_op
 from verifier.ops.base import Interval, Op, Tensor, Var
 from verifier.ops.bilinear import VarMul
-from verifier.ops.linear import Add, AffineOp, Neg, Sub
-from verifier.ops.nonlinear import (
-    Abs,
-    Clip,
-    Cos,
-    Erf,
-    Exp,
-    Gelu,
-    LeakyRelu,
-    MaxMinConst,
-    Relu,
-    ScalarOp,
-    Sigmoid,
-    Sin,
-    Tanh,
-)
-from verifier.ops.relax import Lines, slope_range
-from verifier.ops.shape import Identity, MoveOp
+from verifier.ops.derivatives import DerivativeOp, StepDerivative
+from verifier.ops.linear import Add, AffineOp
+from verifier.ops.nonlinear import ScalarOp
+from verifier.ops.relax import Lines
+from verifier.ops.shape import Identity
 
-DIFFERENTIABLE = (Relu, LeakyRelu, Sigmoid, Tanh, Gelu, Erf, Exp, Clip, Abs, Sin, Cos,
-                  MaxMinConst)
-"""Scalar ops whose derivative range over an interval ``slope_range`` gives exactly: f' is
-monotone between the listed inflection points of f (or piecewise constant)."""
-
-PERIODIC = (Sin, Cos)
 INPUT = "seed_and_derivatives"
 ROW_CHUNK = 1024
 STOP_ROW_BUDGET = 8192  # (batch x rows) per CROWN call between two checks of a stop
@@ -68,11 +52,13 @@ def never() -> bool:
     return False
 
 
+def elementwise(op: Op) -> TypeGuard[ScalarOp]:
+    """Whether the op is an elementwise function (``Op.elementwise``), whose derivative
+    rules ScalarOp declares."""
+    return op.elementwise
+
+
 # -- the linear pieces of the backward graph ---------------------------------------------
-def _overrides_abs_linear(op: Op) -> bool:
-    return isinstance(op, AffineOp) and type(op).abs_linear is not AffineOp.abs_linear
-
-
 def linear_part(op: Op, k: int, x: Tensor) -> Tensor:
     """L_k(x): the op's linear map from variable input k (others zero), bias removed.
     ``x`` is (N, *in_k); the result (N, *out)."""
@@ -86,28 +72,23 @@ def abs_part(op: Op, k: int, r: Tensor) -> Tensor:
     """|L_k|(r): L_k with every weight replaced by its absolute value (linear in r).
 
     Ops without ``abs_linear`` are the move/select/sum ops and +-1 arithmetic, whose
-    weights from input k all have one sign: |L_k| = L_k or -L_k."""
-    if _overrides_abs_linear(op):
+    weights from input k all have one sign (``weight_sign``): |L_k| = L_k or -L_k."""
+    if op.has_abs_linear():
         rs = [torch.zeros(r.shape[0], *s, dtype=r.dtype, device=r.device)
               for s in op.var_shapes]
         rs[k] = r
         return op.abs_linear(*rs)  # type: ignore[attr-defined]
-    sign = _weight_sign(op, k)
+    sign = op.weight_sign(k)
     if sign is None:
         raise ValueError(f"lipschitz: no absolute-value rule for the linear op "
                          f"{type(op).__name__}")
     return sign * linear_part(op, k, r)
 
 
-def _weight_sign(op: Op, k: int) -> float | None:
-    """The one sign of every weight from input k, for ops with weights in {0, 1} or {0, -1}."""
-    if isinstance(op, Sub):
-        return op._signs()[k]
-    if isinstance(op, Neg):
-        return -1.0
-    if isinstance(op, (MoveOp, Add)):
-        return 1.0
-    return None
+def has_abs_rule(op: Op) -> bool:
+    """Whether ``abs_part`` knows |L_k| for every input k of the op."""
+    return op.has_abs_linear() or all(
+        op.weight_sign(k) is not None for k in range(len(op.var_shapes)))
 
 
 def transpose_apply(fn: Any, shape: tuple[int, ...], v: Tensor) -> Tensor:
@@ -198,10 +179,10 @@ def check_supported(graph: Graph) -> None:
     for node in graph.nodes:
         op = node.op
         if op.linear:
-            if not (_overrides_abs_linear(op) or isinstance(op, (MoveOp, Add, Sub, Neg))):
+            if not has_abs_rule(op):
                 raise unsupported(node, "no absolute-value rule for this linear op")
-        elif isinstance(op, ScalarOp):
-            if not isinstance(op, DIFFERENTIABLE):
+        elif elementwise(op):
+            if not op.exact_derivative_range:
                 raise unsupported(node, "no derivative range for this nonlinearity")
         else:
             raise unsupported(node, "only linear ops and elementwise nonlinearities "
@@ -240,8 +221,8 @@ class _Builder:
         """Place the seed, x (when linked) and every free derivative in the flat input."""
         offset = self.n_seed + (math.prod(self.fwd.input_shape) if self.link else 0)
         for node in self.fwd.nodes:
-            if isinstance(node.op, ScalarOp) and not (
-                    self.link and derivative_op(node.shape, node.op) is not None):
+            if elementwise(node.op) and not (
+                    self.link and node.op.derivative(node.shape) is not None):
                 size = math.prod(node.shape)
                 self.free[node.name] = (offset, size)
                 offset += size
@@ -270,18 +251,20 @@ class _Builder:
         graph = None if result is None else Graph(INPUT, self.in_shape, self.nodes, result)
         return JacobianGraph(self.fwd, graph, self.n_seed, self.link, self.free)
 
-    def derivative(self, node: Node) -> str:
+    def derivative(self, node: Node, op: ScalarOp) -> str:
+        """The node holding the activation's derivative: a free segment of the input, or
+        the op's ``derivative`` of the forward copy's z."""
         if node.name in self.free:
             start, _ = self.free[node.name]
             seg = Segment(start, node.shape, self.in_shape)
             return self.add(f"d:{node.name}", seg, [INPUT])
-        deriv = derivative_op(node.shape, node.op)
+        deriv = op.derivative(node.shape)
         return self.add(f"d:{node.name}", deriv, ["fwd:" + node.inputs[0]])  # type: ignore
 
     def step(self, node: Node) -> None:
         v = self.cot[node.name]
-        if isinstance(node.op, ScalarOp):
-            d = self.derivative(node)
+        if elementwise(node.op):
+            d = self.derivative(node, node.op)
             prod = VarMul({"_op_type": "Mul"}, [Var(v, node.shape), Var(d, node.shape)],
                           node.shape)
             name = self.add(f"vjp:{node.name}", prod, [v, d])
@@ -352,12 +335,8 @@ class JacobianBounder(Bounder):
 
 # -- bounding ----------------------------------------------------------------------------
 def derivative_range(op: ScalarOp, lo: Tensor, hi: Tensor) -> Interval:
-    """[min f', max f'] over [lo, hi]: at the ends or an inflection point of f."""
-    dmin, dmax = slope_range(op.scalar_shape(), lo, hi)
-    if isinstance(op, PERIODIC):  # the listed flips cover 2*pi only
-        wide = (hi - lo) >= math.pi
-        dmin, dmax = torch.where(wide, -1.0, dmin), torch.where(wide, 1.0, dmax)
-    return dmin, dmax
+    """[min f', max f'] over [lo, hi], as the op gives it (``ScalarOp.derivative_range``)."""
+    return op.derivative_range(lo, hi)
 
 
 def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor, stop: Stop = never

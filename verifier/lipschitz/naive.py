@@ -2,8 +2,9 @@
 
 For a node ``y = L(x_1, ..., x_k) + b`` the chain rule gives
 ``||dy/dx|| <= sum_k ||L_k|| ||dx_k/dx||`` and for ``y = sigma(z)`` elementwise
-``||dy/dx|| <= max |sigma'| ||dz/dx||``, so a forward sweep over the graph bounds
-``||C J(x)||`` by the product of the layers' norms (summed where paths join).
+``||dy/dx|| <= max |sigma'| ||dz/dx||`` (max |sigma'| is the op's ``max_slope``), so a
+forward sweep over the graph bounds ``||C J(x)||`` by the product of the layers' norms
+(summed where paths join).
 
 Norms: for the inf-norm (the induced inf->inf norm, the largest row l1 norm)
 ``||L||_inf = max (|L| 1)``; for the 2-norm the spectral norm of the materialised matrix
@@ -20,46 +21,13 @@ from verifier.graph import Graph
 from verifier.lipschitz.jacobian import (
     abs_part,
     check_supported,
-    derivative_range,
+    elementwise,
     linear_part,
     transpose_apply,
 )
 from verifier.ops.base import Op, Tensor
-from verifier.ops.nonlinear import (
-    Abs,
-    Clip,
-    Cos,
-    Erf,
-    Gelu,
-    LeakyRelu,
-    MaxMinConst,
-    Relu,
-    ScalarOp,
-    Sigmoid,
-    Sin,
-    Tanh,
-)
 
-GELU_MAX_SLOPE = 1.1289957  # Phi(sqrt 2) + sqrt 2 phi(sqrt 2), rounded up
 DENSE_LIMIT = 4_000_000
-UNIT_SLOPE = (Relu, Tanh, Clip, Abs, Sin, Cos, MaxMinConst)
-
-
-def max_slope(op: ScalarOp, lo: Tensor, hi: Tensor) -> float:
-    """max |sigma'| over the real line; over [lo, hi] for functions whose slope is unbounded
-    (exp)."""
-    if isinstance(op, Sigmoid):
-        return 0.25
-    if isinstance(op, Gelu):
-        return GELU_MAX_SLOPE
-    if isinstance(op, Erf):
-        return 2 / math.sqrt(math.pi)
-    if isinstance(op, LeakyRelu):
-        return max(1.0, abs(op.slope))
-    if isinstance(op, UNIT_SLOPE):
-        return 1.0
-    d_lo, d_hi = derivative_range(op, *op.domain(lo, hi))
-    return float(torch.maximum(d_lo.abs(), d_hi.abs()).max())
 
 
 def linear_norm(op: Op, k: int, shape: tuple[int, ...], norm: str, dtype: torch.dtype) -> float:
@@ -89,8 +57,8 @@ def naive_bound(graph: Graph, C: Tensor, box: dict[str, tuple[Tensor, Tensor]],
     shapes = {graph.input_name: graph.input_shape}
     for node in graph.nodes:
         shapes[node.name] = node.shape
-        if isinstance(node.op, ScalarOp):
-            gain[node.name] = max_slope(node.op, *box[node.inputs[0]]) * gain[node.inputs[0]]
+        if elementwise(node.op):
+            gain[node.name] = node.op.max_slope(*box[node.inputs[0]]) * gain[node.inputs[0]]
             continue
         gain[node.name] = sum(
             linear_norm(node.op, k, shapes[i], norm, dtype) * gain[i]

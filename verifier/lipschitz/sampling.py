@@ -121,15 +121,14 @@ def switching_targets(graph: Graph, box: dict[str, tuple[Tensor, Tensor]], limit
                       gen: torch.Generator) -> list[tuple[str, int]]:
     """Pre-activations (node, flat index) whose activation's slope is not fixed over the
     box (an unstable ReLU, a sigmoid off its flat tails), at most ``limit`` at random."""
-    from verifier.lipschitz.jacobian import derivative_range
-    from verifier.ops.nonlinear import ScalarOp
+    from verifier.lipschitz.jacobian import elementwise
 
     found: list[tuple[str, int]] = []
     for node in graph.nodes:
-        if isinstance(node.op, ScalarOp):
+        if elementwise(node.op):
             z = node.inputs[0]
             lo, hi = (t[0].flatten() for t in box[z])
-            d_lo, d_hi = derivative_range(node.op, lo, hi)
+            d_lo, d_hi = node.op.derivative_range(lo, hi)
             found += [(z, int(j)) for j in torch.nonzero(d_hi > d_lo).flatten()]
     if len(found) <= limit:
         return found

@@ -121,6 +121,17 @@ class Op:
         bound coefficients cross it unchanged up to sign."""
         return False
 
+    def weight_sign(self, k: int) -> float | None:
+        """For a linear op whose weights from variable input k all have one sign (moves,
+        sums and means, +-x): that sign, so that ``|L_k| = sign * L_k``.  None for every
+        other op (the default)."""
+        return None
+
+    def has_abs_linear(self) -> bool:
+        """Whether the op gives ``|L|``, its linear map with every weight replaced by its
+        absolute value, by ``abs_linear`` (affine ops whose weights have mixed signs)."""
+        return False
+
     # -- floating point ------------------------------------------------------------------
     #: rounding of the op's floating-point evaluation, in units of the unit roundoff u and
     #: relative to the magnitude of its result plus that of its inputs (0: exact)

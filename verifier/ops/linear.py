@@ -47,6 +47,11 @@ class AffineOp(Op):
         that each op declares its own arity, as for ``forward``)."""
         raise NotImplementedError
 
+    def has_abs_linear(self) -> bool:
+        """Whether this class gives ``abs_linear`` (Add, Sub and Neg do not: the weights
+        from each of their inputs have one sign, ``weight_sign``)."""
+        return type(self).abs_linear is not AffineOp.abs_linear
+
     def rounding_terms(self) -> int:
         """Rounded steps (products and sums) behind one output entry; the default, every
         input entry plus a bias, holds for any affine op.  0: the op is exact."""
@@ -406,6 +411,10 @@ class Add(AffineOp):
     def _signs(self) -> list[float]:
         return [1.0] * len(self.var_shapes)
 
+    def weight_sign(self, k: int) -> float | None:
+        """The sign input k enters with (Sub: -1 for what it subtracts, else +1)."""
+        return self._signs()[k]
+
     def backward(self, A: Tensor) -> list[Tensor]:
         return [sum_to_shape(A * s if s != 1.0 else A, shape)
                 for s, shape in zip(self._signs(), self.var_shapes, strict=True)]
@@ -493,6 +502,9 @@ class Neg(AffineOp):
 
     def forward(self, x: Tensor) -> Tensor:
         return -x
+
+    def weight_sign(self, k: int) -> float | None:
+        return -1.0
 
     def ibp(self, b: Interval) -> Interval:
         return -b[1], -b[0]

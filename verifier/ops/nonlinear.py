@@ -35,7 +35,7 @@ from verifier.ops.base import (
     register,
     tiny,
 )
-from verifier.ops.relax import ScalarShape
+from verifier.ops.relax import ScalarShape, slope_range
 
 GELU_ARGMIN = -0.7517915246935553  # the unique stationary point of x * Phi(x)
 
@@ -46,6 +46,12 @@ class ScalarOp(Op):
 
     elementwise = True
     increasing: bool = False
+    #: ``derivative_range`` is exact: f' is monotone between the listed inflection points of
+    #: f (or piecewise constant), so its extremes over [l, u] lie at l, u or those points
+    exact_derivative_range: ClassVar[bool] = False
+    #: max |f'| over the real line, where it is finite and known (None: ``max_slope`` takes
+    #: it from the derivative range over the interval)
+    slope_bound: ClassVar[float | None] = None
     #: what the rounding bound scales with: "result" (|f|), "unit" (|f| + 1) or "argument"
     #: (|f| + |x|: argument reduction, or an error absolute in x)
     rounding_scale: ClassVar[str] = "argument"
@@ -106,6 +112,24 @@ class ScalarOp(Op):
         mechanism itself handles the parts where f is unbounded or undefined)."""
         return lo, hi
 
+    def derivative(self, shape: tuple[int, ...]) -> ScalarOp | None:
+        """The op computing f' elementwise for a node of ``shape`` (ops/derivatives.py), so
+        that a Jacobian's backward graph keeps f'(z) tied to z; None where there is none."""
+        return None
+
+    def derivative_range(self, lo: Tensor, hi: Tensor) -> Interval:
+        """[min f', max f'] over [lo, hi]: at the ends or an inflection point of f (exact
+        where ``exact_derivative_range``)."""
+        return slope_range(self.scalar_shape(), lo, hi)
+
+    def max_slope(self, lo: Tensor, hi: Tensor) -> float:
+        """max |f'| over the real line (``slope_bound``); for functions whose slope is
+        unbounded (exp), over [lo, hi]."""
+        if self.slope_bound is not None:
+            return self.slope_bound
+        d_lo, d_hi = self.derivative_range(*self.domain(lo, hi))
+        return float(torch.maximum(d_lo.abs(), d_hi.abs()).max())
+
     def ibp(self, b: Interval) -> Interval:
         """Sound bounds over any [lo, hi]; (-inf, inf) wherever a NaN would come out."""
         return unknown_where_nan(*self.interval(*b))
@@ -152,6 +176,14 @@ class Relu(ScalarOp):
     onnx_types = ("Relu",)
     rounding_ulps = 0.0  # max(x, 0) is exact
     increasing = True
+    exact_derivative_range = True
+    slope_bound = 1.0
+
+    def derivative(self, shape: tuple[int, ...]) -> ScalarOp:
+        """The step 0 for z <= 0, 1 for z > 0."""
+        from verifier.ops.derivatives import StepDerivative
+
+        return StepDerivative(shape, self, 0.0, 1.0)
 
     def f(self, x: Tensor) -> Tensor:
         return torch.relu(x)
@@ -175,6 +207,16 @@ class Relu(ScalarOp):
 class LeakyRelu(ScalarOp):
     onnx_types = ("LeakyRelu",)
     rounding_ulps, rounding_scale = 2.0, "result"  # one product
+    exact_derivative_range = True
+
+    def derivative(self, shape: tuple[int, ...]) -> ScalarOp:
+        """The step alpha for z <= 0, 1 for z > 0."""
+        from verifier.ops.derivatives import StepDerivative
+
+        return StepDerivative(shape, self, self.slope, 1.0)
+
+    def max_slope(self, lo: Tensor, hi: Tensor) -> float:
+        return max(1.0, abs(self.slope))
 
     @property
     def slope(self) -> float:
@@ -201,6 +243,13 @@ class Sigmoid(ScalarOp):
     onnx_types = ("Sigmoid",)
     rounding_scale = "unit"  # measured: at most 2.8 ulps of 1, whatever |f|
     increasing = True
+    exact_derivative_range = True
+    slope_bound = 0.25  # at 0
+
+    def derivative(self, shape: tuple[int, ...]) -> ScalarOp:
+        from verifier.ops.derivatives import SigmoidDerivative
+
+        return SigmoidDerivative(shape, self)
 
     def f(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
@@ -225,6 +274,13 @@ class Tanh(ScalarOp):
     onnx_types = ("Tanh",)
     rounding_scale = "result"  # measured: at most 4.6 ulps of |f|
     increasing = True
+    exact_derivative_range = True
+    slope_bound = 1.0  # at 0
+
+    def derivative(self, shape: tuple[int, ...]) -> ScalarOp:
+        from verifier.ops.derivatives import TanhDerivative
+
+        return TanhDerivative(shape, self)
 
     def f(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
@@ -247,6 +303,8 @@ class Tanh(ScalarOp):
 class Erf(ScalarOp):
     onnx_types = ("Erf",)
     increasing = True
+    exact_derivative_range = True
+    slope_bound = 2 / math.sqrt(math.pi)  # at 0
 
     def f(self, x: Tensor) -> Tensor:
         return torch.erf(x)
@@ -267,6 +325,7 @@ class Exp(ScalarOp):
     onnx_types = ("Exp",)
     rounding_scale = "result"  # measured: at most 2.8 ulps of |f|
     increasing = True
+    exact_derivative_range = True
 
     def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
         """exp > 0 rounds relatively: [(1 - k u) e^x, (1 + k u) e^x], finite below even
@@ -385,6 +444,8 @@ class Reciprocal(ScalarOp):
 class Abs(ScalarOp):
     onnx_types = ("Abs",)
     rounding_ulps = 0.0  # exact
+    exact_derivative_range = True
+    slope_bound = 1.0
 
     def f(self, x: Tensor) -> Tensor:
         return torch.abs(x)
@@ -404,6 +465,13 @@ class Gelu(ScalarOp):
     """GeLU, exact (erf) form: x * Phi(x).  Decreasing left of GELU_ARGMIN, increasing right."""
 
     onnx_types = ("Gelu",)
+    exact_derivative_range = True
+    slope_bound = 1.1289957  # Phi(sqrt 2) + sqrt 2 phi(sqrt 2), rounded up
+
+    def derivative(self, shape: tuple[int, ...]) -> ScalarOp:
+        from verifier.ops.derivatives import GeluDerivative
+
+        return GeluDerivative(shape, self)
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
@@ -437,6 +505,14 @@ class Periodic(ScalarOp):
 
     phase = 0.0
     flat_when_wide = (2 * math.pi, -1.0, 1.0)  # three listed flips cover 2*pi
+    exact_derivative_range = True
+    slope_bound = 1.0
+
+    def derivative_range(self, lo: Tensor, hi: Tensor) -> Interval:
+        """The listed flips cover 2*pi only: on intervals of width pi or more, [-1, 1]."""
+        dmin, dmax = super().derivative_range(lo, hi)
+        wide = (hi - lo) >= math.pi
+        return torch.where(wide, -1.0, dmin), torch.where(wide, 1.0, dmax)
 
     def f(self, x: Tensor) -> Tensor:
         return torch.sin(x + self.phase)
@@ -572,6 +648,8 @@ class Clip(ScalarOp):
     onnx_types = ("Clip",)
     rounding_ulps = 0.0  # exact
     increasing = True
+    exact_derivative_range = True
+    slope_bound = 1.0
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
@@ -610,6 +688,8 @@ class MaxMinConst(ScalarOp):
     onnx_types = ()
     rounding_ulps = 0.0  # exact
     increasing = True
+    exact_derivative_range = True
+    slope_bound = 1.0
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         super().__init__(attrs, inputs, out_shape)

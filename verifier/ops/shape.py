@@ -49,6 +49,10 @@ class MoveOp(Op):
     def bias_term(self, A: Tensor) -> Tensor:
         return bias_term(self, A)
 
+    def weight_sign(self, k: int) -> float | None:
+        """Every weight is non-negative (0 or 1 for a move, 1/n for a mean or a pool)."""
+        return 1.0
+
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
         """Moving entries is exact (reductions and pools override this)."""
         return None

@@ -1,6 +1,7 @@
-"""Derivatives of activations as ops of their own, so that the backward graph can keep each
-``d = sigma'(z)`` tied to the input x through z (Shi et al., NeurIPS 2022) instead of
-treating it as a free box variable.
+"""Derivatives of activations as ops of their own, so that the Lipschitz engine's backward
+graph can keep each ``d = sigma'(z)`` tied to the input x through z (Shi et al., NeurIPS
+2022) instead of treating it as a free box variable.  An activation names its derivative op
+in ``ScalarOp.derivative``.
 
 Each op states what bound propagation needs of a scalar function g = sigma': g itself, its
 slope g' = sigma'', the points where g's convexity flips (the zeros of sigma''') and the
@@ -16,8 +17,8 @@ import math
 
 import torch
 
-from verifier.ops.base import Interval, Op, Tensor, Var
-from verifier.ops.nonlinear import Gelu, LeakyRelu, Relu, ScalarOp, Sigmoid, Tanh
+from verifier.ops.base import Interval, Tensor, Var
+from verifier.ops.nonlinear import ScalarOp
 from verifier.ops.relax import Lines
 
 SIGMOID_D_FLIP = math.log(2 + math.sqrt(3))  # sigma''' = 0 at +-1.3170 for the logistic
@@ -134,18 +135,3 @@ class StepDerivative(DerivativeOp):
         inside = (lo <= 0) & (hi > 0)
         at_jump = pick(torch.full_like(lo, self.below), torch.full_like(lo, self.above))
         return torch.where(inside, pick(best, at_jump), best)
-
-
-def derivative_op(node_shape: tuple[int, ...], op: Op) -> DerivativeOp | None:
-    """The op computing this activation's derivative, or None where there is none yet."""
-    if isinstance(op, Relu):
-        return StepDerivative(node_shape, op, 0.0, 1.0)
-    if isinstance(op, LeakyRelu):
-        return StepDerivative(node_shape, op, op.slope, 1.0)
-    if isinstance(op, Sigmoid):
-        return SigmoidDerivative(node_shape, op)
-    if isinstance(op, Tanh):
-        return TanhDerivative(node_shape, op)
-    if isinstance(op, Gelu):
-        return GeluDerivative(node_shape, op)
-    return None
