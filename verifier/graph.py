@@ -65,6 +65,7 @@ class Graph:
 
     def __post_init__(self) -> None:
         self._by_name = {n.name: n for n in self.nodes}
+        self._position = {n.name: i for i, n in enumerate(self.nodes)}
         self.users = {self.input_name: []}
         for node in self.nodes:
             self.users[node.name] = []
@@ -79,6 +80,10 @@ class Graph:
 
     def node(self, name: str) -> Node:
         return self._by_name[name]
+
+    def position(self, name: str) -> int:
+        """The node's index in the topological order of ``nodes``."""
+        return self._position[name]
 
     def _run(self, seed: object, step: Callable[[Node, list], object]) -> dict[str, object]:
         values: dict[str, object] = {self.input_name: seed}

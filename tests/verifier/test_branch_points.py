@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from verifier import branch_points
+from verifier.ops import branching as branch_points
 from verifier.ops.base import Var
+from verifier.ops.branching import gap, load_table, split_points
 from verifier.ops.nonlinear import Gelu, Sigmoid, Sin, Tanh
 from verifier.ops.relax import relax
-from verifier.search.branch_points import gap, load_table, split_points
 
 OPS = [cls({"_op_type": cls.__name__}, [Var("x", (1,))], (1,)) for cls in (Sigmoid, Tanh, Gelu,
                                                                            Sin)]

@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from verifier import Settings, load_model, parse_vnnlib, verify
 from verifier.ops.base import REGISTRY, Const, Var
 from verifier.ops.bilinear import interval_matmul, interval_mul
+from verifier.ops.branching import split_points
 from verifier.ops.composite import Rsqrt
 from verifier.ops.nonlinear import (
     Abs,
@@ -48,7 +49,6 @@ from verifier.ops.nonlinear import (
 from verifier.ops.relax import relax, slope_range
 from verifier.search.attack import AttackSettings
 from verifier.search.bab import BabSettings, proof_capable, still_open
-from verifier.search.branch_points import split_points
 
 INF = math.inf
 X = [Var("x", (1, 1))]
@@ -348,10 +348,14 @@ def test_nan_branch_and_bound_margin_never_closes_a_domain(monkeypatch):
     the fix a NaN margin failed ``margin <= 0`` and the domain was dropped as refuted)."""
     import verifier.search.bab as bab
 
-    def nan_rows(b, C, d, iterations, lr=0.1, expired=lambda: False):
+    def nan_rows(nb, C, d, splits, iterations, lr=0.1, expired=lambda: False):
         return torch.full(C.shape[:2], math.nan, dtype=C.dtype, device=C.device)
 
-    monkeypatch.setattr(bab, "optimise_final", nan_rows)
+    def nan_concretise(nb, A_x, bias):
+        return torch.full_like(bias, math.nan)
+
+    monkeypatch.setattr(bab, "optimise_final", nan_rows)  # activation splitting
+    monkeypatch.setattr(bab, "concretise", nan_concretise)  # input splitting
     model = load_model(_identity_model())
     prop = parse_vnnlib(_box_spec([(1.0, 2.0)], "(<= Y_0 -1.0)"))  # true, yet unproven
     result = verify(model, prop, _settings(timeout=3, methods=(), attack=NO_ATTACK))

@@ -136,13 +136,12 @@ def test_sigmoid_matches_tangent_and_chord_in_convex_region():
 
 @pytest.mark.parametrize("op_type,attrs", [("Relu", {}), ("LeakyRelu", {"alpha": 0.2})])
 def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs):
-    """crown.Bounder bounds ReLU and LeakyReLU in closed form; for CROWN's slopes its lines
+    """ReLU and LeakyReLU relax in closed form (ReluRelaxation); for CROWN's slopes its lines
     are the general mechanism's, and for random slopes in [0, 1] the bounds contain the
     function at dense samples of every interval."""
     from onnx import TensorProto, helper
 
     from verifier import load_model
-    from verifier.bounds.crown import Bounder
 
     n = 64
     node = helper.make_node(op_type, ["X"], ["Y"], **attrs)
@@ -156,11 +155,9 @@ def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs
     centre = rng.uniform(-2, 2, (1, n))
     radius = 10 ** rng.uniform(-4, 0.5, (1, n))
     L, U = torch.tensor(centre - radius), torch.tensor(centre + radius)
-    b = Bounder(g, L, U)
-    b.compute_intermediate()
-    A = torch.cat([torch.eye(n), -torch.eye(n)]).double().unsqueeze(0)
-    b.bound(g.output_name, A)
-    ours = b.lines[g.nodes[-1].name]
+    box = (L.reshape(1, n), U.reshape(1, n))
+    relaxation = op.relax([box], op.ibp(box))
+    ours = relaxation.lines()
     ref = relax(op.scalar_shape(), L.reshape(1, n), U.reshape(1, n))
     for got, want in ((ours.a_l, ref.a_l), (ours.b_l, ref.b_l), (ours.a_u, ref.a_u),
                       (ours.b_u, ref.b_u)):
@@ -168,12 +165,9 @@ def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs
     xs = L + torch.rand(2000, n, dtype=torch.float64) * (U - L)
     xs = torch.cat([xs, L, U, torch.zeros(1, n).clamp(L, U)])
     ys = op.f(xs)
-    relu = g.nodes[-1]
     for _ in range(5):  # random lower slopes for each row
-        b.alphas, b.final_rows = {}, 2 * n
         t = torch.rand(1, 2 * n, n, dtype=torch.float64)
-        b.alphas[(g.output_name, 0, relu.name)] = (t, t.clone())
-        ln = b.relu_lines(relu, g.output_name)  # (1, rows, n)
+        ln = relaxation.lines_for((t, t.clone()))  # (1, rows, n)
         x = xs.unsqueeze(1)  # (samples, 1, n)
         assert (ln.a_l * x + ln.b_l <= ys.unsqueeze(1) + 1e-12).all()
         assert (ln.a_u * x + ln.b_u >= ys.unsqueeze(1) - 1e-12).all()

@@ -19,7 +19,7 @@ one sign of its weights (``weight_sign``).
 The engine's own CROWN then bounds the graph's output: McCormick planes per product
 (centred; exact when one factor is a point), relaxation lines for the derivatives, and the
 cotangents' intermediate bounds from CROWN intersected with intervals.  The forward copy's
-bounds are computed once per box and handed in (``JacobianBounder.given``).
+bounds are computed once per box and handed in (``intermediate.Known.fixed``).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import Any, TypeGuard
 
 import torch
 
-from verifier.bounds.crown import Bounder, Interrupted
+from verifier.bounds import intermediate
+from verifier.bounds.backward import Interrupted, NodeBounds, bound
+from verifier.bounds.intermediate import Known
 from verifier.graph import Graph, Node
 from verifier.ops.base import Interval, Op, Tensor, Var
 from verifier.ops.bilinear import VarMul
-from verifier.ops.derivatives import DerivativeOp, StepDerivative
 from verifier.ops.linear import Add, AffineOp
 from verifier.ops.nonlinear import ScalarOp
-from verifier.ops.relax import Lines
 from verifier.ops.shape import Identity
 
 INPUT = "seed_and_derivatives"
@@ -283,56 +283,6 @@ def jacobian_graph(graph: Graph, link: bool = True) -> JacobianGraph:
     return _Builder(graph, link).build()
 
 
-class JacobianBounder(Bounder):
-    """CROWN on the backward graph.  Bounds of the forward copy's nodes are given (computed
-    once per box, not once per row of C); a derivative's bounds stay the interval ones,
-    which are exact for its input's interval (lines could not do better); step derivatives
-    take their closed-form lines."""
-
-    def __init__(self, graph: Graph, lower: Tensor, upper: Tensor,
-                 given: dict[str, Interval]):
-        super().__init__(graph, lower, upper)
-        self.given = given
-
-    def node_bounds(self, name: str, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        if name in self.given:
-            g_lo, g_hi = self.given[name]
-            return torch.maximum(lo, g_lo), torch.minimum(hi, g_hi)
-        if isinstance(self.graph.node(name).op, DerivativeOp):
-            return lo, hi
-        if name not in self.rows_of_node:
-            rows = self._rows_that_matter(name)
-            if rows is not None:
-                self.rows_of_node[name] = rows
-        return super().node_bounds(name, lo, hi)
-
-    def _rows_that_matter(self, name: str) -> Tensor | None:
-        """Entries of a product's factor whose bounds the product's relaxation uses: where
-        the other factor is not a point anywhere in the batch (a stable ReLU's derivative
-        is; then the product is linear whatever this factor's bounds).  None when a user is
-        not a product."""
-        spread = None
-        for user in self.graph.users[name]:
-            node = self.graph.node(user)
-            if not isinstance(node.op, VarMul):
-                return None
-            other = self.graph.node(node.inputs[1] if node.inputs[0] == name else node.inputs[0])
-            o_lo, o_hi = other.op.ibp(*[self.box[i] for i in other.inputs])
-            width = (o_hi - o_lo).flatten(1).amax(0)
-            spread = width if spread is None else spread + width
-        return None if spread is None else torch.nonzero(spread > 0).flatten()
-
-    def _scalar_lines(self, node: Node, start: str) -> Lines:
-        if not isinstance(node.op, StepDerivative):
-            return super()._scalar_lines(node, start)
-        lines = self.lines.get(node.name)
-        if lines is None:
-            raw = node.op.step_lines(*self.box[node.inputs[0]])
-            lines = Lines(*(t.unsqueeze(1) for t in (raw.a_l, raw.b_l, raw.a_u, raw.b_u)))
-            self.lines[node.name] = lines
-        return lines
-
-
 # -- bounding ----------------------------------------------------------------------------
 def derivative_range(op: ScalarOp, lo: Tensor, hi: Tensor) -> Interval:
     """[min f', max f'] over [lo, hi], as the op gives it (``ScalarOp.derivative_range``)."""
@@ -343,11 +293,8 @@ def forward_boxes(graph: Graph, lower: Tensor, upper: Tensor, stop: Stop = never
                   ) -> dict[str, Interval]:
     """CROWN intermediate bounds of every node of the forward graph over the boxes (raises
     verifier.bounds.crown.Interrupted once ``stop()`` holds)."""
-    b = Bounder(graph, lower, upper)
-    b.expired = stop
     with torch.no_grad():
-        b.compute_intermediate()
-    return b.box
+        return intermediate.compute(graph, lower, upper, stop=stop).box
 
 
 def backward_input_box(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
@@ -375,12 +322,14 @@ def backward_input_box(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tenso
 
 @dataclass
 class JacobianBounds:
-    """Entrywise bounds of C J(x) over each box, (K, R, n_in), and the backward-graph bounder
-    (batch K*R) that produced them, for further linear objectives over the same boxes."""
+    """Entrywise bounds of C J(x) over each box, (K, R, n_in), and the backward graph's
+    node bounds (batch K*R) that produced them, for further linear objectives over the same
+    boxes, with the forward copy's bounds they were given."""
 
     lower: Tensor
     upper: Tensor
-    bounder: Bounder | None
+    nodes: NodeBounds | None
+    given: dict[str, Interval]
 
 
 def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
@@ -393,21 +342,19 @@ def bound_jacobian(jg: JacobianGraph, C: Tensor, lower: Tensor, upper: Tensor,
     cols = list(range(n)) if columns is None else columns
     if jg.graph is None:
         zero = lower.new_zeros(K, R, len(cols))
-        return JacobianBounds(zero, zero, None)
+        return JacobianBounds(zero, zero, None, {})
     s_lo, s_hi, given = backward_input_box(jg, C, lower.flatten(1), upper.flatten(1), stop)
-    b = JacobianBounder(jg.graph, s_lo, s_hi, given)
-    b.expired = stop
     with torch.no_grad():
-        b.compute_intermediate()
+        nb = intermediate.compute(jg.graph, s_lo, s_hi, known=Known(fixed=given), stop=stop)
         eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[cols]
         rows = torch.cat([eye, -eye]).reshape(1, 2 * len(cols), *jg.forward.input_shape)
-        lb = torch.cat([_bound_rows(b, jg.graph.output_name, chunk.expand(K * R, *chunk.shape[1:]),
+        lb = torch.cat([_bound_rows(nb, jg.graph.output_name, chunk.expand(K * R, *chunk.shape[1:]),
                                     stop)
                         for chunk in torch.split(rows, _row_chunk(K * R, stop), dim=1)], -1)
     m = len(cols)
-    i_lo, i_hi = (t.flatten(1)[:, cols] for t in b.box[jg.graph.output_name])
+    i_lo, i_hi = (t.flatten(1)[:, cols] for t in nb.box[jg.graph.output_name])
     j_lo, j_hi = torch.maximum(lb[:, :m], i_lo), torch.minimum(-lb[:, m:], i_hi)
-    return JacobianBounds(j_lo.reshape(K, R, m), j_hi.reshape(K, R, m), b)
+    return JacobianBounds(j_lo.reshape(K, R, m), j_hi.reshape(K, R, m), nb, given)
 
 
 def _row_chunk(batch: int, stop: Stop) -> int:
@@ -419,24 +366,24 @@ def _row_chunk(batch: int, stop: Stop) -> int:
     return max(1, min(ROW_CHUNK, STOP_ROW_BUDGET // max(batch, 1)))
 
 
-def _bound_rows(b: Bounder, name: str, A: Tensor, stop: Stop) -> Tensor:
-    """``b.bound(name, A)``, after checking ``stop`` (one check per chunk of rows)."""
+def _bound_rows(nb: NodeBounds, name: str, A: Tensor, stop: Stop) -> Tensor:
+    """``bound(nb, name, A)``, after checking ``stop`` (one check per chunk of rows)."""
     if stop():
         raise Interrupted
-    return b.bound(name, A)
+    return bound(nb, name, A)
 
 
 def interval_jacobian(bounds: JacobianBounds, jg: JacobianGraph) -> Interval | None:
     """Plain interval products for comparison: the backward graph's interval bounds, (K*R, n),
     with the same derivative ranges (the forward copy keeps its given bounds) but no linear
     bounds on the cotangents."""
-    b = bounds.bounder
-    if not isinstance(b, JacobianBounder) or jg.graph is None:
+    nb = bounds.nodes
+    if nb is None or jg.graph is None:
         return None
-    box = {jg.graph.input_name: (b.lower, b.upper)}
+    box = {jg.graph.input_name: (nb.lower, nb.upper)}
     for node in jg.graph.nodes:
         lo, hi = node.op.ibp(*[box[i] for i in node.inputs])
-        given = b.given.get(node.name)
+        given = bounds.given.get(node.name)
         if given is not None:
             lo, hi = torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
         box[node.name] = (lo, hi)
@@ -458,11 +405,11 @@ def joint_l1_upper(bounds: JacobianBounds, jg: JacobianGraph) -> Tensor | None:
     """Upper bound (K*R,) of sum_j |(C J)_ij| as one linear objective: with
     |t| <= a_j t + b_j per entry, max sum_j a_j J_ij comes from one CROWN row, which shares
     the relaxation error across entries instead of paying it once per entry."""
-    if bounds.bounder is None or jg.graph is None:
+    if bounds.nodes is None or jg.graph is None:
         return None
     lo, hi = (t.flatten(0, 1) for t in (bounds.lower, bounds.upper))
     a, b = abs_chord(lo, hi)
     A = (-a).reshape(a.shape[0], 1, *jg.forward.input_shape)
     with torch.no_grad():
-        lb = bounds.bounder.bound(jg.graph.output_name, A)[:, 0]
+        lb = bound(bounds.nodes, jg.graph.output_name, A)[:, 0]
     return -lb + b.sum(-1)

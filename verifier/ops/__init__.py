@@ -1,5 +1,9 @@
-"""Every op module, imported so that each registers its classes (DESIGN.md: Ops)."""
+"""The ops, one class per op kind (DESIGN.md: Ops).  Every module of this package is
+imported here so that its classes register themselves: a new op is a new module (or a new
+class in one), and nothing else changes."""
 
-from verifier.ops import base, bilinear, composite, linear, nonlinear, shape
+import importlib
+import pkgutil
 
-__all__ = ["base", "bilinear", "composite", "linear", "nonlinear", "shape"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -63,6 +63,12 @@ class Op:
     #: an elementwise function of its one variable input (``out[i] = f(in[i])``): such ops
     #: are relaxed by lines, have a derivative op and are split by branch-and-bound
     elementwise: ClassVar[bool] = False
+    #: the op only copies, drops or reorders entries of its inputs (or pads constants), so
+    #: where its inputs' bounds are linear bounds its own need no backward pass
+    exact_move: ClassVar[bool] = False
+    #: ``ibp`` gives the exact range of the op over its input's interval, which no linear
+    #: bound in terms of that input can tighten (the backward pass is skipped for it)
+    ibp_exact: ClassVar[bool] = False
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         self.attrs = attrs
@@ -115,6 +121,24 @@ class Op:
         if self.monotone:
             return self.forward(*(b[0] for b in bounds)), self.forward(*(b[1] for b in bounds))
         raise NotImplementedError(f"{type(self).__name__} has no interval rule")
+
+    # -- linear bounds (the backward pass) ------------------------------------------------
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        """Linear bounds of the op's output in terms of its variable inputs, valid while the
+        inputs lie in ``ins`` (and the output in ``out``): exact for linear ops; for an op
+        without a rule of its own, its interval ``out`` (a constant, concretised where the
+        backward pass meets it).  Ops with a relaxation override this."""
+        if self.linear:
+            return ExactLinear(self)
+        return ByInterval(out)
+
+    def insensitive(self, k: int, ins: list[Interval]) -> Tensor | None:
+        """Entries (B, *shape of input k) where the op's relaxation does not depend on input
+        k's bounds (the op is affine in input k there, given the other inputs' bounds), so
+        tighter bounds of input k change nothing; None when the op cannot tell (every entry
+        matters).  Bounding a node, only entries some user is sensitive to get a backward
+        pass of their own."""
+        return None
 
     def passes_coefficients(self) -> bool:
         """Whether the op is ``x -> +-x + c`` on its one variable input, same shape: linear
@@ -198,6 +222,72 @@ def affine_rounding(op: Op, ins: list[Interval], u: float, terms: int) -> Tensor
     mags = [magnitude(b) for b in ins]
     lo, hi = op.ibp(*[(-m, m) for m in mags])
     return nan_to(gamma(terms, u) * magnitude((lo, hi)), math.inf) + tiny(u)
+
+
+# -- relaxations: what the backward pass asks of an op --------------------------------------
+Params = tuple[Tensor, Tensor]  # alpha-CROWN's two free parameters per entry, in [0, 1]
+
+
+@dataclass(frozen=True)
+class ParamInit:
+    """Starting values in [0, 1], (B, *shape), of a relaxation's free parameters (the lower
+    and the upper line's), and whether the upper one is free at all."""
+
+    lower: Tensor
+    upper: Tensor
+    upper_free: bool = True
+
+
+class Relaxation:
+    """Linear bounds of one node's output over its inputs' bounds.  For coefficients A
+    (B, R, *out) on the output, ``backward`` returns coefficients A_k on each variable input
+    and a bias (B, R) with
+
+        A . out >= sum_k A_k . in_k + bias      for all inputs within their bounds.
+
+    ``params`` (B, R, *out) are alpha-CROWN's choice among valid relaxations (None: the
+    default one); ``initial_params`` says where they start (None: the relaxation has none);
+    ``lines`` are an elementwise relaxation's default lines (B, 1, *shape), which
+    branch-and-bound reads to score splits (None for other relaxations)."""
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        raise NotImplementedError
+
+    def initial_params(self) -> ParamInit | None:
+        return None
+
+    def lines(self) -> Any:
+        return None
+
+
+class ExactLinear(Relaxation):
+    """A linear op's own transpose: ``A . L(x) = L^T(A) . x + A . L(0)``, exact."""
+
+    def __init__(self, op: Op):
+        self.op = op
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        op: Any = self.op  # linear ops define backward and bias_term
+        return op.backward(A), op.bias_term(A)
+
+
+class ByInterval(Relaxation):
+    """No linear rule: ``A . out >= A+ . lo + A- . hi`` over the output's interval [lo, hi]
+    (a coefficient of 0 ignores an infinite end)."""
+
+    def __init__(self, out: Interval):
+        self.out = out
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        lo, hi = self.out
+        term = safe_mul(A.clamp(min=0), lo.unsqueeze(1)) + safe_mul(A.clamp(max=0),
+                                                                    hi.unsqueeze(1))
+        return [], term.flatten(2).sum(-1)
+
+
+def safe_mul(a: Tensor, b: Tensor) -> Tensor:
+    """a * b with 0 * inf = 0 (a coefficient of zero ignores an infinite intercept)."""
+    return torch.where(a == 0, torch.zeros_like(a), a * b)
 
 
 OpClass = type[Op]

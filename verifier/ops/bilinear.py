@@ -21,6 +21,8 @@ from verifier.ops.base import (
     Interval,
     Op,
     OpFormError,
+    Params,
+    Relaxation,
     Tensor,
     Var,
     align,
@@ -76,6 +78,22 @@ class VarMul(Bilinear):
         """One rounded product: u |x y| (twice that, for the slack)."""
         return 2 * u * magnitude(out) + tiny(u)
 
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        return CentrePlanes(ins, self.out_shape, self.var_shapes)
+
+    def insensitive(self, k: int, ins: list[Interval]) -> Tensor | None:
+        """Entries of factor k where the other factor is a point (x c is linear in x)."""
+        r = len(self.out_shape)
+        o_lo, o_hi = (align(t, r) for t in ins[1 - k])
+        mine = align(ins[k][0], r)
+        point = ~((o_hi - o_lo) > 0)
+        point = point.expand(*torch.broadcast_shapes(point.shape, mine.shape))
+        dims = tuple(i for i in range(1, point.dim()) if mine.shape[i] == 1 and
+                     point.shape[i] != 1)
+        if dims:
+            point = point.all(dim=dims, keepdim=True)
+        return point.reshape(ins[k][0].shape)
+
 
 class VarDiv(Bilinear):
     """x / y; the importer lowers it to x * Reciprocal(y)."""
@@ -97,6 +115,59 @@ class VarMatMul(Bilinear):
         mx, my = (magnitude(b) for b in ins)
         err = gamma(self.var_shapes[0][-1], u) * (mx @ my)
         return nan_to(err, math.inf) + tiny(u)
+
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        return LowerCornerPlanes(ins)
+
+
+def _sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum the broadcast dims of coefficients x (B, R, *s') down to (B, R, *shape)."""
+    extra = x.dim() - 2 - len(shape)
+    if extra > 0:
+        x = x.sum(dim=tuple(range(2, 2 + extra)))
+    dims = tuple(i for i in range(2, x.dim()) if shape[i - 2] == 1 and x.shape[i] != 1)
+    return x.sum(dim=dims, keepdim=True) if dims else x
+
+
+class CentrePlanes(Relaxation):
+    """x y over the box [lx, ux] x [ly, uy], with centres xc, yc and radii rx, ry:
+    x y >= yc x + xc y - xc yc - rx ry  and  x y <= yc x + xc y - xc yc + rx ry
+    (x y - (yc x + xc y - xc yc) = (x - xc)(y - yc), at most rx ry in magnitude)."""
+
+    def __init__(self, ins: list[Interval], out_shape: tuple[int, ...],
+                 in_shapes: list[tuple[int, ...]]):
+        r = len(out_shape)
+        (lx, ux), (ly, uy) = ((align(lo, r).unsqueeze(1), align(hi, r).unsqueeze(1))
+                              for lo, hi in ins)
+        self.xc, self.rx, self.yc, self.ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, \
+            (uy - ly) / 2
+        self.in_shapes = in_shapes
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        A_x = _sum_to(A * self.yc, self.in_shapes[0])
+        A_y = _sum_to(A * self.xc, self.in_shapes[1])
+        bias = -(A * (self.xc * self.yc)) - A.abs() * (self.rx * self.ry)
+        return [A_x, A_y], bias.flatten(2).sum(-1)
+
+
+class LowerCornerPlanes(Relaxation):
+    """Z = X Y, every product x y bounded by the McCormick planes through x's lower end:
+    x y >= ly x + lx y - lx ly  and  x y <= uy x + lx y - lx uy.  Both planes give y the
+    slope lx, so y's coefficient does not depend on the sign of A.  On the shared vit
+    model these planes gave tighter CROWN bounds than the centre plane and than the other
+    pairs (docs/design-notes.md)."""
+
+    def __init__(self, ins: list[Interval]):
+        (self.lx, _), (self.ly, self.uy) = ((lo.unsqueeze(1), hi.unsqueeze(1))
+                                            for lo, hi in ins)
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        lx, ly, uy = self.lx, self.ly, self.uy
+        pos, neg = A.clamp(min=0), A.clamp(max=0)
+        A_x = pos @ ly.transpose(-1, -2) + neg @ uy.transpose(-1, -2)
+        A_y = lx.transpose(-1, -2) @ A
+        bias = -(pos * (lx @ ly)) - (neg * (lx @ uy))
+        return [A_x, A_y], bias.flatten(2).sum(-1)
 
 
 

@@ -17,9 +17,9 @@ import math
 
 import torch
 
-from verifier.ops.base import Interval, Tensor, Var
+from verifier.ops.base import Interval, Relaxation, Tensor, Var
 from verifier.ops.nonlinear import ScalarOp
-from verifier.ops.relax import Lines
+from verifier.ops.relax import FixedLines, Lines
 
 SIGMOID_D_FLIP = math.log(2 + math.sqrt(3))  # sigma''' = 0 at +-1.3170 for the logistic
 TANH_D_FLIP = math.atanh(1 / math.sqrt(3))  # tanh''' = 0 at +-0.6585
@@ -27,9 +27,12 @@ INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 
 class DerivativeOp(ScalarOp):
-    """g(z) = sigma'(z) elementwise, for the activation of a forward node of ``shape``."""
+    """g(z) = sigma'(z) elementwise, for the activation of a forward node of ``shape``.
+    Its interval bounds are exact for its input's interval (``ibp_exact``): lines in terms
+    of that input could not do better."""
 
     onnx_types = ()
+    ibp_exact = True
 
     def __init__(self, shape: tuple[int, ...], source: ScalarOp):
         super().__init__({}, [Var("z", shape)], shape)
@@ -110,6 +113,10 @@ class StepDerivative(DerivativeOp):
     def ibp(self, b: Interval) -> Interval:
         f_lo, f_hi = self.f(b[0]), self.f(b[1])
         return torch.minimum(f_lo, f_hi), torch.maximum(f_lo, f_hi)
+
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        """The jump at 0 is invisible to the general mechanism: closed-form lines."""
+        return FixedLines(self.step_lines(*ins[0]))
 
     def step_lines(self, lo: Tensor, hi: Tensor) -> Lines:
         """Lines through the jump: with g in {b, a} (b below 0, a above), on an interval

@@ -29,13 +29,15 @@ from verifier.ops.base import (
     Interval,
     Op,
     OpFormError,
+    Relaxation,
     Tensor,
     Var,
     magnitude,
     register,
     tiny,
 )
-from verifier.ops.relax import ScalarShape, slope_range
+from verifier.ops.branching import load_table, split_points
+from verifier.ops.relax import ReluRelaxation, ScalarRelaxation, ScalarShape, slope_range
 
 GELU_ARGMIN = -0.7517915246935553  # the unique stationary point of x * Phi(x)
 
@@ -130,6 +132,16 @@ class ScalarOp(Op):
         d_lo, d_hi = self.derivative_range(*self.domain(lo, hi))
         return float(torch.maximum(d_lo.abs(), d_hi.abs()).max())
 
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        """The one relaxation mechanism's lines over the input's interval (ops/relax.py)."""
+        return ScalarRelaxation(self.scalar_shape(), *self.domain(*ins[0]))
+
+    def split_point(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """Where branch-and-bound splits [lo, hi]: the point of the function's table of
+        branching points (ops/branching.py) that shrinks the relaxation gap most."""
+        key = repr(sorted((k, v) for k, v in self.attrs.items() if not k.startswith("_")))
+        return split_points(load_table(type(self).__name__, key, self.scalar_shape()), lo, hi)
+
     def ibp(self, b: Interval) -> Interval:
         """Sound bounds over any [lo, hi]; (-inf, inf) wherever a NaN would come out."""
         return unknown_where_nan(*self.interval(*b))
@@ -191,6 +203,17 @@ class Relu(ScalarOp):
     def df(self, x: Tensor) -> Tensor:
         return (x > 0).to(x.dtype)
 
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        return ReluRelaxation(self.scalar_shape(), *ins[0], 0.0)
+
+    def insensitive(self, k: int, ins: list[Interval]) -> Tensor | None:
+        """Stable entries (l >= 0 or u <= 0): the relaxation is the active piece, exact."""
+        return (ins[0][0] >= 0) | (ins[0][1] <= 0)
+
+    def split_point(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """The kink."""
+        return torch.zeros_like(lo)
+
     def fast_lines(self, lo: Tensor, hi: Tensor, a_l: Tensor, a_u: Tensor
                    ) -> tuple[Tensor, Tensor]:
         """Exact intercepts: the extremes of relu(x) - a x on [l, u] lie at l, u or 0."""
@@ -227,6 +250,21 @@ class LeakyRelu(ScalarOp):
 
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)] if self.slope < 0 else []
+
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        """ReLU's closed form for slopes in [0, 1]; the general mechanism otherwise (the
+        upper line stays CROWN's, as for ReLU)."""
+        if 0 <= self.slope <= 1:
+            return ReluRelaxation(self.scalar_shape(), *ins[0], self.slope)
+        return ScalarRelaxation(self.scalar_shape(), *ins[0], upper_free=False)
+
+    def insensitive(self, k: int, ins: list[Interval]) -> Tensor | None:
+        """Stable entries (l >= 0 or u <= 0): the relaxation is the active piece, exact."""
+        return (ins[0][0] >= 0) | (ins[0][1] <= 0)
+
+    def split_point(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """The kink."""
+        return torch.zeros_like(lo)
 
     def df(self, x: Tensor) -> Tensor:
         return torch.where(x > 0, 1.0, self.slope).to(x.dtype)
@@ -452,6 +490,10 @@ class Abs(ScalarOp):
 
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)]
+
+    def split_point(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """The kink."""
+        return torch.zeros_like(lo)
 
     def df(self, x: Tensor) -> Tensor:
         return torch.sign(x)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from verifier.ops.base import ParamInit, Params, Relaxation, nan_to, safe_mul
+
 Tensor = torch.Tensor
 BISECTION_STEPS = 40
 
@@ -254,3 +256,122 @@ def slope_range(shape: ScalarShape, l: Tensor, u: Tensor) -> tuple[Tensor, Tenso
     unknown = torch.isnan(d).any(dim=0)
     return (torch.where(unknown, -math.inf, d.min(dim=0).values),
             torch.where(unknown, math.inf, d.max(dim=0).values))
+
+
+# -- the relaxations elementwise ops hand to the backward pass ------------------------------
+def _row(t: Tensor) -> Tensor:
+    """(B, *shape) -> (B, 1, *shape): one line for every row of coefficients."""
+    return t.unsqueeze(1)
+
+
+def _backward_lines(A: Tensor, ln: Lines) -> tuple[list[Tensor], Tensor]:
+    """A . f(x) >= (A+ a_l + A- a_u) . x + A+ . b_l + A- . b_u: positive coefficients take
+    the lower line, negative ones the upper (0 times an infinite intercept is 0)."""
+    pos, neg = A.clamp(min=0), A.clamp(max=0)
+    bias = safe_mul(pos, ln.b_l) + safe_mul(neg, ln.b_u)
+    return [pos * ln.a_l + neg * ln.a_u], bias.flatten(2).sum(-1)
+
+
+class ScalarRelaxation(Relaxation):
+    """f by the mechanism's lines over [lo, hi] (B, *shape).  CROWN: the default slopes.
+    alpha-CROWN: parameters t in [0, 1] give slopes smin + t (smax - smin) within the range
+    of f' on [lo, hi], except the chord on the side where f curves away from it (the best
+    line there); any slope is sound, since the intercepts are computed for it."""
+
+    def __init__(self, shape: ScalarShape, lo: Tensor, hi: Tensor, upper_free: bool = True):
+        self.shape, self.lo, self.hi, self.upper_free = shape, lo, hi, upper_free
+        self._lines: Lines | None = None
+
+    def lines(self) -> Lines:
+        if self._lines is None:
+            with torch.no_grad():
+                raw = relax(self.shape, self.lo, self.hi)
+            self._lines = Lines(*(_row(t) for t in (raw.a_l, raw.b_l, raw.a_u, raw.b_u)))
+        return self._lines
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        return _backward_lines(A, self.lines_for(params))
+
+    def lines_for(self, params: Params | None) -> Lines:
+        """The lines for alpha-CROWN's parameters (B, R, *shape); None: CROWN's."""
+        if params is None:
+            return self.lines()
+        shape, lo, hi = self.shape, self.lo, self.hi
+        smin, smax = (_row(t) for t in slope_range(shape, lo, hi))
+        a_l = smin + params[0].clamp(0, 1) * (smax - smin)
+        a_u = smin + params[1].clamp(0, 1) * (smax - smin)
+        chord = _row(chord_slope(shape, lo, hi))
+        convex, concave = convexity_on(shape, lo.detach(), hi.detach())
+        a_l = torch.where(_row(concave), chord, a_l)
+        a_u = torch.where(_row(convex), chord, a_u)
+        return relax(shape, _row(lo), _row(hi), a_l, a_u)
+
+    @torch.no_grad()
+    def initial_params(self) -> ParamInit | None:
+        """CROWN's default slopes as parameters; None where f' is (nearly) constant on
+        every interval (nothing to choose)."""
+        a_l, a_u = default_slopes(self.shape, self.lo, self.hi)
+        smin, smax = slope_range(self.shape, self.lo, self.hi)
+        if not bool((smax - smin > 1e-9).any()):
+            return None
+        span = (smax - smin).clamp(min=1e-12)
+        t_l, t_u = (((a - smin) / span).clamp(0, 1) for a in (a_l, a_u))
+        return ParamInit(t_l, t_u, self.upper_free)
+
+
+class ReluRelaxation(ScalarRelaxation):
+    """ReLU and LeakyReLU (slope s in [0, 1] below 0) in closed form: the general rule's
+    lines with fewer ops and an exact gradient (the general rule's intercept, a minimum
+    over candidate points, ties at the slopes' ends and averages one-sided derivatives
+    there).  Unstable (l < 0 < u): the upper line is the chord, the lower a x with a in
+    [s, 1] (CROWN: 1 when u > -l, else s; alpha-CROWN: s + (1 - s) t); stable: the line of
+    the active piece.  Over infinite or NaN bounds: the constant lines f(l), f(u)."""
+
+    def __init__(self, shape: ScalarShape, lo: Tensor, hi: Tensor, s: float):
+        super().__init__(shape, lo, hi, upper_free=False)  # the chord is the best upper line
+        self.s = s
+        unstable = (lo < 0) & (hi > 0)
+        stable = torch.where(lo >= 0, 1.0, s).to(lo.dtype)
+        width = torch.where(unstable, hi - lo, torch.ones_like(hi))
+        a_u = torch.where(unstable, (hi - s * lo) / width, stable)
+        b_u = torch.where(unstable, lo * (s - a_u), torch.zeros_like(lo))
+        a_l = torch.where(unstable, torch.where(hi > -lo, 1.0, s).to(lo.dtype), stable)
+        b_l = torch.zeros_like(lo)
+        bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+        self.irregular = bool(bad.any())
+        if self.irregular:
+            unstable = unstable & ~bad
+            f_lo, f_hi = (nan_to(torch.where(t >= 0, t, s * t if s else 0.0 * t), fill)
+                          for t, fill in ((lo, -math.inf), (hi, math.inf)))
+            f_lo = torch.where(lo == -math.inf, -math.inf if s else 0.0, f_lo)
+            a_l, a_u = (torch.where(bad, 0.0, a) for a in (a_l, a_u))
+            b_l, b_u = torch.where(bad, f_lo, b_l), torch.where(bad, f_hi, b_u)
+        self._lines = Lines(*(_row(t) for t in (a_l, b_l, a_u, b_u)))
+        self.unstable = _row(unstable)
+
+    def lines_for(self, params: Params | None) -> Lines:
+        ln = self.lines()
+        if params is None:
+            return ln
+        a_l = torch.where(self.unstable, self.s + (1 - self.s) * params[0].clamp(0, 1), ln.a_l)
+        return Lines(a_l, ln.b_l, ln.a_u, ln.b_u)
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        ln = self.lines_for(params)
+        if self.irregular:  # constant lines, possibly infinite intercepts
+            return _backward_lines(A, ln)
+        pos, neg = A.clamp(min=0), A.clamp(max=0)  # b_l is 0: only the upper intercept
+        return [pos * ln.a_l + neg * ln.a_u], (neg * ln.b_u).flatten(2).sum(-1)
+
+
+class FixedLines(Relaxation):
+    """Lines (B, *shape) given in closed form by the op, with no free parameters."""
+
+    def __init__(self, lines: Lines):
+        self._lines = Lines(*(_row(t) for t in (lines.a_l, lines.b_l, lines.a_u, lines.b_u)))
+
+    def lines(self) -> Lines:
+        return self._lines
+
+    def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
+        return _backward_lines(A, self._lines)

@@ -73,6 +73,7 @@ def _only_first_varies(inputs: list[Input], what: str) -> None:
 
 @register
 class Identity(MoveOp):
+    exact_move = True
     onnx_types = ("Identity", "Dropout", "Cast")
 
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
@@ -114,6 +115,7 @@ class Identity(MoveOp):
 @register
 class Reshape(MoveOp):
     """Reshape, Flatten, Squeeze and Unsqueeze: the output shape is known at import."""
+    exact_move = True
 
     onnx_types = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
@@ -167,6 +169,7 @@ def reshape_target(op_type: str, attrs: dict[str, Any], in_shape: tuple[int, ...
 
 @register
 class Transpose(MoveOp):
+    exact_move = True
     onnx_types = ("Transpose",)
 
     def _perm(self, rank: int) -> list[int]:
@@ -186,6 +189,7 @@ class Transpose(MoveOp):
 
 @register
 class Concat(MoveOp):
+    exact_move = True
     onnx_types = ("Concat",)
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
@@ -219,6 +223,7 @@ def _slice_indices(size: int, start: int, end: int, step: int) -> list[int]:
 @register
 class Slice(MoveOp):
     """Slice with constant starts/ends/axes/steps (attributes in opset < 10)."""
+    exact_move = True
 
     onnx_types = ("Slice",)
 
@@ -242,6 +247,7 @@ class Slice(MoveOp):
 @register
 class SplitPart(MoveOp):
     """One output of a Split node (the importer makes one node per output)."""
+    exact_move = True
 
     onnx_types = ("Split",)
 
@@ -255,6 +261,7 @@ class SplitPart(MoveOp):
 @register
 class Gather(MoveOp):
     """Gather along an axis with constant indices."""
+    exact_move = True
 
     onnx_types = ("Gather",)
 
@@ -275,6 +282,7 @@ class Gather(MoveOp):
 class Pad(MoveOp):
     """Constant, reflect, edge or wrap padding along any axes, with constant pads (negative
     ones crop); a constant value adds a bias."""
+    exact_move = True
 
     onnx_types = ("Pad",)
 
@@ -361,6 +369,7 @@ class Reduce(MoveOp):
 @register
 class Expand(MoveOp):
     """Expand and Tile of a variable by constant shapes (copies entries)."""
+    exact_move = True
 
     onnx_types = ("Expand", "Tile")
 

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from verifier.bounds.crown import Bounder, Interrupted, optimise_final
+from verifier.bounds import intermediate
+from verifier.bounds.backward import Interrupted, NodeBounds, backward, concretise
+from verifier.bounds.crown import optimise_final
 from verifier.graph import Graph, Node
 from verifier.importer.onnx_import import Model
-from verifier.ops.nonlinear import Abs, LeakyRelu, Relu, ScalarOp
 from verifier.problems import ProblemBatch
 from verifier.property.core import Property
 from verifier.search.attack import Counterexample, confirm
-from verifier.search.branch_points import load_table, split_points
 
 Tensor = torch.Tensor
 
@@ -127,19 +127,21 @@ def still_open(margin: Tensor) -> Tensor:
 
 
 def split_nodes(graph: Graph) -> list[tuple[str, Node]]:
-    """(input name, nonlinear node) for every splittable elementwise nonlinearity."""
+    """(input name, nonlinear node) for every splittable elementwise nonlinearity (split at
+    ``op.split_point``)."""
     return [(n.inputs[0], n) for n in graph.nodes
-            if isinstance(n.op, ScalarOp) and n.inputs[0] != graph.input_name]
+            if n.op.elementwise and n.inputs[0] != graph.input_name]
 
 
-def branch_point(op: ScalarOp, lo: Tensor, hi: Tensor) -> Tensor:
-    """Where to split [lo, hi]: the kink of piecewise-linear functions, else the point of
-    the function's branching-point table (branch_points.py)."""
-    if isinstance(op, (Relu, LeakyRelu, Abs)):
-        return torch.zeros_like(lo)
-    key = repr(sorted((k, v) for k, v in op.attrs.items() if not k.startswith("_")))
-    table = load_table(type(op).__name__, key, op.scalar_shape())
-    return split_points(table, lo, hi)
+@dataclass
+class DomainBounds:
+    """What bounding a batch of domains leaves for branching and falsification: the
+    intermediate bounds, the final rows' coefficients on the input (CROWN's slopes), and
+    (activation splitting) the coefficients the backward pass met at each node."""
+
+    nodes: NodeBounds
+    A_x: Tensor | None
+    recorded: dict[str, Tensor]
 
 
 def _choose_mode(graph: Graph, n_inputs: int, settings: BabSettings) -> str:
@@ -173,58 +175,59 @@ class BranchAndBound:
                             self.root.row_disjunct[case], [],
                             [self.root.n_disjuncts[i] for i in case.tolist()])
 
-    def bound(self, state: BabState) -> tuple[Tensor, Tensor, Bounder]:
+    def bound(self, state: BabState) -> tuple[Tensor, Tensor, DomainBounds]:
         """Per-domain disjunct bounds (N, D) and the weakest one (N,)."""
-        b = Bounder(self.graph, state.lower, state.upper)
-        b.splits = state.splits
-        b.expired = self.expired
-        b.record = self.mode == "activation"
-        reuse, before = self._reusable(state, b)
         with torch.no_grad():
-            b.compute_intermediate(reuse=reuse, before=before)
+            nb = intermediate.compute(self.graph, state.lower, state.upper,
+                                      splits=state.splits, known=self._reusable(state),
+                                      stop=self.expired)
         if self.mode == "activation" and not state.splits:  # the root: keep its bounds
             self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
-                               b.box.items()}
+                               nb.box.items()}
         C, d = self.root.C[state.case], self.root.d[state.case]
+        A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
         iterations = self.settings.beta_iterations if self.mode == "activation" else 0
-        rows = optimise_final(b, C, d, iterations, expired=self.expired)
-        if iterations:  # record the coefficients of the optimised bound for branching
+        recorded: dict[str, Tensor] = {}
+        if iterations:  # alpha and beta optimised, then CROWN's coefficients for branching
+            rows = optimise_final(nb, C, d, state.splits, iterations, expired=self.expired)
             with torch.no_grad():
-                b.record, b.lines = True, b.lines
-                A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
-                b.bound(self.graph.output_name, A)
+                A_x, _ = backward(nb, self.graph.output_name, A, record=recorded)
+        else:
+            with torch.no_grad():
+                A_x, bias = backward(nb, self.graph.output_name, A,
+                                     record=recorded if self.mode == "activation" else None)
+                rows = concretise(nb, A_x, bias) - d
         per = self._problems(state).disjunct_bounds(proof_capable(rows))
-        per = torch.where(b.infeasible.unsqueeze(1), torch.inf, per)
-        return per, per.min(dim=1).values, b
+        per = torch.where(nb.infeasible.unsqueeze(1), torch.inf, per)
+        return per, per.min(dim=1).values, DomainBounds(nb, A_x, recorded)
 
     # -- branching -----------------------------------------------------------------------
-    def _reusable(self, state: BabState, b: Bounder
-                  ) -> tuple[dict[str, tuple[Tensor, Tensor]] | None, int]:
+    def _reusable(self, state: BabState) -> intermediate.Known:
         """The root's intermediate bounds (valid on every subdomain of the root box, so
         every domain's are intersected with them) and the node index before which they are
         taken as they are: a split only changes the bounds of its node and those after it,
         so nodes before the earliest split node keep the root's bounds (when the domains'
         input boxes are their case's root box)."""
         if self.root_boxes is None or self.mode != "activation":
-            return None, 0
+            return intermediate.Known()
         case = state.case
         known = {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}
         same = bool((state.lower == self.root.lower[case]).all()) and \
             bool((state.upper == self.root.upper[case]).all())
         if not state.splits or not same:
-            return known, 0
-        return known, min(b.index[name] for name in state.splits)
+            return intermediate.Known(known)
+        return intermediate.Known(known, min(self.graph.position(name) for name in state.splits))
 
-    def input_scores(self, state: BabState, b: Bounder) -> Tensor:
+    def input_scores(self, state: BabState, b: DomainBounds) -> Tensor:
         """|A_x| * width per input dimension (how much of the linear bound's slack the
         dimension carries) plus a share of the relative width, so a dimension on which the
         bound's looseness comes from relaxations rather than the linear term still splits."""
         width = state.upper - state.lower
         rel = width / width.max(dim=1, keepdim=True).values.clamp(min=1e-30)
-        if b.last_A_x is None:
+        if b.A_x is None:
             smear = torch.zeros_like(width)
         else:
-            smear = b.last_A_x.abs().sum(dim=1).reshape(state.size, -1) * width
+            smear = b.A_x.abs().sum(dim=1).reshape(state.size, -1) * width
             # no information from non-finite coefficients: the relative width decides there
             smear = torch.where(torch.isfinite(smear), smear, 0.0)
         score = smear + (0.05 * smear.sum(dim=1, keepdim=True) + 1e-9) * rel
@@ -243,15 +246,15 @@ class BranchAndBound:
         right = BabState(right_lo, state.upper, state.case, state.splits, state.per)
         return BabState.cat([left, right])
 
-    def activation_scores(self, state: BabState, b: Bounder) -> Tensor:
+    def activation_scores(self, state: BabState, b: DomainBounds) -> Tensor:
         """Per neuron: the gap between its relaxation lines at the middle of its interval,
         weighted by how much the bound depends on it (sum over rows of |A|); -1 where the
         neuron is stable (linear on its interval) or its interval is tiny."""
         scores = []
         for name, node in self.nodes:
-            lo, hi = b.box[name]
+            lo, hi = b.nodes.box[name]
             A = b.recorded.get(node.name)
-            lines = b.lines.get(node.name)
+            lines = None if A is None else b.nodes.relaxation(node).lines()
             if A is None or lines is None:
                 s = torch.zeros_like(lo)
             else:
@@ -260,8 +263,9 @@ class BranchAndBound:
                 s = (A.abs() * gap).sum(dim=1)
             splittable = ((hi - lo) > 1e-6) & torch.isfinite(s)  # an infinite gap stays
             # infinite in a child (an end at a pole or at infinity): bisect inputs instead
-            if isinstance(node.op, Relu):
-                splittable &= (lo < 0) & (hi > 0)
+            fixed = node.op.insensitive(0, [(lo, hi)])  # splitting there changes nothing
+            if fixed is not None:
+                splittable &= ~fixed
             scores.append(torch.where(splittable & (s > 0), s, -1.0).reshape(state.size, -1))
         return torch.cat(scores, dim=1)
 
@@ -298,18 +302,18 @@ class BranchAndBound:
                     side[name] = (-full, full.clone())
             j = pos[sel] - int(offsets[i])
             lo, hi = (t.reshape(state.size, -1)[sel, j] for t in b_box[name])
-            point = branch_point(node.op, lo, hi)  # type: ignore[arg-type]
+            point = node.op.split_point(lo, hi)  # type: ignore[attr-defined]
             left[name][1].reshape(state.size, -1)[sel, j] = point
             right[name][0].reshape(state.size, -1)[sel, j] = point
         return BabState.cat([BabState(state.lower, state.upper, state.case, left, state.per),
                              BabState(state.lower, state.upper, state.case, right, state.per)])
 
     # -- falsification -------------------------------------------------------------------
-    def try_points(self, state: BabState, b: Bounder) -> None:
+    def try_points(self, state: BabState, b: DomainBounds) -> None:
         """Evaluate the box corners the CROWN bound is minimised at (and the centres)."""
-        if b.last_A_x is None:
+        if b.A_x is None:
             return
-        A = b.last_A_x.sum(dim=1).reshape(state.size, -1)  # crude: all rows together
+        A = b.A_x.sum(dim=1).reshape(state.size, -1)  # crude: all rows together
         corner = torch.where(A > 0, state.lower, state.upper)
         centre = (state.lower + state.upper) / 2
         for pts in (corner, centre):
@@ -327,7 +331,8 @@ class BranchAndBound:
                     return
 
     # -- the loop ------------------------------------------------------------------------
-    def bound_and_score(self, state: BabState, inherited: Tensor | None = None) -> Bounder:
+    def bound_and_score(self, state: BabState, inherited: Tensor | None = None
+                        ) -> DomainBounds:
         """Bound the domains (a bound is never worse than the parent's, which holds on the
         child's smaller domain too) and compute branching scores."""
         per, _, b = self.bound(state)
@@ -336,7 +341,7 @@ class BranchAndBound:
             state.score = self.input_scores(state, b)
         else:
             state.score = self.activation_scores(state, b)
-            state.boxes = {name: b.box[name] for name, _ in self.nodes}
+            state.boxes = {name: b.nodes.box[name] for name, _ in self.nodes}
         return b
 
     def run(self, state: BabState) -> BabOutcome:

@@ -1,0 +1,208 @@
+"""Intermediate bounds: every node's bounds over a batch of input boxes, as a value.
+
+In topological order, each node gets its interval bounds (IBP from its inputs' bounds,
+widened by its rounding noise); the inputs of nonlinear ops are then tightened by the
+backward pass started at that node with rows +I and -I, intersected with the interval
+bounds (both sound, so their meet is).  The backward pass is skipped where it cannot help:
+a node that only moves entries of nodes whose bounds are already linear ones, an op whose
+interval bounds are exact (``Op.ibp_exact``), and entries to which no user's relaxation is
+sensitive (``Op.insensitive``: a stable ReLU's lines are exact whatever its bounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from verifier.bounds.backward import Interrupted, NodeBounds, Slopes, Splits, bound
+from verifier.graph import Graph, Node, round_box
+from verifier.ops.base import Interval, Tensor
+
+ROW_CHUNK = 1024
+
+
+def never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Known:
+    """Bounds known beforehand, by node.  ``reuse``: valid over these boxes (branch-and-
+    bound: the root's, valid on every subdomain), intersected with each node's, and taken as
+    they are by the nodes at index < ``before`` (before every split).  ``fixed``: bounds
+    that stand in for the backward pass where it would run (intersected with the interval
+    ones)."""
+
+    reuse: dict[str, Interval] | None = None
+    before: int = 0
+    fixed: dict[str, Interval] | None = None
+
+
+def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = True,
+            splits: Splits | None = None, known: Known = Known(),
+            slopes: Slopes | None = None, stop: Callable[[], bool] = never) -> NodeBounds:
+    """Bounds of every node over the boxes ``lower``/``upper`` (B, n): IBP, tightened by the
+    backward pass for the inputs of nonlinear ops (``slopes``: alpha-CROWN's parameters for
+    those passes), within branch-and-bound's split limits.  Raises Interrupted once
+    ``stop()`` holds."""
+    nb = _empty(graph, graph.to_input_shape(lower), graph.to_input_shape(upper))
+    needed = {name for node in graph.nodes if not node.op.linear for name in node.inputs}
+    crowned = {graph.input_name}
+    limits = splits or {}
+    for i, node in enumerate(graph.nodes):
+        ins = [nb.box[name] for name in node.inputs]
+        prior = known.reuse.get(node.name) if known.reuse is not None else None
+        if prior is not None and i < known.before:
+            _note_rounding(nb, node, ins, prior)
+            nb.box[node.name] = _within(nb, limits.get(node.name), *prior)
+            crowned.add(node.name)
+            continue
+        lo, hi = _note_rounding(nb, node, ins, node.op.ibp(*ins))
+        if prior is not None:
+            lo, hi = torch.fmax(lo, prior[0]), torch.fmin(hi, prior[1])  # NaN: the other
+        nb.box[node.name] = _within(nb, limits.get(node.name), lo, hi)
+        if not use_crown or node.name not in needed or node.name == graph.output_name:
+            continue
+        if node.op.exact_move and all(name in crowned for name in node.inputs):
+            crowned.add(node.name)
+            continue
+        if _rows(nb, node.name, *nb.box[node.name]).numel() == 0:
+            continue
+        if stop():
+            raise Interrupted
+        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop)
+        nb.box[node.name] = _within(nb, limits.get(node.name), *tight)
+        crowned.add(node.name)
+    return nb
+
+
+def _empty(graph: Graph, lower: Tensor, upper: Tensor) -> NodeBounds:
+    return NodeBounds(graph, lower, upper, {graph.input_name: (lower, upper)}, {}, {},
+                      torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device),
+                      graph.rounding(lower.dtype), torch.finfo(lower.dtype).eps / 2)
+
+
+def _tightened(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
+               fixed: dict[str, Interval] | None, slopes: Slopes | None,
+               stop: Callable[[], bool]) -> Interval:
+    given = fixed.get(node.name) if fixed is not None else None
+    if given is not None:
+        return torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
+    if node.op.ibp_exact:
+        return lo, hi
+    return _node_bounds(nb, node, lo, hi, slopes, stop)
+
+
+def _note_rounding(nb: NodeBounds, node: Node, ins: list[Interval], out: Interval
+                   ) -> Interval:
+    """Record the bound on node's rounding noise (its floating-point evaluation lies within
+    it of the exact op on the floating-point inputs) and return ``out`` widened by it; the
+    backward pass charges ``|A| . noise`` at every node it crosses."""
+    if not nb.u:
+        return out
+    with torch.no_grad():
+        detached = [(lo.detach(), hi.detach()) for lo, hi in ins]
+        err = node.op.rounding_error(detached, (out[0].detach(), out[1].detach()), nb.u)
+    ku = node.op.relative_rounding(detached, nb.u)
+    if ku:
+        nb.relative[node.name] = ku
+    else:
+        nb.relative.pop(node.name, None)
+    widened = round_box(out, err, ku, nb.graph.largest_finite)
+    if err is None:
+        nb.noise.pop(node.name, None)
+        return widened
+    err = err.expand_as(out[0])
+    # a coefficient-preserving op (x + c) whose input is used by it alone: the input's
+    # noise meets the same |A| here, so it is charged here, in one term instead of two
+    source = node.inputs[0] if node.op.passes_coefficients() else None
+    if source in nb.noise and nb.graph.users[source] == [node.name]:
+        err = err + nb.noise.pop(source)[0].reshape(err.shape)
+    nb.noise[node.name] = (err.reshape(err.shape[0], -1, 1).to(out[0].dtype),
+                           bool(torch.isfinite(err).all()))
+    return widened
+
+
+def _within(nb: NodeBounds, limit: Interval | None, lo: Tensor, hi: Tensor) -> Interval:
+    """Bounds intersected with a split node's per-domain limits; a domain whose limits
+    cross its bounds is empty (recorded in ``infeasible``)."""
+    if limit is None:
+        return lo, hi
+    lo, hi = torch.maximum(lo, limit[0]), torch.minimum(hi, limit[1])
+    nb.infeasible = nb.infeasible | (lo > hi).flatten(1).any(dim=1)
+    return lo, torch.maximum(hi, lo)
+
+
+def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
+    """Flat indices of the node's entries some user's relaxation is sensitive to anywhere
+    in the batch (given the node's bounds lo, hi): the rows its backward pass bounds."""
+    graph = nb.graph
+    sensitive = None
+    for user in graph.users[name]:
+        node = graph.node(user)
+        ins = _UserInputs(nb, node, name, (lo, hi))
+        for k, i in enumerate(node.inputs):
+            if i != name:
+                continue
+            flat = node.op.insensitive(k, ins)  # type: ignore[arg-type]
+            if flat is None:
+                return torch.arange(lo[0].numel(), device=lo.device)
+            mask = (~flat).reshape(flat.shape[0], -1).any(dim=0)
+            sensitive = mask if sensitive is None else sensitive | mask
+    if sensitive is None:
+        return torch.arange(lo[0].numel(), device=lo.device)
+    return sensitive.nonzero().flatten()
+
+
+class _UserInputs(Sequence[Interval]):
+    """A user's input bounds, made when the op asks: the node being bounded has (lo, hi);
+    another input its interval from its own inputs' bounds (it may not be computed yet)."""
+
+    def __init__(self, nb: NodeBounds, user: Node, name: str, own: Interval):
+        self.nb, self.user, self.name, self.own = nb, user, name, own
+
+    def __len__(self) -> int:
+        return len(self.user.inputs)
+
+    def __getitem__(self, k: int) -> Interval:  # type: ignore[override]
+        i = self.user.inputs[k]
+        return self.own if i == self.name else _interval(self.nb, i)
+
+
+def _interval(nb: NodeBounds, name: str) -> Interval:
+    """IBP of a node from its inputs' bounds (computed ones where there are)."""
+    if name == nb.graph.input_name:
+        return nb.box[name]
+    node = nb.graph.node(name)
+    return node.op.ibp(*[nb.box[i] if i in nb.box else _interval(nb, i) for i in node.inputs])
+
+
+def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
+                 slopes: Slopes | None, stop: Callable[[], bool]) -> Interval:
+    """Backward-pass bounds of the node intersected with (lo, hi), for the rows some user
+    is sensitive to (in chunks of ROW_CHUNK rows: +e_i and -e_i)."""
+    name, shape, B = node.name, node.shape, nb.size
+    n = math.prod(shape)
+    lo_f, hi_f = lo.reshape(B, n), hi.reshape(B, n)
+    rows = slopes.rows_of_node.get(name) if slopes is not None else None
+    if rows is None:  # fixed on first use, so the slopes' shapes stay put
+        rows = _rows(nb, name, lo, hi)
+        if slopes is not None:
+            slopes.rows_of_node[name] = rows
+    new_lo, new_hi = lo_f.clone(), hi_f.clone()
+    half = ROW_CHUNK // 2
+    for chunk, start in enumerate(range(0, len(rows), half)):
+        if stop():
+            raise Interrupted
+        idx = rows[start:start + half]
+        k = len(idx)
+        eye = torch.zeros(k, n, dtype=lo.dtype, device=lo.device)
+        eye[torch.arange(k), idx] = 1
+        A = torch.cat([eye, -eye]).reshape(1, 2 * k, *shape).expand(B, -1, *shape)
+        lb = bound(nb, name, A, slopes, chunk)
+        new_lo[:, idx] = torch.fmax(lo_f[:, idx], lb[:, :k])  # a NaN side is ignored
+        new_hi[:, idx] = torch.fmin(hi_f[:, idx], -lb[:, k:])
+    return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
