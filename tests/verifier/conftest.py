@@ -43,7 +43,7 @@ def ort_box_samples(model_path: Path, model, case, n: int, seed: int
 
 def load_bench_model(path: Path):
     """A shared model, imported; skipped (with the refusal as the reason) when it uses an op
-    the importer refuses by name, as the 2024 families' Resize, Sign, Floor still are."""
+    the importer refuses by name, as the 2024 families' Resize still is."""
     from verifier import load_model
     from verifier.errors import UnsupportedOpError
 

@@ -116,11 +116,13 @@ def positive(g: G, x: str) -> str:
 # -- one generator per op kind -----------------------------------------------------------
 
 UNARY = ["Abs", "Cos", "Erf", "Exp", "Neg", "Relu", "Sigmoid", "Sin", "Tanh", "Identity"]
+STEPS = {"Sign": 9, "Floor": 7, "Ceil": 7, "Round": 11}  # step functions: their first opset
 
 
 def gen_unary(draw) -> tuple[G, str]:
-    op = draw(st.sampled_from(UNARY + ["Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu"]))
-    g = G(shape_of(draw), opset(draw, 20 if op == "Gelu" else 7))
+    op = draw(st.sampled_from(UNARY + ["Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu"]
+                              + list(STEPS)))
+    g = G(shape_of(draw), opset(draw, 20 if op == "Gelu" else STEPS.get(op, 7)))
     x = positive(g, "X") if op in ("Log", "Sqrt", "Reciprocal") else "X"
     attrs: dict = {}
     if op == "LeakyRelu":
@@ -623,7 +625,7 @@ GENERATORS["chain"] = gen_chain
 GENERATORS["folded_any"] = gen_folded_any
 
 COVERED = set(UNARY) | {
-    "Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu", "Clip", "Dropout", "Cast", "Add", "Sub",
+    "Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu", *STEPS, "Clip", "Dropout", "Cast", "Add", "Sub",
     "Mul", "Div", "Pow", "Max", "Min", "Gemm", "MatMul", "Conv", "ConvTranspose",
     "BatchNormalization", "AveragePool", "MaxPool", "GlobalAveragePool", "Softmax",
     "LayerNormalization", "ReduceSum", "ReduceMean", "Reshape", "Flatten", "Squeeze",

@@ -132,6 +132,9 @@ CASES = {
 def test_every_scalar_op_class_has_a_case():
     classes = {c for c in REGISTRY.values() if isinstance(c, type) and issubclass(c, ScalarOp)}
     classes |= {MaxMinConst, Rsqrt}
+    # the step functions relax by their own lines, tested over these intervals and more in
+    # tests/verifier/test_op_step.py
+    classes = {c for c in classes if c.__module__ != "verifier.ops.step"}
     covered = {type(op) for op, _ in CASES.values()}
     assert classes <= covered, f"no non-finite case for {classes - covered}"
 
