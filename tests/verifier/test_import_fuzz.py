@@ -625,7 +625,8 @@ GENERATORS["chain"] = gen_chain
 GENERATORS["folded_any"] = gen_folded_any
 
 COVERED = set(UNARY) | {
-    "Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu", *STEPS, "Clip", "Dropout", "Cast", "Add", "Sub",
+    "Log", "Sqrt", "Reciprocal", "LeakyRelu", "Gelu", *STEPS, "Clip", "Dropout", "Cast", "Add",
+    "Sub",
     "Mul", "Div", "Pow", "Max", "Min", "Gemm", "MatMul", "Conv", "ConvTranspose",
     "BatchNormalization", "AveragePool", "MaxPool", "GlobalAveragePool", "Softmax",
     "LayerNormalization", "ReduceSum", "ReduceMean", "Reshape", "Flatten", "Squeeze",
