@@ -131,6 +131,10 @@ def confirm(model: Model, prop: Property, case: int, x: np.ndarray) -> Counterex
     return None
 
 
+NEAR_MISSES = 8  # candidates with a small positive margin confirmed with onnxruntime anyway
+NEAR_MISS_SLACK = 1e-5
+
+
 def falsify(model: Model, prop: Property, batch: ProblemBatch, settings: AttackSettings,
             expired=lambda: False) -> list[Counterexample]:
     """Run PGD on a batch and return the counterexamples onnxruntime confirms (one per
@@ -140,10 +144,16 @@ def falsify(model: Model, prop: Property, batch: ProblemBatch, settings: AttackS
     found: dict[tuple[int, int], Counterexample] = {}
     order = torch.argsort(vs.reshape(-1))
     K = vs.shape[1]
+    near = NEAR_MISSES
     for flat in order.tolist():
         b, k = divmod(flat, K)
         if vs[b, k] > 0:
-            break
+            # our evaluation rounds differently from onnxruntime's (another tanh kernel,
+            # another summation order): a few points that miss by a rounding error or so
+            # are put to the judge too
+            if near <= 0 or not bool(vs[b, k] <= NEAR_MISS_SLACK * (1 + vs[b, k].abs())):
+                break
+            near -= 1
         cex = confirm(model, prop, batch.cases[b], xs[b, k].detach().cpu().double().numpy())
         if cex is not None and (cex.case, cex.disjunct) not in found:
             found[(cex.case, cex.disjunct)] = cex
