@@ -4,7 +4,8 @@ The rule: every attribute of a supported op, at every opset the importer accepts
 implemented exactly (``IMPLEMENTED``), has no effect on the one output the engine computes
 (``INERT``: training-only settings, precision of side outputs), or is accepted only while it
 holds the default value the ONNX schema of that opset gives it.  An attribute that the schema
-does not define at all is refused too.  docs/onnx-ops.md is the table in words.
+does not define at all is refused too.  An op class may state its own (``Op.onnx_attributes``,
+``Op.inert_attributes``), as new ops do.  docs/onnx-ops.md is the table in words.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import onnx
 from onnx import defs, helper
 
-from verifier.ops.base import OpFormError
+from verifier.ops.base import REGISTRY, OpFormError
 
 MIN_OPSET = 7  # numpy-style broadcasting, no consumed_inputs: the semantics implemented
 MAX_OPSET = defs.onnx_opset_version()
@@ -74,6 +75,9 @@ def check_attributes(node: onnx.NodeProto, opset: int) -> None:
     """Raise OpFormError naming the first attribute of ``node`` that is not implemented."""
     sch = schema(node.op_type, opset)
     done = IMPLEMENTED.get(node.op_type, frozenset()) | INERT.get(node.op_type, frozenset())
+    cls = REGISTRY.get(node.op_type)
+    if cls is not None:  # a newer op states its attributes in its class
+        done = done | cls.onnx_attributes | cls.inert_attributes
     for attr in node.attribute:
         if attr.name not in sch.attributes:
             raise OpFormError(f"attribute '{attr.name}' is not defined for {node.op_type} in "

@@ -69,6 +69,11 @@ class Op:
     #: ``ibp`` gives the exact range of the op over its input's interval, which no linear
     #: bound in terms of that input can tighten (the backward pass is skipped for it)
     ibp_exact: ClassVar[bool] = False
+    #: ONNX attributes the op implements exactly (any value), and those without effect on
+    #: the one output the engine computes; any other attribute is accepted only at its
+    #: schema default (``verifier/importer/onnx_attrs.py`` holds the older ops' tables)
+    onnx_attributes: ClassVar[frozenset[str]] = frozenset()
+    inert_attributes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         self.attrs = attrs
