@@ -35,7 +35,7 @@ from verifier.precision import unit_roundoff
 
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
-    "Constant", "Shape", "ConstantOfShape", "Equal", "Where", "Range", "Size", "Less",
+    "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size", "Less",
     "Greater", "Not", "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax", "ReduceMax",
     "ReduceMin",
 }
