@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 LINE = re.compile(r"^(\S.*?)\s+(verified|falsified|unknown|timeout|error)\s+([\d.]+)\s+(\d+)"
-                  r"(?:\s+([\d.]+))?\s*$")
+                  r"(?:\s+([\d.]+))?(?:\s+(?:sat|unsat|unknown|timeout|error)\s.*)?\s*$")
 
 
 def parse(path: Path) -> dict[str, dict[str, tuple[str, float, float | None]]]:

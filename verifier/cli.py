@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from verifier.errors import NNVerifyError
-from verifier.importer.onnx_import import Model, load_model
+from verifier.errors import NNVerifyError, UnsupportedOpError
+from verifier.importer.onnx_import import Model, load_model, read_model_bytes
 from verifier.property import SpecError, parse_vnnlib_file
 from verifier.property.core import Property
+from verifier.search.blackbox import OpaqueModel, opaque_model, verify_opaque
 from verifier.verify import Result, Settings, verify
 
 
@@ -88,15 +89,31 @@ def load_model_file(path: Path) -> Model:
         raise InputError(describe_failure("model", path, exc)) from None
 
 
-def load_instance(model_path: Path, spec_path: Path) -> tuple[Model, Property]:
-    """The model and its VNN-LIB property, or InputError naming the file at fault."""
-    model = load_model_file(model_path)
+def load_instance(model_path: Path, spec_path: Path) -> tuple[Model | OpaqueModel, Property]:
+    """The model and its VNN-LIB property, or InputError naming the file at fault.  A model
+    with ops the engine does not support comes back as an OpaqueModel when onnxruntime runs
+    it (only a search for counterexamples can run on it)."""
+    try:
+        model: Model | OpaqueModel = load_model(model_path)
+    except UnsupportedOpError as exc:
+        model = _opaque(model_path, exc)
+    except Exception as exc:  # reported at this boundary, whatever it is
+        raise InputError(describe_failure("model", model_path, exc)) from None
     try:
         prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
     except Exception as exc:  # reported at this boundary, whatever it is
         raise InputError(describe_failure("specification", spec_path, exc)) from None
-    check_evaluates(model, model_path, prop)
+    if isinstance(model, Model):
+        check_evaluates(model, model_path, prop)
     return model, prop
+
+
+def _opaque(path: Path, refused: UnsupportedOpError) -> OpaqueModel:
+    """The model as onnxruntime runs it, or InputError with the importer's refusal."""
+    try:
+        return opaque_model(read_model_bytes(path), str(refused))
+    except Exception:  # onnxruntime cannot run it either: the importer's reason stands
+        raise InputError(describe_failure("model", path, refused)) from None
 
 
 def check_evaluates(model: Model, path: Path, prop: Property) -> None:
@@ -155,9 +172,11 @@ def report_error(message: str, result_file: Path | None = None) -> int:
     return 2
 
 
-def verify_safely(model: Model, prop: Property, settings: Settings) -> Result:
+def verify_safely(model: Model | OpaqueModel, prop: Property, settings: Settings) -> Result:
     """``verify``, with anything it raises (it should not) turned into verdict ``error``."""
     try:
+        if isinstance(model, OpaqueModel):
+            return verify_opaque(model, prop, settings.timeout)
         return verify(model, prop, settings)
     except Exception as exc:  # an internal error is 'error', never another verdict
         return Result("error", f"internal error: {type(exc).__name__}: {exc}")

@@ -560,6 +560,18 @@ COVERED = set(UNARY) | {
 }
 
 
+def _op_test_files() -> None:
+    """The generators op test files declare (``FUZZ = {"OpType": generator}``)."""
+    for path in sorted(Path(__file__).parent.glob("test_op_*.py")):
+        module = importlib.import_module(f"{__package__}.{path.stem}")
+        for op, gen in getattr(module, "FUZZ", {}).items():
+            GENERATORS[op.lower()] = gen
+            COVERED.add(op)
+
+
+_op_test_files()
+
+
 @pytest.mark.parametrize("kind", sorted(GENERATORS))
 def test_importer_agrees_with_onnxruntime(kind: str) -> None:
     gen = GENERATORS[kind]
@@ -571,18 +583,6 @@ def test_importer_agrees_with_onnxruntime(kind: str) -> None:
         hypothesis.event(check_against_ort(g.model(out), g.shape))
 
     run()
-
-
-def _op_test_files() -> None:
-    """The generators op test files declare (``FUZZ = {"OpType": generator}``)."""
-    for path in sorted(Path(__file__).parent.glob("test_op_*.py")):
-        module = importlib.import_module(f"{__package__}.{path.stem}")
-        for op, gen in getattr(module, "FUZZ", {}).items():
-            GENERATORS[op.lower()] = gen
-            COVERED.add(op)
-
-
-_op_test_files()
 
 
 def test_fuzzing_covers_every_registered_op() -> None:

@@ -83,14 +83,21 @@ class Model:
         }
 
 
-def load_model(source: bytes | str | Path) -> Model:
-    """Import an ONNX model from bytes or a file path; raise ModelError saying what is wrong."""
+def read_model_bytes(source: bytes | str | Path) -> bytes:
+    """The model's bytes from bytes or a file path, gzip undone (VNN-COMP ships models as
+    .onnx.gz); ModelError if the compressed file is damaged."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
-    if data[:2] == b"\x1f\x8b":  # gzip (VNN-COMP ships models as .onnx.gz)
+    if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
             raise ModelError(f"the gzip-compressed model is damaged: {exc}") from None
+    return data
+
+
+def load_model(source: bytes | str | Path) -> Model:
+    """Import an ONNX model from bytes or a file path; raise ModelError saying what is wrong."""
+    data = read_model_bytes(source)
     proto = _parse(data)
     _refuse_external_data(proto)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
