@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
+
+from verifier.problems import ProblemBatch
 
 RNG = np.random.default_rng(1234)
 
@@ -154,3 +157,14 @@ def sample_box(case: OpCase, width: float, rng: np.random.Generator):
 
 def onnx_model(case: OpCase) -> onnx.ModelProto:
     return onnx.load_model_from_string(build(case))
+
+
+def plus_minus_rows(lo: np.ndarray, hi: np.ndarray, m: int) -> ProblemBatch:
+    """A batch over the boxes (B, n) whose rows are y_j and -y_j (their lower bounds bound
+    every output from both sides)."""
+    B = lo.shape[0]
+    C = torch.cat([torch.eye(m), -torch.eye(m)]).double().expand(B, 2 * m, m)
+    return ProblemBatch(torch.tensor(lo), torch.tensor(hi), C.contiguous(),
+                        torch.zeros(B, 2 * m, dtype=torch.float64),
+                        torch.arange(2 * m).expand(B, 2 * m).contiguous(), list(range(B)),
+                        [2 * m] * B)

@@ -40,9 +40,9 @@ from verifier.bounds.methods import row_lower_bounds
 from verifier.errors import UnsupportedOpError
 from verifier.ops.base import Const, Op, OpFormError, Var
 from verifier.ops.resize import COORDINATE_MODES, NEAREST_MODES, Resize, ResizeLinear
-from verifier.problems import ProblemBatch
 
 from .fuzzgraph import SETTINGS, G, check_against_ort, fl
+from .opcases import plus_minus_rows
 
 F32 = np.float32
 
@@ -244,15 +244,6 @@ def test_generated_models_agree_with_onnxruntime(data):
     assert check_against_ort(model_bytes, g.shape) == "agrees"
 
 
-@SETTINGS
-@given(st.data())
-def test_generated_models_with_refused_forms_agree_or_are_refused(data):
-    """FUZZ's generator (which test_import_fuzz.py counts as the op's coverage): antialias,
-    empty outputs, policies with negative axes are refused by name, never mis-imported."""
-    g, out = gen_resize(data.draw)
-    assert check_against_ort(g.model(out), g.shape) in ("agrees", "refused")
-
-
 def _yolo_form(g: G, x: str) -> str:
     """cctsdb_yolo_2023's node: opset 11, roi an empty Constant, scales [1, 1, 2, 2],
     nearest, asymmetric, floor, cubic_coeff_a = -0.75 (inert)."""
@@ -451,16 +442,6 @@ def _conv_net(form: str) -> bytes:
     return g.model(g.node("Gemm", [flat, w3, g.const(F32([0.1, -0.2, 0.3]))], transB=1)[0])
 
 
-def _batch(lo: np.ndarray, hi: np.ndarray, m: int) -> ProblemBatch:
-    """Rows y_j and -y_j (their lower bounds) for each box (B, n)."""
-    B = lo.shape[0]
-    C = torch.cat([torch.eye(m), -torch.eye(m)]).double().expand(B, 2 * m, m)
-    return ProblemBatch(torch.tensor(lo), torch.tensor(hi), C.contiguous(),
-                        torch.zeros(B, 2 * m, dtype=torch.float64),
-                        torch.arange(2 * m).expand(B, 2 * m).contiguous(), list(range(B)),
-                        [2 * m] * B)
-
-
 @pytest.mark.parametrize("form", sorted(NET_FORMS))
 def test_engine_bounds_contain_the_outputs(form: str):
     """IBP, CROWN and alpha-CROWN on 5 random boxes at once (narrow to wide) contain
@@ -471,7 +452,7 @@ def test_engine_bounds_contain_the_outputs(form: str):
     widths = np.array([1e-3, 0.05, 0.3, 1.0, 3.0])[:, None]
     centre = rng.uniform(-1, 1, (5, 16))
     lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 16)), centre + widths
-    batch = _batch(lo, hi, 3)
+    batch = plus_minus_rows(lo, hi, 3)
     bounds = {m: row_lower_bounds(model.graph, batch, m,
                                   alpha=AlphaSettings(iterations=5, early_stop=False))
               for m in ("ibp", "crown", "alpha-crown")}
@@ -595,7 +576,7 @@ def test_identity_through_the_transpose_is_verified(attrs, scales, sizes):
     """y = 0 up to float32 rounding (the final Gemm's, about 6e-3 here, dominates): IBP's
     bound is hundreds, the backward pass through the Resize's transpose proves y < 0.05."""
     data = _cancelling_net(attrs, scales, sizes)
-    batch = _batch(-np.ones((1, 9)), np.ones((1, 9)), 1)
+    batch = plus_minus_rows(-np.ones((1, 9)), np.ones((1, 9)), 1)
     assert float(row_lower_bounds(load_model(data).graph, batch, "ibp")[0, 1]) < -100
     _, result = _run(data, 9, -1.0, 1.0, 0.05, timeout=10)
     assert result.verdict == "verified", result.message
@@ -606,7 +587,7 @@ def test_true_margin_is_verified_and_attained_value_falsified():
     0.01) is verified; Y_0 >= (a value onnxruntime attains at a sampled input) is falsified
     with a counterexample onnxruntime confirms."""
     data = _conv_net("yolo")
-    batch = _batch(np.full((1, 16), -0.5), np.full((1, 16), 0.5), 3)
+    batch = plus_minus_rows(np.full((1, 16), -0.5), np.full((1, 16), 0.5), 3)
     upper = -float(row_lower_bounds(load_model(data).graph, batch, "crown")[0, 3])
     xs = _rng("margin").uniform(-0.5, 0.5, (200, 1, 1, 4, 4)).astype(F32)
     attained = float(_ort(data, xs)[:, 0, 0].max())

@@ -39,9 +39,9 @@ from verifier.bounds.methods import row_lower_bounds
 from verifier.errors import UnsupportedOpError
 from verifier.ops.base import Const, OpFormError, Var
 from verifier.ops.select import ScatterND, ScatterNDAdd, Where
-from verifier.problems import ProblemBatch
 
 from .fuzzgraph import SETTINGS, G, bcast_shape, check_against_ort, opset, shape_of
+from .opcases import plus_minus_rows
 
 F32 = np.float32
 
@@ -487,16 +487,6 @@ FORMS = ["scatter", "scatter-rows", "scatter-add", "scatter-const-data",
          "scatter-const-updates", "where", "where-const", "where-scalar"]
 
 
-def _batch(lo: np.ndarray, hi: np.ndarray, m: int) -> ProblemBatch:
-    """Rows y_j >= ... and -y_j >= ... (lower bounds of +-y) for each box (B, n)."""
-    B = lo.shape[0]
-    C = torch.cat([torch.eye(m), -torch.eye(m)]).double().expand(B, 2 * m, m)
-    return ProblemBatch(torch.tensor(lo), torch.tensor(hi), C.contiguous(),
-                        torch.zeros(B, 2 * m, dtype=torch.float64),
-                        torch.arange(2 * m).expand(B, 2 * m).contiguous(), list(range(B)),
-                        [2 * m] * B)
-
-
 @pytest.mark.parametrize("form", FORMS)
 def test_engine_bounds_contain_the_outputs(form: str):
     """IBP, CROWN and alpha-CROWN on 6 random boxes at once (narrow to wide): their bounds
@@ -507,7 +497,7 @@ def test_engine_bounds_contain_the_outputs(form: str):
     widths = np.array([1e-3, 0.05, 0.3, 1.0, 2.0, 4.0])[:, None]
     centre = rng.uniform(-1, 1, (6, 6))
     lo, hi = centre - widths * rng.uniform(0.2, 1, (6, 6)), centre + widths
-    batch = _batch(lo, hi, 3)
+    batch = plus_minus_rows(lo, hi, 3)
     bounds = {m: row_lower_bounds(model.graph, batch, m,
                                   alpha=AlphaSettings(iterations=5, early_stop=False))
               for m in ("ibp", "crown", "alpha-crown")}

@@ -47,8 +47,23 @@ BROADCASTING = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"}
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
 
 
+class Sizes:
+    """Input and output sizes of a model with static ``input_shape`` / ``output_shape``."""
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+    @property
+    def n_inputs(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def n_outputs(self) -> int:
+        return math.prod(self.output_shape)
+
+
 @dataclass(frozen=True, eq=False)
-class Model:
+class Model(Sizes):
     """An imported model: the graph plus facts about the original ONNX file."""
 
     graph: Graph
@@ -62,14 +77,6 @@ class Model:
     op_census: dict[str, int]
     n_parameters: int
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def n_inputs(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def n_outputs(self) -> int:
-        return math.prod(self.output_shape)
 
     def describe(self) -> dict[str, Any]:
         """Plain-data summary (for the API and the CLI)."""

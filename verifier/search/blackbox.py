@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime
 
 from verifier.errors import ModelError
+from verifier.importer.onnx_import import Sizes
 from verifier.ort import JUDGE_OPTIMIZATION
 from verifier.property.core import Property
 from verifier.search.attack import Counterexample, confirm
@@ -37,7 +38,7 @@ BATCH = 64  # points evaluated between two looks at the clock
 
 
 @dataclass
-class OpaqueModel:
+class OpaqueModel(Sizes):
     """An ONNX model known only through onnxruntime: what ``confirm`` and ``ort.run`` read
     of an imported model (names, shapes, input type, bytes, a session cache)."""
 
@@ -50,14 +51,6 @@ class OpaqueModel:
     output_shape: tuple[int, ...]
     reason: str = ""  # why the engine could not import it
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def n_inputs(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def n_outputs(self) -> int:
-        return math.prod(self.output_shape)
 
 
 def opaque_model(data: bytes, reason: str) -> OpaqueModel:
