@@ -13,11 +13,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import migrate
-from .api import certificates, health, jobs, models
+from .api import certificates, events, health, jobs, models
 from .dashboard import mount_dashboard
 from .db import ensure_data_dir, make_engine, session_factory
 from .engine import ModelCache
+from .metrics import ServiceMetrics
+from .metrics import router as metrics_router
 from .queues import JobQueue, make_queue
+from .reconciler import Reconciler
 from .recovery import requeue_abandoned
 from .settings import ServiceSettings
 
@@ -37,9 +40,13 @@ def create_app(settings: ServiceSettings, queue: JobQueue | None = None,
         owned = queue is None
         app.state.queue = make_queue(settings) if owned else queue
         requeue_abandoned(app.state.sessions, settings, app.state.queue)
+        app.state.reconciler = Reconciler(app.state.sessions, settings, app.state.queue,
+                                          on_pass=app.state.metrics.count_repairs)
+        app.state.reconciler.start()
         try:
             yield
         finally:
+            app.state.reconciler.stop()
             if owned:
                 app.state.queue.shutdown()
             app.state.engine.dispose()
@@ -53,8 +60,10 @@ def create_app(settings: ServiceSettings, queue: JobQueue | None = None,
     app.state.sessions = session_factory(app.state.engine)
     app.state.model_cache = ModelCache()
     app.state.queue = queue
-    for module in (models, jobs, certificates, health):
+    app.state.metrics = ServiceMetrics(app.state.sessions, lambda: app.state.queue)
+    for module in (models, jobs, events, certificates, health):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(metrics_router)
     _add_error_handlers(app)
     mount_dashboard(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + BODY_SLACK,

@@ -60,11 +60,19 @@ class ServiceSettings(BaseSettings):
     progress_interval: float = Field(default=0.5, gt=0)
     # a job whose worker vanished this many times fails instead of being run again
     max_attempts: int = Field(default=3, ge=1)
-    # a running job whose heartbeat is older than this is taken as abandoned at start-up
-    job_lease_seconds: float = Field(default=60.0, gt=0)
-    # seconds before Redis hands an unacknowledged job to another worker; keep it above
-    # max_job_timeout so a long job is not started twice while its first worker lives
+    # a running job whose worker's heartbeat (every progress_interval) is older than this
+    # is re-queued by the reconciler: a killed worker's job runs again within
+    # job_lease_seconds + reconcile_interval
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    # seconds between the reconciler's passes (service/reconciler.py)
+    reconcile_interval: float = Field(default=15.0, gt=0)
+    # seconds before Redis hands an unacknowledged message to another worker; a copy
+    # delivered while its job runs is dropped (service/worker.py: claim), so this only
+    # bounds how long a message delivered to a worker that died before claiming waits
     celery_visibility_timeout: float = Field(default=4000.0, gt=0)
+    # logs: "text" for people, "json" (one object a line, with job_id) for collectors
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
     celery_queue: str = "nnverify"
     worker_device: str | None = None
     # test hook: a job sleeps this long (cancellable) before verifying; only tests set it
@@ -104,3 +112,20 @@ class ServiceSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'nnverify.db').resolve()}"
+
+
+class ClientSettings(BaseSettings):
+    """Where the ``nnverify`` client commands (submit, status, results, ...) and
+    :mod:`service.client` find a server: ``NNVERIFY_URL`` (default
+    ``http://127.0.0.1:$NNVERIFY_PORT``, the address ``nnverify serve`` listens on by default)
+    and ``NNVERIFY_API_KEY`` (sent as ``X-API-Key`` when set)."""
+
+    model_config = SettingsConfigDict(env_prefix="NNVERIFY_", extra="ignore")
+
+    url: str | None = None
+    api_key: str | None = None
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @property
+    def base_url(self) -> str:
+        return (self.url or f"http://127.0.0.1:{self.port}").rstrip("/")

@@ -1,12 +1,18 @@
 """The one job function, ``run_job``, run by every backend (local pool and Celery).
 
-It receives a job id, never data, and is idempotent: a finished job is left alone, and a
-job delivered twice (its first worker died) starts a new attempt from queued or running.
-Each attempt is fenced by its number, so a stale attempt can no longer write to the job.
+It receives a job id and a token, never data, and is idempotent.  The token is the job's
+``attempts`` when the message was sent: a worker claims the job (queued -> running, one more
+attempt) only if it is still queued on that token, in one guarded UPDATE, so of any number
+of deliveries of one message (Redis's visibility-timeout redelivery, a re-send by the
+reconciler) exactly one runs it; the others are acknowledged and dropped.  A running job is
+never taken over by a delivery: the reconciler (``service.reconciler``) re-queues it once
+its worker's heartbeat is stale.  Each attempt is fenced by its number, so an attempt that
+was given up on can no longer write to the job.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -28,32 +34,41 @@ from .db import session_scope
 from .engine import engine_settings, import_model, parse_property
 from .lipschitz_jobs import job_kind, run_lipschitz
 from .settings import ServiceSettings
-from .states import FINISHED, transition
+from .states import transition
 from .tables import Certificate, Job, ModelRecord, PropertyRecord, utcnow
 
+log = logging.getLogger(__name__)
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_name(pid: int | None = None) -> str:
+    """How a job records the process running it: ``host:pid`` (this process by default)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def run_job(job_id: str, settings: ServiceSettings | None = None,
-            device: str | None = None) -> str:
-    """Run job ``job_id`` to its end and return the job's final state.
+            device: str | None = None, token: int | None = None) -> str:
+    """Run job ``job_id`` to its end and return the job's state afterwards.
 
     ``settings`` default to those of the environment; ``device`` (a worker's own) overrides
-    the device the job asked for.
+    the device the job asked for; ``token`` is the attempt count the message was sent for
+    (None: whichever, for callers outside the queues).  A message the job is not waiting
+    for (finished, running, or re-queued since it was sent) runs nothing.
     """
     settings = settings or ServiceSettings()
-    attempt = _start_attempt(job_id, settings, device)
+    attempt = claim(job_id, settings, device, token)
     if attempt is None:
         return _state_of(job_id, settings)
+    log.info("job started", extra={"job_id": job_id, "attempt": attempt})
     try:
         _run_attempt(job_id, attempt, settings, device)
     except Exception as exc:  # the job fails with the reason; the worker lives on
+        log.exception("job failed", extra={"job_id": job_id, "attempt": attempt})
         with session_scope(settings) as s:
             transition(s, job_id, "running", "failed", attempt=attempt,
                        message=failure_message(exc))
-    return _state_of(job_id, settings)
+    state = _state_of(job_id, settings)
+    log.info("job ended", extra={"job_id": job_id, "attempt": attempt, "state": state})
+    return state
 
 
 def failure_message(exc: Exception) -> str:
@@ -71,23 +86,28 @@ def _state_of(job_id: str, settings: ServiceSettings) -> str:
         return s.scalar(select(Job.state).where(Job.id == job_id)) or "missing"
 
 
-def _start_attempt(job_id: str, settings: ServiceSettings, device: str | None) -> int | None:
-    """Claim the job for a new attempt; None when there is nothing to run."""
+def claim(job_id: str, settings: ServiceSettings, device: str | None,
+          token: int | None = None) -> int | None:
+    """Claim the queued job for a new attempt and return its number; None when this
+    message is not the one the job waits for (it is then dropped).
+
+    The UPDATE is guarded by state and attempt count, so two workers holding copies of one
+    message cannot both win.  A job whose cancellation was asked for while it ran and which
+    was then re-queued is cancelled instead.
+    """
     with session_scope(settings) as s:
         job = s.get(Job, job_id)
-        if job is None or job.state in FINISHED:
+        if job is None or job.state != "queued" or (token is not None and job.attempts != token):
+            log.info("message dropped: the job is not waiting for it", extra={
+                "job_id": job_id, "token": token, "state": job.state if job else "missing"})
             return None
         if job.cancel_requested:
-            transition(s, job_id, job.state, "cancelled", message="cancelled before it started")
-            return None
-        if job.attempts >= settings.max_attempts:
-            transition(s, job_id, job.state, "failed", message=(
-                f"gave up after {job.attempts} attempts: the worker running it kept vanishing"))
+            transition(s, job_id, "queued", "cancelled", message="cancelled before it started")
             return None
         attempt = job.attempts + 1
         now = utcnow()
         claimed = transition(
-            s, job_id, job.state, "running", attempt=job.attempts, attempts=attempt,
+            s, job_id, "queued", "running", attempt=job.attempts, attempts=attempt,
             worker=worker_name(), device=device or job.options.get("device") or "cpu",
             started_at=now, heartbeat_at=now, progress=None)
         return attempt if claimed else None
@@ -113,10 +133,10 @@ def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
         onnx_bytes = s.get_one(ModelRecord, job.model_id).onnx_bytes
         prop_row = s.get_one(PropertyRecord, job.property_id)
         fmt, text = prop_row.format, prop_row.text
-    model = import_model(onnx_bytes)
     monitor = JobMonitor(job_id, attempt, settings)
-    monitor.start()
+    monitor.start()  # heartbeats from now on: a large model's import must not look dead
     try:
+        model = import_model(onnx_bytes)
         if settings.test_job_delay and not monitor.sleep(settings.test_job_delay):
             outcome = Outcome("unknown", "cancelled", 0.0, None, None)
         elif job_kind(options) == "lipschitz":

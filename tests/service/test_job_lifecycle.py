@@ -54,14 +54,13 @@ def test_finished_job_is_left_alone(settings, client):
     assert (after.attempts, after.finished_at) == (before.attempts, before.finished_at)
 
 
-def test_job_delivered_again_while_running_starts_a_new_attempt(settings, client):
+def test_job_delivered_again_while_running_is_dropped(settings, client):
     job_id = make_job(client)
     wait_finished(client, f"{API}/jobs/{job_id}")
-    with session_scope(settings) as s:  # pretend the first worker died mid-run
+    with session_scope(settings) as s:  # a copy of its message arrives while it runs
         s.query(Job).filter_by(id=job_id).update({"state": "running", "verdict": None})
-    assert run_job(job_id, settings) == "succeeded"
-    job = job_row(settings, job_id)
-    assert job.attempts == 2 and job.verdict == "verified"
+    assert run_job(job_id, settings) == "running"
+    assert job_row(settings, job_id).attempts == 1
 
 
 def test_cancel_a_running_job(settings, client):
@@ -121,7 +120,7 @@ class _ListQueue:
     def __init__(self) -> None:
         self.ids: list[str] = []
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, token: int | None = None) -> None:
         self.ids.append(job_id)
 
 
@@ -159,8 +158,9 @@ def test_job_fails_after_too_many_vanished_workers(settings, client):
     wait_finished(client, f"{API}/jobs/{job_id}")
     with session_scope(settings) as s:
         s.query(Job).filter_by(id=job_id).update({"state": "running", "attempts": 3})
-    assert run_job(job_id, settings) == "failed"
-    assert "gave up after 3 attempts" in job_row(settings, job_id).message
+    assert requeue_abandoned(client.app.state.sessions, settings, _ListQueue()) == []
+    job = job_row(settings, job_id)
+    assert job.state == "failed" and "gave up after 3 attempts" in job.message
 
 
 def test_worker_device_overrides_the_job_option(settings, client):
