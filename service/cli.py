@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the client commands import it when run (it needs no torch)
     from .client import Client, JobStatus
 
 Handler = Callable[[argparse.Namespace], int]
+SHUTDOWN_GRACE = 5  # seconds a stopping server waits for open requests
 
 
 def build_parser(engine: bool = True) -> argparse.ArgumentParser:
@@ -91,7 +92,10 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"nnverify serving on http://{settings.host}:{settings.port}/ "
           f"(API at /api/v1, docs at /docs; workers: {settings.worker_backend}; "
           f"API keys {'required' if settings.keys_required else 'not required'})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # open event streams (GET /jobs/{id}/events) would hold a graceful shutdown up to
+    # their 10-minute limit: they are cut after SHUTDOWN_GRACE seconds
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE)
     return 0
 
 
