@@ -50,8 +50,8 @@ class JobCollector(Collector):
             yield self._heartbeats(session)
 
     def _by_state(self, session: Session) -> Metric:
-        counts = dict(session.execute(select(Job.state, func.count()).group_by(Job.state))
-                      .tuples().all())
+        counts = {state: n for state, n in
+                  session.execute(select(Job.state, func.count()).group_by(Job.state)).all()}
         family = GaugeMetricFamily("nnverify_jobs", "Jobs by state.", labels=["state"])
         for state in JOB_STATES:
             family.add_metric([state], counts.get(state, 0))
@@ -85,7 +85,7 @@ class JobCollector(Collector):
     def _heartbeats(self, session: Session) -> Metric:
         rows = session.execute(select(Job.worker, func.max(Job.heartbeat_at))
                                .where(Job.state == "running", Job.worker.is_not(None))
-                               .group_by(Job.worker)).tuples().all()
+                               .group_by(Job.worker)).all()
         family = GaugeMetricFamily("nnverify_worker_heartbeat_age_seconds",
                                    "Seconds since each busy worker's last heartbeat.",
                                    labels=["worker"])

@@ -268,17 +268,19 @@ class CeleryQueue:
         """The messages in Redis for this queue: waiting in its lists, or delivered to a
         worker less than ``job_lease_seconds`` ago and not yet acknowledged (a worker claims
         a job within a second of delivery; one still unclaimed after that died first)."""
-        client = self._client()
         name = self.settings.celery_queue
-        raws: list[bytes] = []
-        for list_name in redis_list_names(name):
-            raws.extend(client.lrange(list_name, 0, -1))
         fresh = time.time() - self.settings.job_lease_seconds
-        delivered = {tag for tag, at in client.zrangebyscore("unacked_index", fresh, "+inf",
-                                                             withscores=True)}
-        for tag, raw in client.hgetall("unacked").items():
+        with self._client().pipeline(transaction=True) as pipe:  # one snapshot: a message
+            for list_name in redis_list_names(name):  # moving between a list and the
+                pipe.lrange(list_name, 0, -1)  # unacknowledged hash is seen in one of them
+            pipe.zrangebyscore("unacked_index", fresh, "+inf")
+            pipe.hgetall("unacked")
+            *lists, delivered, unacked = pipe.execute()
+        raws: list[bytes] = [raw for values in lists for raw in values]
+        fresh_tags = set(delivered)
+        for tag, raw in unacked.items():
             entry = json.loads(raw)
-            if entry[2] == name and tag in delivered:  # [message, exchange, routing key]
+            if entry[2] == name and tag in fresh_tags:  # [message, exchange, routing key]
                 raws.append(json.dumps(entry[0]).encode())
         return {m for m in (message_of(raw) for raw in raws) if m is not None}
 

@@ -107,7 +107,8 @@ def resend_lost(session: Session, settings: ServiceSettings, queue: JobQueue,
         if job_id in repairs.requeued:
             continue  # sent by this pass
         if held is None or ((job_id, attempts) not in held and (job_id, None) not in held):
-            log.warning("queued job's message is missing: sent again", extra={"job_id": job_id})
+            log.warning("queued job's message is missing: sent again",
+                        extra={"job_id": job_id, "token": attempts, "startup": startup})
             queue.enqueue(job_id, attempts)
             repairs.resent.append(job_id)
 

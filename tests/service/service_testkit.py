@@ -3,8 +3,14 @@ queue that runs the real job function, polling."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -151,3 +157,121 @@ def fresh_postgres_database():  # type: ignore[no-untyped-def]
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return manage()
+
+
+# -- Celery workers and a Redis server of the test's own -------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+class RedisServer:
+    """A non-persistent ``redis-server`` on a free loopback port, owned by one test:
+    it can be restarted (losing every message) without touching the shared server."""
+
+    def __init__(self, workdir: Path):
+        import shutil
+
+        import pytest
+
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip("redis-server is not installed")
+        self.workdir, self.port = workdir, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        assert self.binary is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: {"up": reachable("127.0.0.1", self.port)}, lambda r: r["up"], 10)
+
+    def stop(self) -> None:
+        """SIGKILL: whatever it held is gone, as after a crash of a Redis without
+        persistence."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Workers:
+    """Celery worker subprocesses (``--pool=solo``) sharing one queue name, data dir, Redis
+    database and (optionally) PostgreSQL database."""
+
+    def __init__(self, tmp: Path, redis_url: str, database_url: str | None = None,
+                 **env: str):
+        self.database_url, self.redis_url = database_url, redis_url
+        self.env = {
+            "NNVERIFY_DATA_DIR": str(tmp / "data"),
+            "REDIS_URL": redis_url,
+            "NNVERIFY_CELERY_QUEUE": f"nnverify-test-{uuid.uuid4().hex[:10]}",
+            "NNVERIFY_WORKER_BACKEND": "celery",
+            "NNVERIFY_PROGRESS_INTERVAL": "0.1",
+            **env,
+        }
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def settings(self, **overrides: Any) -> ServiceSettings:
+        """The API's settings for these workers."""
+        return ServiceSettings(**{  # type: ignore[arg-type]
+            "data_dir": self.env["NNVERIFY_DATA_DIR"], "redis_url": self.redis_url,
+            "celery_queue": self.env["NNVERIFY_CELERY_QUEUE"], "worker_backend": "celery",
+            "progress_interval": 0.1, "require_api_keys": False,
+            "database_url": self.database_url, **overrides})
+
+    def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        full = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        full.update(self.env, **env)
+        cmd = [sys.executable, "-m", "celery", "-A", "service.celery_app", "worker",
+               "--pool=solo", "-Q", self.env["NNVERIFY_CELERY_QUEUE"], "-n", f"{name}@%h",
+               "--without-gossip", "--without-mingle", "--loglevel=WARNING"]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=full, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL the worker whose process id is ``pid`` (and its process group)."""
+        proc = next(p for p in self.procs if p.pid == pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        """Kill the workers (their jobs are done; nothing is left to acknowledge)."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        with contextlib.suppress(Exception):  # a test's own Redis may be gone already
+            self._purge()
+
+    def _purge(self) -> None:
+        """Drop this run's queue and any of its messages left unacknowledged in Redis."""
+        import json
+
+        import redis
+
+        r = redis.Redis.from_url(self.redis_url)
+        queue = self.env["NNVERIFY_CELERY_QUEUE"]
+        for tag, raw in r.hgetall("unacked").items():
+            if json.loads(raw)[2] == queue:  # [message, exchange, routing key]
+                r.hdel("unacked", tag)
+                r.zrem("unacked_index", tag)
+        r.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        r.close()
+
+
+def worker_pid(job: dict[str, Any]) -> int:
+    """The process id in a job's ``worker`` (``host:pid``)."""
+    return int(str(job["worker"]).rsplit(":", 1)[1])
