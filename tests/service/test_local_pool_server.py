@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def start_server(data_dir: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     full = dict(os.environ, NNVERIFY_DATA_DIR=str(data_dir), NNVERIFY_LOCAL_WORKERS="1",
-                NNVERIFY_PROGRESS_INTERVAL="0.1", **env)
+                NNVERIFY_PROGRESS_INTERVAL="0.1")
+    full.update(env)
     full.pop("DATABASE_URL", None)
     return subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
                             cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -66,11 +67,17 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) 
 def running_job(base: str) -> dict:
     """Upload the nano model, submit its property and wait until the job runs (the server
     was started with a job delay, so it keeps running); the job as JSON."""
+    return running_jobs(base, 1)[0]
+
+
+def running_jobs(base: str, n: int) -> list[dict]:
+    """``n`` jobs on the nano model, once all of them run (each on its own worker)."""
     with httpx.Client(base_url=f"{base}/api/v1", timeout=10) as c:
         model = c.post("/models", files={"file": ("n.onnx", NANO_ONNX.read_bytes())}).json()
         body = {"model_id": model["id"], "property": {"vnnlib": NANO_PROP.read_text()}}
-        url = c.post("/jobs", json=body).headers["location"]
-        return wait_for(lambda: c.get(url).json(), lambda j: j["state"] == "running", 30)
+        urls = [c.post("/jobs", json=body).headers["location"] for _ in range(n)]
+        return wait_for(lambda: {"jobs": [c.get(u).json() for u in urls]},
+                        lambda v: all(j["state"] == "running" for j in v["jobs"]), 30)["jobs"]
 
 
 @dataclass
@@ -154,3 +161,50 @@ def test_pool_workers_run_niced_and_exit_with_the_server(tmp_path):
         assert not _alive(worker_pid), "the pool process outlived the server"
     finally:
         stop(server, signal.SIGKILL)
+
+
+def test_a_killed_pool_process_reruns_only_its_own_job(tmp_path):
+    """Two jobs on two pool processes; one process is SIGKILLed: its job is re-queued at
+    once and runs again on a fresh process, the other job runs on undisturbed."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path / "data", port, NNVERIFY_LOCAL_WORKERS="2",
+                          NNVERIFY_TEST_JOB_DELAY="3")
+    try:
+        wait_healthy(base, server)
+        victim, bystander = running_jobs(base, 2)
+        assert victim["worker"] != bystander["worker"]
+        os.kill(int(victim["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+        with httpx.Client(timeout=10) as c:
+            victim_end = wait_finished(c, victim["url"], timeout=60)
+            bystander_end = wait_finished(c, bystander["url"], timeout=60)
+        assert (victim_end["state"], victim_end["verdict"], victim_end["attempts"]) == (
+            "succeeded", "verified", 2), victim_end
+        assert victim_end["worker"] != victim["worker"]
+        assert (bystander_end["state"], bystander_end["verdict"], bystander_end["attempts"],
+                bystander_end["worker"]) == ("succeeded", "verified", 1, bystander["worker"])
+    finally:
+        stop(server, signal.SIGKILL)
+
+
+def test_a_stopped_server_hands_its_running_job_back(tmp_path):
+    """SIGTERM to the whole process group (Ctrl-C, systemd) while a job runs: the server
+    ends its pool and hands the job back uncounted; the next server runs it, attempt 1."""
+    port, data = free_port(), tmp_path / "data"
+    base = f"http://127.0.0.1:{port}"
+    first = start_server(data, port, NNVERIFY_TEST_JOB_DELAY="60")
+    try:
+        wait_healthy(base, first)
+        url = running_job(base)["url"]
+        stop(first)  # SIGTERM, as a service manager sends it (uvicorn shuts down, then
+        # re-raises it: the exit status is -15 either way)
+    finally:
+        stop(first, signal.SIGKILL)
+    second = start_server(data, port)
+    try:
+        wait_healthy(base, second)
+        with httpx.Client(timeout=10) as c:
+            job = wait_finished(c, url, timeout=60)
+        assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 1)
+    finally:
+        stop(second)
