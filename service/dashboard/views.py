@@ -4,9 +4,11 @@ image (a PNG data URL, for image-shaped inputs) or as a table, with the model's 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,77 +20,140 @@ PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T, PAD_R = 440, 200, 64, 36, 14, 14
 MAX_TABLE_VALUES = 64
 
 
+OFF_SCALE_FACTOR = 5.0  # a leading bound this many times further below the top is cut off
+N_TICKS = 6
+
+
 def bound_history(progress: dict[str, Any] | None,
                   result: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The points (elapsed, domains_done, lower_bound) with a bound: ``progress["history"]``
-    where the worker keeps one, else the latest progress alone; then the final point."""
+    where the worker keeps one, else the latest progress alone; then the final point when
+    it is a bound at the run's end (not for a proof by branch-and-bound: see final_point)."""
     points = (progress or {}).get("history") or ([progress] if progress else [])
     out = [p for p in points if isinstance(p, dict) and _finite(p.get("lower_bound"))]
     last = final_point(result)
-    return out + [last] if last else out
+    return out + [last] if last and last["proof"] != "bab" else out
 
 
 def final_point(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A finished job's global lower bound (the least over its disjuncts) when every
-    disjunct has one, at the run's time and domain count."""
+    """A finished job's least bound over its disjuncts (when every disjunct has one), at the
+    run's time and domain count, with ``proof``: "bounds" when that bound is above 0 (it
+    proves the property), "bab" when the job is verified although it is not (those are the
+    bounds before branch-and-bound, which proved the property by closing every domain with
+    a bound above 0), else None."""
     final = [b for case in (result or {}).get("bounds") or [] for b in case]
     if not result or not final or not all(_finite(b) for b in final):
         return None
+    least = min(final)
+    proof = "bounds" if least > 0 else ("bab" if result.get("verdict") == "verified" else None)
     return {"elapsed": float(result.get("seconds") or 0.0),
-            "domains_done": int(result.get("domains") or 0), "lower_bound": min(final)}
+            "domains_done": int(result.get("domains") or 0), "lower_bound": least,
+            "proof": proof}
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _ticks(lo: float, hi: float, margin: float = 0.0) -> tuple[float, float]:
-    """The axis range for data in [lo, hi], widened by ``margin`` of its span each side."""
-    if lo == hi:
-        pad = abs(lo) * 0.1 or 1.0
-        return lo - pad, hi + pad
-    pad = (hi - lo) * margin
-    return lo - pad, hi + pad
-
-
 def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def line_plot(points: list[tuple[float, float]], xlabel: str, ylabel: str,
-              title: str) -> Markup:
-    """An SVG line plot of ``points`` (x, y) with its axes' ranges and a dashed y = 0 line
-    (a bound above 0 proves the property)."""
-    if not points:
+@dataclass
+class Scale:
+    """A plot's y range, ``lo`` to ``hi``, and how many leading points lie below it.
+
+    The range always holds 0 (the line a bound must pass to prove the property) and the
+    later points; a leading point more than OFF_SCALE_FACTOR times further below the top
+    than every later point (the first IBP bound of a run whose CROWN and BaB bounds are
+    hundreds of times tighter) is left off, drawn on the bottom edge and labelled, so the
+    approach to 0 fills the plot instead of a flat line at the top."""
+
+    lo: float
+    hi: float
+    off_scale: int
+
+    @classmethod
+    def fit(cls, ys: list[float]) -> Scale:
+        top = max(max(ys), 0.0)
+        cut = 0
+        while cut < len(ys) - 1 and \
+                top - ys[cut] > OFF_SCALE_FACTOR * (top - min(ys[cut + 1:]) or 1e-300):
+            cut += 1
+        lo, hi = min(ys[cut:] + [0.0]), top
+        span = (hi - lo) or (abs(hi) or 1.0)
+        return cls(lo - 0.08 * span, hi + 0.08 * span, cut)
+
+    def ticks(self) -> list[float]:
+        """About N_TICKS round values inside the range (steps of 1, 2 or 5 times 10^k)."""
+        raw = (self.hi - self.lo) / N_TICKS
+        step = 10 ** math.floor(math.log10(raw))
+        step *= next(m for m in (1, 2, 5, 10) if m * step >= raw)
+        first = math.ceil(self.lo / step)
+        return [k * step for k in range(first, math.floor(self.hi / step) + 1)]
+
+
+def line_plot(points: list[tuple[float, float]], xlabel: str, ylabel: str, title: str,
+              proved_at: float | None = None) -> Markup:
+    """An SVG line plot of ``points`` (x, y) on a Scale with gridlines and a dashed y = 0
+    line; ``proved_at``: the x where branch-and-bound closed its last domain, marked on the
+    0 line."""
+    if not points and proved_at is None:
         return empty_plot(title)
-    x0, x1 = _ticks(min(p[0] for p in points), max(p[0] for p in points))
-    y0, y1 = _ticks(min(min(p[1] for p in points), 0.0), max(max(p[1] for p in points), 0.0),
-                    0.08)
+    xs = [p[0] for p in points] + ([proved_at] if proved_at is not None else [])
+    x0, x1 = min(xs), max(xs)
+    x0, x1 = (x0, x1) if x1 > x0 else (x0 - 1.0, x1 + 1.0)
+    scale = Scale.fit([p[1] for p in points] or [0.0])
     w, h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
 
     def sx(x: float) -> float:
         return PAD_L + (x - x0) / (x1 - x0) * w
 
     def sy(y: float) -> float:
-        return PAD_T + (y1 - y) / (y1 - y0) * h
+        return PAD_T + (scale.hi - max(y, scale.lo)) / (scale.hi - scale.lo) * h
 
-    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5"/>' for x, y in points[-1:])
-    parts = [
-        f'<svg class="plot" viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" '
-        f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
-        f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{w}" height="{h}"/>',
-        f'<line class="zero" x1="{PAD_L}" x2="{PAD_L + w}" y1="{sy(0):.1f}" y2="{sy(0):.1f}"/>',
-        f'<polyline class="series" points="{line}"/>', f'<g class="dot">{dots}</g>',
-        f'<text x="{PAD_L - 4}" y="{PAD_T + 10}" text-anchor="end">{_fmt(y1)}</text>',
-        f'<text x="{PAD_L - 4}" y="{PAD_T + h}" text-anchor="end">{_fmt(y0)}</text>',
-        f'<text x="{PAD_L}" y="{PLOT_H - 20}">{_fmt(x0)}</text>',
-        f'<text x="{PAD_L + w}" y="{PLOT_H - 20}" text-anchor="end">{_fmt(x1)}</text>',
-        f'<text x="{PAD_L + w / 2}" y="{PLOT_H - 4}" text-anchor="middle">{escape(xlabel)}</text>',
-        f'<text x="12" y="{PAD_T + h / 2}" transform="rotate(-90 12 {PAD_T + h / 2})" '
-        f'text-anchor="middle">{escape(ylabel)}</text></svg>',
-    ]
+    data = escape(json.dumps([[x, y] for x, y in points]))  # job.js extends the series
+    parts = [f'<svg class="plot" viewBox="0 0 {PLOT_W} {PLOT_H}" role="img" '
+             f'aria-label="{escape(title)}" data-points="{data}"><title>{escape(title)}</title>',
+             f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{w}" height="{h}"/>']
+    for t in scale.ticks():
+        parts.append(f'<line class="grid" x1="{PAD_L}" x2="{PAD_L + w}" y1="{sy(t):.1f}" '
+                     f'y2="{sy(t):.1f}"/><text x="{PAD_L - 4}" y="{sy(t) + 4:.1f}" '
+                     f'text-anchor="end">{_fmt(t)}</text>')
+    parts.append(f'<line class="zero" x1="{PAD_L}" x2="{PAD_L + w}" y1="{sy(0):.1f}" '
+                 f'y2="{sy(0):.1f}"/>')
+    if points:
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+        x, y = points[-1]
+        parts.append(f'<polyline class="series" points="{line}"/><g class="dot">'
+                     f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5"/></g>')
+    parts += _off_scale_note(points, scale, sx, sy)
+    if proved_at is not None:
+        parts.append(f'<g class="proved"><circle cx="{sx(proved_at):.1f}" cy="{sy(0):.1f}" '
+                     f'r="4"/><text x="{sx(proved_at) - 6:.1f}" y="{sy(0) - 7:.1f}" '
+                     'text-anchor="end">proved by branch-and-bound</text></g>')
+    parts += [f'<text x="{PAD_L}" y="{PLOT_H - 20}">{_fmt(x0)}</text>',
+              f'<text x="{PAD_L + w}" y="{PLOT_H - 20}" text-anchor="end">{_fmt(x1)}</text>',
+              f'<text x="{PAD_L + w / 2}" y="{PLOT_H - 4}" text-anchor="middle">'
+              f'{escape(xlabel)}</text>',
+              f'<text x="12" y="{PAD_T + h / 2}" transform="rotate(-90 12 {PAD_T + h / 2})" '
+              f'text-anchor="middle">{escape(ylabel)}</text></svg>']
     return Markup("".join(parts))
+
+
+def _off_scale_note(points: list[tuple[float, float]], scale: Scale,
+                    sx: Callable[[float], float], sy: Callable[[float], float]) -> list[str]:
+    """Markers on the bottom edge for the points below the range, and a label with the
+    lowest of them."""
+    if not scale.off_scale:
+        return []
+    cut = points[:scale.off_scale]
+    marks = "".join(f'<path d="M{sx(x) - 4:.1f},{sy(scale.lo) - 6:.1f} h8 l-4,6 z"/>'
+                    for x, _y in cut)
+    lowest = min(y for _x, y in cut)
+    return [f'<g class="offscale">{marks}<text x="{sx(cut[0][0]) + 8:.1f}" '
+            f'y="{sy(scale.lo) - 4:.1f}">{"first bound" if len(cut) == 1 else "first bounds"}'
+            f' down to {_fmt(lowest)}, below the scale</text></g>']
 
 
 def empty_plot(title: str) -> Markup:
@@ -105,11 +170,15 @@ def empty_plot(title: str) -> Markup:
 def bound_plots(progress: dict[str, Any] | None,
                 result: dict[str, Any] | None = None) -> dict[str, Markup]:
     hist = bound_history(progress, result)
+    final = final_point(result)
+    bab = final if final and final["proof"] == "bab" else None
     by_time = [(float(p.get("elapsed", 0.0)), float(p["lower_bound"])) for p in hist]
     by_domains = [(float(p.get("domains_done", 0)), float(p["lower_bound"])) for p in hist]
-    return {"time": line_plot(by_time, "seconds", "lower bound", "Global lower bound vs time"),
+    return {"time": line_plot(by_time, "seconds", "lower bound", "Global lower bound vs time",
+                              bab["elapsed"] if bab else None),
             "domains": line_plot(by_domains, "domains done", "lower bound",
-                                 "Global lower bound vs domains")}
+                                 "Global lower bound vs domains",
+                                 float(bab["domains_done"]) if bab else None)}
 
 
 def image_layout(shape: list[int]) -> tuple[int, int, int] | None:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from service_testkit import SAT_ONNX, SAT_PROP, ThreadQueue, job_body, upload, wait_finished
 
 from service.app import create_app
+from service.dashboard.views import Scale
 from service.keys import create_key
 from service.settings import ServiceSettings
 from service.tables import Certificate, Job, ModelRecord, PropertyRecord
@@ -242,3 +243,33 @@ def test_robustness_form_and_cancel_button(client: TestClient) -> None:
     assert 'v-cancelled">cancelled</span>' in page and "Cancel job" not in page
     again = client.post(f"/jobs/{queued}/cancel")
     assert again.status_code == 409 and "already finished" in again.text
+
+
+def test_plot_scale_leaves_a_far_first_bound_off_and_keeps_zero() -> None:
+    """The issue's run: IBP -2.5e5, then CROWN -792.5 and BaB -727 -> -674."""
+    scale = Scale.fit([-2.5e5, -792.5, -727.0, -700.0, -674.0])
+    assert scale.off_scale == 1 and -900 < scale.lo < -792.5 and 0 < scale.hi < 100
+    assert all(scale.lo <= t <= scale.hi for t in scale.ticks()) and 0 in scale.ticks()
+    assert len(scale.ticks()) >= 4
+    assert Scale.fit([-3.0, -2.0, -1.0]).off_scale == 0  # nothing far below: all shown
+    assert Scale.fit([0.5, 1.0]).lo < 0 < 0.5  # bounds above 0 still show the 0 line
+
+
+def test_bab_proof_is_shown_as_such_with_time_used(client: TestClient) -> None:
+    mid, pid = add_model(client, "net", [1, 5], 5), add_property(client, 1)
+    history = [{"elapsed": 0.2, "domains_done": 0, "lower_bound": -2.5e5}] + [
+        {"elapsed": 1.0 + t, "domains_done": 100 * t, "lower_bound": -727.0 + 10 * t}
+        for t in range(6)]
+    progress = dict(history[-1], stage="bab", domains_open=0, history=history)
+    result = {"verdict": "verified", "bounds": [[-792.5]], "seconds": 7.5, "domains": 5000}
+    jid = add_job(client, mid, pid, "succeeded", "verified", progress=progress, result=result)
+    done = client.get(f"/jobs/{jid}").text
+    bound = re.search(r'<dd id="p-bound">(.*?)</dd>', done, re.S)
+    assert bound and bound.group(1).startswith("proved by branch-and-bound: all 5000 domains")
+    assert "(final)" not in bound.group(1)
+    assert done.count("first bound down to -2.5e+05, below the scale") == 2
+    assert done.count('<g class="proved">') == 2  # the end of both plots, on the 0 line
+    assert "before branch-and-bound" in done  # the result table's root bounds
+    running = client.get(f"/jobs/{add_job(client, mid, pid, 'running', progress=progress)}").text
+    assert re.search(r'<progress id="p-time" max="60" value="6.0"', running)
+    assert "6.0 s of the 60 s timeout" in running and '<g class="proved">' not in running
