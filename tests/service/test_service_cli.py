@@ -49,3 +49,23 @@ def test_worker_refuses_a_device_it_cannot_use(capsys):
     assert main(["worker", "--device", "cuda:0"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
     assert main(["worker", "--device", "toaster"]) == 2
+
+
+def test_client_commands_are_parsed_without_the_engine():
+    """`nnverify submit/status/...` talk to a server: they do not wait for torch's import."""
+    import subprocess
+    import sys
+
+    parser = build_parser(engine=False)
+    args = parser.parse_args(["submit", "m.onnx", "p.vnnlib", "--wait", "--timeout", "5"])
+    assert args.wait and args.timeout == 5.0 and args.bab is None and callable(args.func)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["verify", "m.onnx", "p.vnnlib"])
+    assert build_parser().parse_args(["verify", "m.onnx", "p.vnnlib"]).command == "verify"
+    code = ("import sys; from service.cli import main; "
+            "rc = main(['results', '--url', 'http://127.0.0.1:9']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "cannot reach the nnverify server at http://127.0.0.1:9" in done.stderr
