@@ -173,6 +173,9 @@ def _add_keys(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ksub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = ksub.add_parser("create", help="create a key and print it (shown only once)")
     create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true",
+                        help="an admin key: sees and acts on every key's models and jobs "
+                             "(a key sees only its own otherwise)")
     create.set_defaults(func=_keys_create)
     ksub.add_parser("list", help="list keys (never the keys themselves)").set_defaults(
         func=_keys_list)
@@ -194,10 +197,10 @@ def _keys_create(args: argparse.Namespace) -> int:
     from .keys import create_key
 
     with _keys_session() as session:
-        row, key = create_key(session, args.name)
+        row, key = create_key(session, args.name, "admin" if args.admin else "user")
     print(key)
-    print(f"(key '{row.name}', prefix {row.prefix}: store it now, it is not shown again)",
-          file=sys.stderr)
+    print(f"({row.role} key '{row.name}', prefix {row.prefix}: store it now, it is not "
+          "shown again)", file=sys.stderr)
     return 0
 
 
@@ -208,7 +211,8 @@ def _keys_list(_args: argparse.Namespace) -> int:
         for row in list_keys(session):
             state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
             created = f"{row.created_at:%Y-%m-%d %H:%M}"
-            print(f"{row.id}  {row.prefix}…  {row.name}  created {created}  {state}")
+            print(f"{row.id}  {row.prefix}…  {row.name}  {row.role}  created {created}  "
+                  f"{state}")
     return 0
 
 

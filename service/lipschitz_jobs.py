@@ -34,15 +34,11 @@ from verifier.lipschitz import (
 )
 
 from .engine import parse_property
+from .jobspec import JobSpec, LipschitzParams
 
 KIND = "lipschitz"
 REGION_FORMAT = "region"
 VERDICT = "bounded"
-
-
-def job_kind(options: dict[str, Any]) -> str:
-    """A job's kind; jobs stored before kinds existed are verifications."""
-    return str(options.get("kind") or "verify")
 
 
 # -- the region --------------------------------------------------------------------------
@@ -88,11 +84,14 @@ def first_box(fmt: str, text: str, model: Model) -> tuple[np.ndarray, np.ndarray
 
 
 def resolve_region(fmt: str, text: str, eps: float | None, model: Model) -> Region:
-    """The box bounded: the first input box, or its centre +- ``eps``."""
+    """The box bounded: the first input box, or its centre +- ``eps``; its bounds must be
+    finite numbers."""
     lower, upper = first_box(fmt, text, model)
     if eps is not None:
         centre = (lower + upper) / 2
         lower, upper = centre - eps, centre + eps
+    if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
+        raise ValueError("the region's bounds must be finite numbers (is eps too large?)")
     bad = np.flatnonzero(lower > upper)
     if len(bad):
         i = int(bad[0])
@@ -102,17 +101,20 @@ def resolve_region(fmt: str, text: str, eps: float | None, model: Model) -> Regi
 
 
 # -- outputs, settings -------------------------------------------------------------------
-def output_matrix(params: dict[str, Any], n_outputs: int) -> np.ndarray | None:
+def output_matrix(params: LipschitzParams, n_outputs: int) -> np.ndarray | None:
     """C: the given matrix, one output's row, or None (every output)."""
-    if params.get("C") is not None:
-        C = np.asarray(params["C"], dtype=np.float64)
+    if params.c_matrix is not None:
+        if not params.c_matrix or len({len(r) for r in params.c_matrix}) != 1:
+            raise ValueError(f"lipschitz.C must have rows of {n_outputs} values (one per "
+                             "model output), all of one length")
+        C = np.asarray(params.c_matrix, dtype=np.float64)
         if C.ndim != 2 or C.shape[1] != n_outputs or C.shape[0] == 0:
             raise ValueError(f"lipschitz.C must have rows of {n_outputs} values (one per "
                              f"model output), got shape {list(C.shape)}")
         if not np.isfinite(C).all():
             raise ValueError("lipschitz.C must hold finite numbers")
         return C
-    output = params.get("output")
+    output = params.output
     if output is None:
         return None
     if not 0 <= output < n_outputs:
@@ -123,38 +125,29 @@ def output_matrix(params: dict[str, Any], n_outputs: int) -> np.ndarray | None:
     return C
 
 
-def describe_outputs(params: dict[str, Any]) -> str:
-    if params.get("C") is not None:
-        return f"C ({len(params['C'])} rows)"
-    if params.get("output") is not None:
-        return f"output {params['output']}"
-    return "all outputs"
-
-
-def lipschitz_settings(options: dict[str, Any]) -> LipschitzSettings:
+def lipschitz_settings(spec: JobSpec) -> LipschitzSettings:
     """Engine settings: input splitting (``options.bab``) for ``bab_seconds``, by default
     until the job's timeout."""
-    params = options[KIND]
+    params = spec.params
     bab_seconds = 0.0
-    if options.get("bab", True):
-        given = params.get("bab_seconds")
-        bab_seconds = float(options["timeout"] if given is None else given)
-    return LipschitzSettings(norm=params["norm"], samples=int(params["samples"]),
-                             attack_steps=int(params["attack_steps"]),
-                             bab_seconds=bab_seconds, seed=int(params["seed"]))
+    if spec.bab:
+        bab_seconds = spec.timeout if params.bab_seconds is None else params.bab_seconds
+    return LipschitzSettings(norm=params.norm, samples=params.samples,
+                             attack_steps=params.attack_steps, bab_seconds=bab_seconds,
+                             seed=params.seed)
 
 
-def validate_job(fmt: str, text: str, options: dict[str, Any], model: Model) -> None:
+def validate_job(fmt: str, text: str, spec: JobSpec, model: Model) -> None:
     """Raise ValueError saying what is wrong with a Lipschitz job on ``model``."""
-    params = options[KIND]
+    params = spec.params
     check_supported(model.graph)
-    resolve_region(fmt, text, params.get("eps"), model)
+    resolve_region(fmt, text, params.eps, model)
     output_matrix(params, model.n_outputs)
-    for k, q in enumerate(params.get("monotonicity") or []):
-        if not (0 <= q["output"] < model.n_outputs and 0 <= q["input"] < model.n_inputs):
+    for k, q in enumerate(params.monotonicity):
+        if not (q.output < model.n_outputs and q.input < model.n_inputs):
             raise ValueError(f"lipschitz.monotonicity[{k}]: output must be in 0 to "
                              f"{model.n_outputs - 1} and input in 0 to {model.n_inputs - 1}")
-    lipschitz_settings(options).validate()
+    lipschitz_settings(spec).validate()
 
 
 # -- running -----------------------------------------------------------------------------
@@ -170,48 +163,57 @@ class LipschitzRun:
     certificate: dict[str, Any] | None
 
 
+def _show(value: float) -> str:
+    return "NaN" if math.isnan(value) else f"{value:g}"
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _monotonicity(model: Model, region: Region, queries: list[dict[str, int]],
+def _monotonicity(model: Model, region: Region, params: LipschitzParams,
                   settings: LipschitzSettings, stop: Callable[[], bool]
                   ) -> list[dict[str, Any]]:
     out = []
-    for q in queries:
+    for q in params.monotonicity:
         try:
             if stop():
                 raise Interrupted
-            out.append(monotonicity(model, region.lower, region.upper, q["output"],
-                                    q["input"], settings.samples, settings.seed, stop))
+            out.append(monotonicity(model, region.lower, region.upper, q.output,
+                                    q.input, settings.samples, settings.seed, stop))
         except Interrupted:
-            out.append({"output": q["output"], "input_index": q["input"], "proved": None,
+            out.append({"output": q.output, "input_index": q.input, "proved": None,
                         "skipped": "stopped before this query ran"})
     return out
 
 
-def run_lipschitz(model: Model, fmt: str, text: str, options: dict[str, Any],
+def run_lipschitz(model: Model, fmt: str, text: str, spec: JobSpec,
                   stop: Callable[[], bool],
                   report: Callable[[LipschitzProgress], None]) -> LipschitzRun:
-    """Bracket the job's local Lipschitz constant; ValueError for a job the engine refuses."""
-    params = options[KIND]
-    region = resolve_region(fmt, text, params.get("eps"), model)
+    """Bracket the job's local Lipschitz constant; ValueError for a job the engine refuses
+    (a region whose bounds come out NaN or infinite among them: no bracket is claimed)."""
+    params = spec.params
+    region = resolve_region(fmt, text, params.eps, model)
     C = output_matrix(params, model.n_outputs)
-    settings = lipschitz_settings(options)
+    settings = lipschitz_settings(spec)
     try:
         r = local_lipschitz(model, region.lower, region.upper, C, settings, stop, report)
     except Interrupted:
-        return LipschitzRun("timeout", f"no upper bound within {options['timeout']:g} s",
+        return LipschitzRun("timeout", f"no upper bound within {spec.timeout:g} s",
                             0.0, None, None)
-    mono = _monotonicity(model, region, params.get("monotonicity") or [], settings, stop)
+    if not (math.isfinite(r.upper) and math.isfinite(r.lower)):
+        raise ValueError(f"the Lipschitz bounds are not finite numbers (NaN or infinite: "
+                         f"lower {_show(r.lower)}, upper {_show(r.upper)}): the region is too "
+                         "wide or the model's values overflow on it; no bound is claimed")
+    mono = _monotonicity(model, region, params, settings, stop)
     seconds = r.seconds
     report(LipschitzProgress("done", seconds, r.lower, r.upper, r.details["bab_leaves"]))
     result = {
         "kind": KIND, "lower": r.lower, "upper": r.upper, "naive": _finite(r.naive),
         "ratio": _finite(r.naive / r.upper) if r.upper > 0 else None, "norm": r.norm,
-        "outputs": describe_outputs(params), "argmax_input": r.argmax_input,
+        "outputs": params.describe_outputs(), "argmax_input": r.argmax_input,
         "argmax_row": r.details["argmax_row"], "seconds": seconds, "details": r.details,
-        "region": dict(region.to_dict(), eps=params.get("eps"), source=fmt),
+        "region": dict(region.to_dict(), eps=params.eps, source=fmt),
         "monotonicity": mono,
     }
     stopped = (" (stopped at the deadline: the bracket of the work done by then)"

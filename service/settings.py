@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +57,12 @@ class ServiceSettings(BaseSettings):
     worker_threads: int | None = Field(default=None, ge=1)
     # None: decided from the host (required unless the server listens on loopback only)
     require_api_keys: bool | None = None
+    # Host headers the server answers (comma-separated; "*": any); other hosts get 400, so
+    # a DNS-rebinding page cannot reach a loopback server.  None: see allowed_host_names
+    allowed_hosts: str | None = None
+    # signs the dashboard's CSRF tokens; None: a random secret kept in data_dir/secret_key
+    # (set it when several API processes on different machines serve one dashboard)
+    secret_key: str | None = Field(default=None, min_length=16)
     max_job_timeout: float = Field(default=3600.0, gt=0)
     progress_interval: float = Field(default=0.5, gt=0)
     # a job whose worker vanished this many times fails instead of being run again
@@ -94,6 +101,21 @@ class ServiceSettings(BaseSettings):
         if self.require_api_keys is not None:
             return self.require_api_keys
         return not is_loopback(self.host)
+
+    @property
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """The Host names (without port) the server answers; None: any.  By default
+        localhost, 127.0.0.1, ::1 and the address it listens on, or this machine's names
+        where it listens on every address (0.0.0.0, ::)."""
+        if self.allowed_hosts is not None:
+            names = {h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()}
+            return None if "*" in names else frozenset(names)
+        names = {"localhost", "127.0.0.1", "::1"}
+        if self.host in ("0.0.0.0", "::", ""):
+            names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        else:
+            names.add(self.host.lower().strip("[]"))
+        return frozenset(names)
 
     @property
     def threads_per_worker(self) -> int:

@@ -31,8 +31,9 @@ from verifier.property import SpecError
 from verifier.verify import Progress, verify
 
 from .db import session_scope
-from .engine import engine_settings, import_model, parse_property
-from .lipschitz_jobs import job_kind, run_lipschitz
+from .engine import import_model, parse_property
+from .jobspec import JobSpec
+from .lipschitz_jobs import run_lipschitz
 from .settings import ServiceSettings
 from .states import transition
 from .tables import Certificate, Job, ModelRecord, PropertyRecord, utcnow
@@ -108,7 +109,7 @@ def claim(job_id: str, settings: ServiceSettings, device: str | None,
         now = utcnow()
         claimed = transition(
             s, job_id, "queued", "running", attempt=job.attempts, attempts=attempt,
-            worker=worker_name(), device=device or job.options.get("device") or "cpu",
+            worker=worker_name(), device=device or JobSpec.from_stored(job.options).device,
             started_at=now, heartbeat_at=now, progress=None)
         return attempt if claimed else None
 
@@ -129,7 +130,7 @@ def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
                  device: str | None) -> None:
     with session_scope(settings) as s:
         job = s.get_one(Job, job_id)
-        options = dict(job.options)
+        spec = JobSpec.from_stored(job.options)
         onnx_bytes = s.get_one(ModelRecord, job.model_id).onnx_bytes
         prop_row = s.get_one(PropertyRecord, job.property_id)
         fmt, text = prop_row.format, prop_row.text
@@ -139,44 +140,40 @@ def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
         model = import_model(onnx_bytes)
         if settings.test_job_delay and not monitor.sleep(settings.test_job_delay):
             outcome = Outcome("unknown", "cancelled", 0.0, None, None)
-        elif job_kind(options) == "lipschitz":
-            outcome = _run_lipschitz(model, fmt, text, options, monitor)
+        elif spec.kind == "lipschitz":
+            outcome = _run_lipschitz(model, fmt, text, spec, monitor)
         else:
-            outcome = _run_verify(model, fmt, text, options, device, monitor)
+            outcome = _run_verify(model, fmt, text, spec, device, monitor)
     finally:
         monitor.stop()
     _finish(job_id, attempt, settings, monitor, outcome)
 
 
-def _run_verify(model: Model, fmt: str, text: str, options: dict[str, Any],
+def _run_verify(model: Model, fmt: str, text: str, spec: JobSpec,
                 device: str | None, monitor: JobMonitor) -> Outcome:
     prop = parse_property(fmt, text, model)
-    engine = engine_settings(options, device)
+    engine = spec.engine_settings(device)
     result = verify(model, prop, engine, progress=monitor.report,
                     cancel=monitor.cancelled.is_set)
     return Outcome(result.verdict, result.message, result.seconds, result.to_dict(),
                    make_certificate(model, text, engine, result))
 
 
-def _run_lipschitz(model: Model, fmt: str, text: str, options: dict[str, Any],
+def _run_lipschitz(model: Model, fmt: str, text: str, spec: JobSpec,
                    monitor: JobMonitor) -> Outcome:
     """The Lipschitz bracket under the job's deadline and cancel flag (on the CPU, in
-    float64: the engine's Lipschitz code runs there whatever the device)."""
-    deadline = time.monotonic() + float(options["timeout"])
+    float64: the engine's Lipschitz code runs there whatever the device).  A bracket that
+    is not finite fails the job with the reason (it bounds nothing)."""
+    deadline = time.monotonic() + spec.timeout
 
     def stop() -> bool:
         return monitor.cancelled.is_set() or time.monotonic() >= deadline
 
     start = time.monotonic()
     try:
-        run = run_lipschitz(model, fmt, text, options, stop, monitor.report_lipschitz)
+        run = run_lipschitz(model, fmt, text, spec, stop, monitor.report_lipschitz)
     except ValueError as exc:  # a job the engine refuses: it fails with the reason
         return Outcome("error", f"{type(exc).__name__}: {exc}", time.monotonic() - start,
-                       None, None)
-    upper = (run.result or {}).get("upper")
-    if run.verdict == "bounded" and (upper is None or math.isnan(upper)):
-        return Outcome("error", "the Lipschitz upper bound is NaN (not a bound): the model's "
-                       "weights or the region produce non-finite values", time.monotonic() - start,
                        None, None)
     return Outcome(run.verdict, run.message, time.monotonic() - start, run.result,
                    run.certificate)

@@ -1,14 +1,14 @@
-"""/certificates/{id} and /models/{id}/certificates."""
+"""/certificates/{id} and /models/{id}/certificates (a certificate is its job's owner's)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from sqlalchemy import func, select
+from fastapi import APIRouter
 
+from .. import services
 from ..tables import Certificate
-from .deps import SessionDep
-from .models import get_model_row
-from .schemas import CertificateList, CertificatePublic
+from .deps import ReadCaller, SessionDep
+from .models import Limit, Offset
+from .schemas import AUTH_ERRORS, CertificateList, CertificatePublic, error_responses
 
 router = APIRouter(tags=["certificates"])
 
@@ -20,22 +20,17 @@ def certificate_public(row: Certificate) -> CertificatePublic:
 
 
 @router.get("/certificates/{certificate_id}", response_model=CertificatePublic,
-            name="get_certificate")
-def get_certificate(certificate_id: str, session: SessionDep) -> CertificatePublic:
-    row = session.get(Certificate, certificate_id)
-    if row is None:
-        raise HTTPException(404, f"no certificate with id {certificate_id!r}")
-    return certificate_public(row)
+            name="get_certificate", responses=error_responses(*AUTH_ERRORS, 404, 422))
+def get_certificate(certificate_id: str, session: SessionDep,
+                    caller: ReadCaller) -> CertificatePublic:
+    return certificate_public(services.get_certificate(session, caller, certificate_id))
 
 
-@router.get("/models/{model_id}/certificates", response_model=CertificateList)
-def list_model_certificates(model_id: str, session: SessionDep, limit: int = 100,
-                            offset: int = 0) -> CertificateList:
-    get_model_row(session, model_id)
-    limit, offset = max(1, min(limit, 500)), max(0, offset)
-    where = Certificate.model_id == model_id
-    rows = session.scalars(select(Certificate).where(where)
-                           .order_by(Certificate.created_at.desc())
-                           .limit(limit).offset(offset)).all()
-    total = session.scalar(select(func.count()).select_from(Certificate).where(where)) or 0
-    return CertificateList(items=[certificate_public(r) for r in rows], total=total)
+@router.get("/models/{model_id}/certificates", response_model=CertificateList,
+            responses=error_responses(*AUTH_ERRORS, 404, 422))
+def list_model_certificates(model_id: str, session: SessionDep, caller: ReadCaller,
+                            limit: Limit = 100, offset: Offset = 0) -> CertificateList:
+    """The certificates of the caller's jobs on the model, newest first."""
+    rows, total = services.list_model_certificates(session, caller, model_id, limit, offset)
+    return CertificateList(items=[certificate_public(r) for r in rows], total=total,
+                           limit=limit, offset=offset)

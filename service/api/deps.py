@@ -1,23 +1,32 @@
-"""Dependencies shared by the routers: settings, a database session, the queue, API keys."""
+"""Dependencies shared by the routers: settings, a database session, the queue, and the
+caller (API keys).
+
+Where the settings require keys (a server listening beyond loopback) every request but the
+health probes needs a valid key: 401 without one, 403 for an unknown or revoked one.  Reads
+(GET) take the key from the ``X-API-Key`` header or from the dashboard's login cookie (an
+EventSource or a browser tab cannot send a header); writes only from the header, so that a
+cross-site form can never write with a browser's cookie.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..engine import ModelCache
+from ..keys import LOCAL_USER, Caller, caller_of, find_key
 from ..queues import JobQueue
 from ..settings import ServiceSettings
-from ..tables import ApiKey
 
 API_KEY_HEADER = "X-API-Key"
-_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+API_KEY_COOKIE = "nnverify_key"  # set by the dashboard's login form (HTTP-only, same-site)
+key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                          description="An API key (`nnverify keys create --name NAME`); "
+                                      "required when the server listens beyond loopback.")
 
 
 def get_settings(request: Request) -> ServiceSettings:
@@ -37,28 +46,40 @@ def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache  # type: ignore[no-any-return]
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+KeyHeader = Annotated[str | None, Security(key_header)]
 
 
-def require_key(settings: SettingsDep, session: SessionDep,
-                key: Annotated[str | None, Security(_key_header)]) -> str | None:
-    """For writes: the caller's key name, checked when the settings require keys."""
+def authenticate(settings: ServiceSettings, session: Session, key: str | None) -> Caller:
+    """The caller a key stands for; the local user where keys are not required (a key
+    sent anyway is not looked at: such a server has no identities)."""
     if not settings.keys_required:
-        return None
+        return LOCAL_USER
     if not key:
         raise HTTPException(401, f"an API key is required: send it in the {API_KEY_HEADER} "
                                  "header (create one with `nnverify keys create --name NAME`)")
-    row = session.scalar(select(ApiKey).where(ApiKey.key_sha256 == hash_key(key)))
-    if row is None or row.revoked_at is not None:
+    row = find_key(session, key.strip())
+    if row is None:
         raise HTTPException(403, "the API key is invalid or has been revoked")
-    return row.name
+    return caller_of(row)
 
 
-WriteKey = Annotated[str | None, Depends(require_key)]
+def read_key(request: Request, header: str | None) -> str | None:
+    """The key of a read: the header, else the dashboard's login cookie."""
+    return header or request.cookies.get(API_KEY_COOKIE)
+
+
+def read_caller(request: Request, settings: SettingsDep, session: SessionDep,
+                key: KeyHeader) -> Caller:
+    return authenticate(settings, session, read_key(request, key))
+
+
+def write_caller(settings: SettingsDep, session: SessionDep, key: KeyHeader) -> Caller:
+    return authenticate(settings, session, key)
+
+
+ReadCaller = Annotated[Caller, Depends(read_caller)]
+WriteCaller = Annotated[Caller, Depends(write_caller)]

@@ -22,8 +22,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from ..states import FINISHED
-from .jobs import _job_view as job_view
-from .schemas import JobPublic
+from .deps import KeyHeader, read_key
+from .jobs import job_view
+from .schemas import AUTH_ERRORS, JobPublic, error_responses
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -38,13 +39,15 @@ EVENTS_DESCRIPTION = (
 
 
 @router.get("/{job_id}/events", name="job_events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": EVENTS_DESCRIPTION},
-                       404: {"description": "no job with this id"}})
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+                       **error_responses(*AUTH_ERRORS, 404, 422)})
+async def job_events(job_id: str, request: Request, key: KeyHeader) -> StreamingResponse:
     """Stream the job's progress until it finishes (see the module's description)."""
-    first = job_view(request, job_id)  # 404 (or the job's access check) before streaming
-    return StreamingResponse(_stream(request, job_id, first), media_type="text/event-stream",
+    key = read_key(request, key)
+    first = job_view(request, job_id, key)  # the key and the job's owner before streaming
+    return StreamingResponse(_stream(request, job_id, key, first),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -54,7 +57,8 @@ def sse(event: str, data: str, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
-async def _stream(request: Request, job_id: str, job: JobPublic) -> AsyncIterator[str]:
+async def _stream(request: Request, job_id: str, key: str | None,
+                  job: JobPublic) -> AsyncIterator[str]:
     """The events of one stream: every change of the job, then ``finished``."""
     interval = float(request.app.state.settings.progress_interval)
     opened = last_sent = time.monotonic()
@@ -75,7 +79,7 @@ async def _stream(request: Request, job_id: str, job: JobPublic) -> AsyncIterato
             return
         await asyncio.sleep(interval)
         try:
-            job = job_view(request, job_id)
-        except HTTPException as exc:  # deleted meanwhile (or no longer visible)
+            job = job_view(request, job_id, key)
+        except HTTPException as exc:  # deleted meanwhile (or the key revoked)
             yield sse("error", json.dumps({"detail": str(exc.detail)}))
             return

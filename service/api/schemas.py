@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from ..jobspec import DEVICE_PATTERN, STRICT, JobKind, JobSpec, LipschitzParams
 
 
 class ModelPublic(BaseModel):
+    """A model; ``id`` is its ``sha256`` on a server without keys, else one per key."""
+
     id: str
     sha256: str
+    owner: str | None  # the id of the key that uploaded it
     filename: str
     size_bytes: int
     input_shape: list[int]
@@ -26,12 +31,20 @@ class ModelPublic(BaseModel):
 class ModelList(BaseModel):
     items: list[ModelPublic]
     total: int
+    limit: int
+    offset: int
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what is wrong, in words."""
+
+    detail: str
 
 
 class PropertyCreate(BaseModel):
     """Exactly one of ``vnnlib`` (VNN-LIB text) and ``json`` (the JSON property form)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = STRICT
 
     vnnlib: str | None = None
     json_spec: dict[str, Any] | list[Any] | None = Field(default=None, alias="json")
@@ -52,49 +65,29 @@ class PropertyCreate(BaseModel):
 
 
 class JobOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``timeout`` in seconds (at most the server's NNVERIFY_MAX_JOB_TIMEOUT), ``device``
+    ``cpu``, ``cuda`` or ``cuda:N``, ``bab``: branch-and-bound after the bounds,
+    ``methods``: bound methods in order (verify jobs)."""
+
+    model_config = STRICT
 
     timeout: float = Field(default=60.0, gt=0)
-    methods: list[str] | None = None
-    device: str = "cpu"
+    methods: list[str] | None = Field(default=None, max_length=16)
+    device: str = Field(default="cpu", pattern=DEVICE_PATTERN)
     bab: bool = True
 
 
-class MonotonicityQuery(BaseModel):
-    """Is ``y[output]`` non-decreasing in ``x[input]`` over the region?"""
-
-    model_config = ConfigDict(extra="forbid")
-
-    output: int = Field(ge=0)
-    input: int = Field(ge=0)
-
-
-class LipschitzCreate(BaseModel):
+class LipschitzCreate(LipschitzParams):
     """A local Lipschitz job's parameters.  The region is ``center`` +- ``eps``, the box
     ``lower``/``upper``, or (neither given) the first input box of the job's ``property``,
-    replaced by its centre +- ``eps`` when ``eps`` is given.  Outputs: every one (default),
-    ``output``, or the rows of ``C``.  ``norm`` "inf" bounds rows' l1 norms (the inf->inf
-    operator norm), "2" their l2 norms."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    replaced by its centre +- ``eps`` when ``eps`` is given."""
 
     center: list[float] | None = None
-    eps: float | None = Field(default=None, gt=0)
     lower: list[float] | None = None
     upper: list[float] | None = None
-    norm: Literal["inf", "2"] = "inf"
-    output: int | None = Field(default=None, ge=0)
-    c_matrix: list[list[float]] | None = Field(default=None, alias="C")
-    samples: int = Field(default=256, ge=0, le=100_000)
-    attack_steps: int = Field(default=50, ge=0, le=10_000)
-    seed: int = Field(default=0, ge=0)
-    bab_seconds: float | None = Field(default=None, ge=0)
-    monotonicity: list[MonotonicityQuery] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _consistent(self) -> LipschitzCreate:
-        if self.output is not None and self.c_matrix is not None:
-            raise ValueError('give at most one of "output" and "C"')
         if (self.lower is None) != (self.upper is None):
             raise ValueError('give both "lower" and "upper" for a box region')
         if self.center is not None and self.lower is not None:
@@ -110,19 +103,20 @@ class LipschitzCreate(BaseModel):
     def has_region(self) -> bool:
         return self.center is not None or self.lower is not None
 
-    def stored(self) -> dict[str, Any]:
-        """What the job's options keep (the region's values go to its property record)."""
-        return self.model_dump(by_alias=True, exclude={"center", "lower", "upper"})
+    def params(self) -> LipschitzParams:
+        """What the job's spec keeps (the region's values go to its property record)."""
+        return LipschitzParams.model_validate(
+            self.model_dump(by_alias=True, exclude={"center", "lower", "upper"}))
 
 
 class JobCreate(BaseModel):
     """``kind`` "verify" (default) needs a ``property``; "lipschitz" needs ``lipschitz``
     parameters with a region, or a ``property`` whose first input box is the region."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    model_id: str
-    kind: Literal["verify", "lipschitz"] = "verify"
+    model_id: str = Field(max_length=64)
+    kind: JobKind = "verify"
     property: PropertyCreate | None = None
     lipschitz: LipschitzCreate | None = None
     options: JobOptions = Field(default_factory=JobOptions)
@@ -145,6 +139,13 @@ class JobCreate(BaseModel):
             raise ValueError('"options.methods" applies to verify jobs only')
         return self
 
+    def spec(self) -> JobSpec:
+        """The job's typed specification (checked against the model and the server's
+        limits by ``service.services.create_job``)."""
+        return JobSpec(kind=self.kind, timeout=self.options.timeout, device=self.options.device,
+                       bab=self.options.bab, methods=self.options.methods,
+                       lipschitz=self.lipschitz.params() if self.lipschitz else None)
+
 
 class ProgressPublic(BaseModel):
     stage: str
@@ -161,6 +162,7 @@ class JobPublic(BaseModel):
     id: str
     url: str
     kind: str
+    owner: str | None  # the id of the key that created it
     model_id: str
     property_id: str
     state: str
@@ -199,6 +201,8 @@ class CertificatePublic(BaseModel):
 class CertificateList(BaseModel):
     items: list[CertificatePublic]
     total: int
+    limit: int
+    offset: int
 
 
 class Health(BaseModel):
@@ -206,3 +210,25 @@ class Health(BaseModel):
     database: dict[str, Any]
     queue: dict[str, Any]
     workers: int
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request: a body that is not JSON (or not the multipart form), an upload "
+         "that is not an ONNX model, or a Host header this server does not answer to.",
+    401: "An API key is required (the server listens beyond loopback) and none was sent.",
+    403: "The API key is invalid or has been revoked.",
+    404: "No such object (another key's objects are not shown).",
+    409: "Conflict with the object's state: cancelling a finished job, deleting a model "
+         "with queued or running jobs, a model deleted while a job was created on it.",
+    413: "The request body is larger than the upload limit (NNVERIFY_MAX_UPLOAD_MB).",
+    422: "The request is well-formed but invalid: a field of the wrong type or out of range, "
+         "a property or model the engine cannot use, options the server refuses.",
+    503: "The job queue (or the database) is unavailable.",
+}
+AUTH_ERRORS = (400, 401, 403)  # any route but the health probes: Host check and the key
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries of these error statuses (body: ErrorBody)."""
+    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]}
+            for code in sorted(set(codes))}

@@ -4,6 +4,7 @@ jobs, each one query over the filtered jobs (the overview of 1,000 jobs stays fa
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
+from ..keys import LOCAL_USER, Caller
 from ..lipschitz_jobs import REGION_FORMAT
-from ..tables import Job, ModelRecord, PropertyRecord, kind_column
+from ..services import owned_by
+from ..tables import Job, ModelRecord, PropertyRecord
 
 # what a job shows as its "verdict": the engine's verdict once it succeeded, else its state
 # ("bounded": a Lipschitz job's bracket of the constant; see service/lipschitz_jobs.py)
@@ -20,6 +23,8 @@ OUTCOMES = ("verified", "falsified", "unknown", "timeout", "bounded", "running",
             "failed", "cancelled")
 STATE_OUTCOMES = ("queued", "running", "failed", "cancelled")
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # a larger page number is read as the last page
+MAX_MODELS_SHOWN = 500
 MAX_MATRIX_COLUMNS = 40
 MAX_MATRIX_JOBS = 5000  # the matrix reads at most this many newest jobs (the page stays fast)
 LABEL_PREFIX_CHARS = 400
@@ -39,7 +44,8 @@ def outcome_clause(name: str) -> ColumnElement[bool]:
 
 @dataclass
 class Filters:
-    """The overview's query parameters, checked; ``errors`` says what was ignored and why."""
+    """The overview's query parameters, checked; ``errors`` says what was ignored and why.
+    ``caller``: whose jobs are shown (the service layer's ownership rule)."""
 
     model: str | None = None
     verdict: str | None = None
@@ -47,11 +53,12 @@ class Filters:
     until: date | None = None
     page: int = 1
     errors: list[str] = field(default_factory=list)
+    caller: Caller = LOCAL_USER
 
     @classmethod
     def parse(cls, model: str | None, verdict: str | None, since: str | None,
-              until: str | None, page: int) -> Filters:
-        f = cls(model=model or None, page=max(1, page))
+              until: str | None, page: int, caller: Caller) -> Filters:
+        f = cls(model=model or None, page=max(1, min(page, MAX_PAGE)), caller=caller)
         if verdict:
             if verdict in OUTCOMES:
                 f.verdict = verdict
@@ -71,7 +78,7 @@ class Filters:
             return None
 
     def clauses(self, with_verdict: bool = True) -> list[ColumnElement[bool]]:
-        out: list[ColumnElement[bool]] = []
+        out: list[ColumnElement[bool]] = owned_by(Job.owner, self.caller)
         if self.model:
             out.append(Job.model_id == self.model)
         if with_verdict and self.verdict:
@@ -104,9 +111,11 @@ def verdict_counts(session: Session, filters: Filters) -> dict[str, int]:
     return counts
 
 
-def model_names(session: Session) -> dict[str, str]:
+def model_names(session: Session, caller: Caller) -> dict[str, str]:
     rows = session.execute(select(ModelRecord.id, ModelRecord.filename)
-                           .order_by(ModelRecord.created_at.desc())).all()
+                           .where(*owned_by(ModelRecord.owner, caller))
+                           .order_by(ModelRecord.created_at.desc())
+                           .limit(MAX_MODELS_SHOWN)).all()
     return {mid: name or mid[:12] for mid, name in rows}
 
 
@@ -126,7 +135,7 @@ def verdict_matrix(session: Session, filters: Filters) -> Matrix:
     """Verifications only: a Lipschitz job bounds a constant, it proves no property."""
     rows = session.execute(select(Job.id, Job.model_id, Job.property_id, Job.state,
                                   Job.verdict, Job.created_at)
-                           .where(*filters.clauses(), kind_column() == "verify")
+                           .where(*filters.clauses(), Job.kind == "verify")
                            .order_by(Job.created_at.desc(), Job.id)
                            .limit(MAX_MATRIX_JOBS)).all()
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -192,7 +201,7 @@ def job_page(session: Session, filters: Filters, model: str | None = None,
     page = min(filters.page, pages)
     query = (select(Job.id, Job.model_id, Job.property_id, Job.state, Job.verdict,
                                  Job.created_at, Job.seconds, Job.message,
-                                 kind_column().label("kind"))
+                                 Job.kind)
                           .where(*clauses).order_by(Job.created_at.desc(), Job.id)
                           .limit(page_size).offset((page - 1) * page_size))
     rows = [dict(r._mapping, outcome=outcome(r.state, r.verdict))
@@ -206,14 +215,22 @@ LIPSCHITZ_ROWS = 10
 
 def lipschitz_jobs(session: Session, filters: Filters,
                    limit: int = LIPSCHITZ_ROWS) -> list[dict[str, Any]]:
-    """The newest Lipschitz jobs under the filters, with their brackets (read from the
-    result's JSON, not the whole result)."""
-    query = (select(Job.id, Job.model_id, Job.state, Job.verdict, Job.created_at,
-                    Job.result["lower"].as_float().label("lower"),
-                    Job.result["upper"].as_float().label("upper"),
-                    Job.result["naive"].as_float().label("naive"),
-                    Job.result["norm"].as_string().label("norm"))
-             .where(*filters.clauses(), kind_column() == "lipschitz")
+    """The newest Lipschitz jobs under the filters, with their brackets (read from each
+    result in Python: no SQL JSON function runs over the stored results, so one row with
+    a value it calls malformed cannot fail the page)."""
+    query = (select(Job.id, Job.model_id, Job.state, Job.verdict, Job.created_at, Job.result)
+             .where(*filters.clauses(), Job.kind == "lipschitz")
              .order_by(Job.created_at.desc(), Job.id).limit(limit))
-    return [dict(r._mapping, outcome=outcome(r.state, r.verdict))
-            for r in session.execute(query)]
+    rows = []
+    for r in session.execute(query):
+        result = r.result if isinstance(r.result, dict) else {}
+        rows.append({"id": r.id, "model_id": r.model_id, "state": r.state,
+                     "verdict": r.verdict, "created_at": r.created_at,
+                     "outcome": outcome(r.state, r.verdict),
+                     **{k: _number(result.get(k)) for k in ("lower", "upper", "naive")},
+                     "norm": str(result.get("norm") or "") or None})
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None

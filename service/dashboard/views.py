@@ -14,7 +14,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from ..lipschitz_jobs import describe_outputs
+from ..jobspec import JobSpec
 
 PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T, PAD_R = 440, 200, 64, 36, 14, 14
 MAX_TABLE_VALUES = 64
@@ -276,9 +276,9 @@ class LipschitzView:
     final: bool
 
 
-def lipschitz_view(options: dict[str, Any], result: dict[str, Any] | None,
+def lipschitz_view(spec: JobSpec, result: dict[str, Any] | None,
                    progress: dict[str, Any] | None, source: str) -> LipschitzView:
-    params = options.get("lipschitz") or {}
+    params = spec.params
     if result and result.get("kind") == "lipschitz":
         lower, upper, naive = result.get("lower"), result.get("upper"), result.get("naive")
         ratio = result.get("ratio")
@@ -291,8 +291,8 @@ def lipschitz_view(options: dict[str, Any], result: dict[str, Any] | None,
     details = (result or {}).get("details") or {}
     return LipschitzView(
         lower=lower, upper=upper, naive=naive, ratio=ratio,
-        norm=str(params.get("norm", "inf")), outputs=describe_outputs(params),
-        eps=params.get("eps"), source=source, n_inputs=len(lo),
+        norm=params.norm, outputs=params.describe_outputs(),
+        eps=params.eps, source=source, n_inputs=len(lo),
         centre=[(a + b) / 2 for a, b in zip(lo, hi, strict=False)][:REGION_VALUES_SHOWN],
         width=(min(b - a for a, b in zip(lo, hi, strict=False)),
                max(b - a for a, b in zip(lo, hi, strict=False))) if lo else None,

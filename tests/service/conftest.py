@@ -13,11 +13,15 @@ from service_testkit import ThreadQueue
 from service.app import create_app
 from service.settings import ServiceSettings
 
+# TestClient sends "Host: testserver"; the loopback names as a server's defaults
+TEST_HOSTS = "testserver,localhost,127.0.0.1,::1"
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> ServiceSettings:
     return ServiceSettings(data_dir=tmp_path / "data", progress_interval=0.05,
-                           max_upload_mb=1.0, require_api_keys=False, database_url=None)
+                           max_upload_mb=1.0, require_api_keys=False, database_url=None,
+                           allowed_hosts=TEST_HOSTS)
 
 
 @pytest.fixture

@@ -227,6 +227,7 @@ class Workers:
             "data_dir": self.env["NNVERIFY_DATA_DIR"], "redis_url": self.redis_url,
             "celery_queue": self.env["NNVERIFY_CELERY_QUEUE"], "worker_backend": "celery",
             "progress_interval": 0.1, "require_api_keys": False,
+            "allowed_hosts": "testserver,localhost,127.0.0.1",
             "database_url": self.database_url, **overrides})
 
     def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
@@ -275,3 +276,20 @@ class Workers:
 def worker_pid(job: dict[str, Any]) -> int:
     """The process id in a job's ``worker`` (``host:pid``)."""
     return int(str(job["worker"]).rsplit(":", 1)[1])
+
+
+# -- the dashboard's forms ---------------------------------------------------------------
+def csrf_token(client: Any) -> str:
+    """The CSRF token a page gives its forms (the login page has a form whatever the
+    settings); the client keeps the nonce cookie it comes with."""
+    import re
+
+    page = client.get("/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def form(client: Any, data: dict[str, str] | None = None) -> dict[str, str]:
+    """A form's fields with the CSRF token of ``client``'s session."""
+    return {**(data or {}), "csrf_token": csrf_token(client)}

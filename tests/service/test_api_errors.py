@@ -61,7 +61,7 @@ def test_oversize_upload(client):
 
 
 def test_missing_file_field(client):
-    assert_error(client.post(f"{API}/models", data={"x": "1"}), 400, "file")
+    assert_error(client.post(f"{API}/models", data={"x": "1"}), 422, "file")
 
 
 def test_malformed_vnnlib(client):
@@ -80,7 +80,7 @@ def test_spec_model_size_mismatch(client):
 def test_property_needs_exactly_one_form(client):
     model = upload(client, NANO_ONNX).json()
     body = {"model_id": model["id"], "property": {}}
-    assert_error(client.post(f"{API}/jobs", json=body), 400, "exactly one")
+    assert_error(client.post(f"{API}/jobs", json=body), 422, "exactly one")
 
 
 def test_bad_options(client):
@@ -88,9 +88,9 @@ def test_bad_options(client):
     unknown = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, methods=["zap"]))
     assert_error(unknown, 422, "zap")
     extra = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, colour="red"))
-    assert_error(extra, 400, "colour")
+    assert_error(extra, 422, "colour")
     negative = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, timeout=-1))
-    assert_error(negative, 400, "timeout")
+    assert_error(negative, 422, "timeout")
     too_long = client.post(f"{API}/jobs", json=job_body(model["id"], NANO_PROP, timeout=1e9))
     assert_error(too_long, 422, "timeout")
 
@@ -114,8 +114,8 @@ def test_unknown_ids_in_writes(client):
 
 
 def test_bad_list_filters(client):
-    assert_error(client.get(f"{API}/jobs", params={"state": "sleeping"}), 400, "state")
-    assert_error(client.get(f"{API}/jobs", params={"limit": 0}), 400, "limit")
+    assert_error(client.get(f"{API}/jobs", params={"state": "sleeping"}), 422, "state")
+    assert_error(client.get(f"{API}/jobs", params={"limit": 0}), 422, "limit")
 
 
 def test_cancelling_a_finished_job(client):
@@ -133,7 +133,7 @@ def test_server_keeps_serving_after_errors(client):
     assert client.get(f"{API}/health").status_code == 200
 
 
-def test_api_keys_guard_writes(settings):
+def test_api_keys_guard_reads_and_writes(settings):
     settings = settings.model_copy(update={"require_api_keys": True})
     with TestClient(create_app(settings, queue=_NoQueue())) as client:
         with session_scope(settings) as session:
@@ -144,7 +144,8 @@ def test_api_keys_guard_writes(settings):
         assert_error(bad, 403, "invalid")
         good = upload(client, NANO_ONNX, headers={"X-API-Key": key})
         assert good.status_code == 201, good.text
-        assert client.get(f"{API}/models").status_code == 200  # reads stay open
+        assert_error(client.get(f"{API}/models"), 401, "API key")  # reads need it too
+        assert client.get(f"{API}/models", headers={"X-API-Key": key}).status_code == 200
         assert_error(client.delete(f"{API}/models/{good.json()['id']}"), 401, "API key")
 
 

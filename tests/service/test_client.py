@@ -190,8 +190,12 @@ def test_a_key_is_sent_from_the_environment(tmp_path, monkeypatch, capsys):
             session.commit()
         monkeypatch.setenv("NNVERIFY_API_KEY", key)
         assert main(["upload", str(MODEL)]) == 0
-        model_id = hashlib.sha256(MODEL.read_bytes()).hexdigest()
-        assert capsys.readouterr().out.strip() == model_id
+        model_id = capsys.readouterr().out.strip()  # the key's own model of these bytes
+        sha256 = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+        with Client(url, api_key=key) as nnv:
+            found = nnv.get_model(sha256)  # the client finds its upload by the bytes' hash
+            assert found is not None and found.id == model_id
+            assert found.raw["sha256"] == sha256 and found.raw["owner"] is not None
         with pytest.raises(ServiceError) as caught, Client(url, api_key="nnv_wrong") as nnv:
             nnv.submit(model_id, PROP)
         assert caught.value.status == 403 and "invalid" in caught.value.message

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from service_testkit import SAT_ONNX, SAT_PROP, ThreadQueue, job_body, upload, wait_finished
+from service_testkit import (
+    SAT_ONNX,
+    SAT_PROP,
+    ThreadQueue,
+    form,
+    job_body,
+    upload,
+    wait_finished,
+)
 
 from service.app import create_app
 from service.dashboard.views import Scale
@@ -34,7 +42,7 @@ def add_model(client: TestClient, name: str, shape: list[int], n_out: int = 10) 
                "output": {"name": "y", "shape": [1, n_out]}, "op_census": {"Gemm": 2, "Relu": 1},
                "n_parameters": 1234, "n_inputs": n_in, "n_outputs": n_out, "sha256": mid}
     with client.app.state.sessions() as s:  # type: ignore[attr-defined]
-        s.add(ModelRecord(id=mid, filename=name, size_bytes=10, onnx_bytes=b"x",
+        s.add(ModelRecord(id=mid, sha256=mid, filename=name, size_bytes=10, onnx_bytes=b"x",
                           summary=summary))
         s.commit()
     return mid
@@ -165,12 +173,13 @@ def test_model_page_shows_summary_jobs_and_forms(client: TestClient) -> None:
 
 def test_forms_create_jobs_through_the_api_code(client: TestClient) -> None:
     model = upload(client, SAT_ONNX).json()
-    bad = client.post(f"/models/{model['id']}/jobs", data={
-        "kind": "robustness", "center": "0, 0", "epsilon": "0.01", "label": "0"})
+    bad = client.post(f"/models/{model['id']}/jobs", data=form(client, {
+        "kind": "robustness", "center": "0, 0", "epsilon": "0.01", "label": "0"}))
     assert bad.status_code == 422 and "5 inputs" in bad.text
-    made = client.post(f"/models/{model['id']}/jobs", follow_redirects=False, data={
+    made = client.post(
+        f"/models/{model['id']}/jobs", follow_redirects=False, data=form(client, {
         "kind": "vnnlib", "vnnlib": SAT_PROP.read_text().replace("\n", "\r\n"),
-        "timeout": "20"})
+        "timeout": "20"}))
     assert made.status_code == 303
     job_id = made.headers["location"].rsplit("/", 1)[1]
     job = wait_finished(client, f"/api/v1/jobs/{job_id}")
@@ -179,7 +188,8 @@ def test_forms_create_jobs_through_the_api_code(client: TestClient) -> None:
     assert same["property_id"] == job["property_id"]  # line breaks as the browser sends them
     page = client.get(f"/jobs/{job_id}").text
     assert 'v-falsified">falsified</span>' in page and "Y_" in page
-    uploaded = client.post("/models", files={"file": ("x.onnx", b"not onnx")})
+    uploaded = client.post("/models", files={"file": ("x.onnx", b"not onnx")},
+                           data=form(client))
     assert uploaded.status_code == 400 and "not an ONNX model" in uploaded.text
 
 
@@ -192,9 +202,9 @@ def test_pages_need_the_api_key_when_the_api_does(settings: ServiceSettings) -> 
             s.commit()
         gone = c.get("/models", follow_redirects=False)
         assert gone.status_code == 303 and gone.headers["location"] == "/login?next=/models"
-        assert c.post("/login", data={"api_key": "nope"}).status_code == 403
+        assert c.post("/login", data=form(c, {"api_key": "nope"})).status_code == 403
         assert c.get("/", headers={"X-API-Key": key}).status_code == 200
-        signed = c.post("/login", data={"api_key": key, "next": "/models"},
+        signed = c.post("/login", data=form(c, {"api_key": key, "next": "/models"}),
                         follow_redirects=False)
         assert signed.status_code == 303 and signed.headers["location"] == "/models"
         assert c.get("/models", follow_redirects=False).status_code == 200
@@ -228,20 +238,21 @@ def test_overview_of_1000_jobs_renders_under_300_ms(client: TestClient) -> None:
 
 def test_robustness_form_and_cancel_button(client: TestClient) -> None:
     model = upload(client, SAT_ONNX).json()
-    made = client.post(f"/models/{model['id']}/jobs", follow_redirects=False, data={
+    made = client.post(
+        f"/models/{model['id']}/jobs", follow_redirects=False, data=form(client, {
         "kind": "robustness", "center": "-0.3, 0, 0.5, 0.4, 0.4", "epsilon": "0.001",
-        "label": "0", "clip_lo": "-1", "clip_hi": "1", "timeout": "20"})
+        "label": "0", "clip_lo": "-1", "clip_hi": "1", "timeout": "20"}))
     assert made.status_code == 303
     job = wait_finished(client, "/api/v1/jobs/" + made.headers["location"].rsplit("/", 1)[1])
     assert job["state"] == "succeeded" and job["verdict"] in ("verified", "falsified", "unknown")
     pid = add_property(client, 9)
     queued = add_job(client, model["id"], pid, "queued")  # never sent to a worker
     assert "Cancel job" in client.get(f"/jobs/{queued}").text
-    done = client.post(f"/jobs/{queued}/cancel", follow_redirects=False)
+    done = client.post(f"/jobs/{queued}/cancel", data=form(client), follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == f"/jobs/{queued}"
     page = client.get(f"/jobs/{queued}").text
     assert 'v-cancelled">cancelled</span>' in page and "Cancel job" not in page
-    again = client.post(f"/jobs/{queued}/cancel")
+    again = client.post(f"/jobs/{queued}/cancel", data=form(client))
     assert again.status_code == 409 and "already finished" in again.text
 
 

@@ -19,6 +19,7 @@ from service_testkit import (
     NANO_ONNX,
     NANO_PROP,
     ThreadQueue,
+    form,
     fresh_postgres_database,
     upload,
     wait_finished,
@@ -160,17 +161,17 @@ def assert_error(response, status: int, *words: str) -> None:
 
 @pytest.mark.parametrize("change,status,words", [
     ({"center": [0.1, 0.2]}, 422, ("center", "2 values", "4 inputs")),
-    ({"eps": 0}, 400, ("eps", "greater than 0")),
-    ({"eps": -0.1}, 400, ("eps",)),
-    ({"norm": "1"}, 400, ("norm", "'inf'")),
+    ({"eps": 0}, 422, ("eps", "greater than 0")),
+    ({"eps": -0.1}, 422, ("eps",)),
+    ({"norm": "1"}, 422, ("norm", "'inf'")),
     ({"output": 3}, 422, ("output 3", "0 to 2")),
     ({"C": [[1.0, 2.0]]}, 422, ("C", "3 values")),
-    ({"output": 0, "C": [[1.0, 0, 0]]}, 400, ("output", "C")),
-    ({"eps": None}, 400, ("center", "eps")),
-    ({"lower": [0, 0, 0, 0], "upper": [1, 1, 1, 1]}, 400, ("not both",)),
+    ({"output": 0, "C": [[1.0, 0, 0]]}, 422, ("output", "C")),
+    ({"eps": None}, 422, ("center", "eps")),
+    ({"lower": [0, 0, 0, 0], "upper": [1, 1, 1, 1]}, 422, ("not both",)),
     ({"monotonicity": [{"output": 0, "input": 7}]}, 422, ("monotonicity[0]",)),
-    ({"samples": -1}, 400, ("samples",)),
-    ({"colour": "red"}, 400, ("colour",)),
+    ({"samples": -1}, 422, ("samples",)),
+    ({"colour": "red"}, 422, ("colour",)),
 ])
 def test_bad_lipschitz_parameters_are_refused_clearly(client, change, status, words):
     model = upload(client, TINY_ONNX).json()
@@ -183,23 +184,23 @@ def test_bad_lipschitz_parameters_are_refused_clearly(client, change, status, wo
 def test_bad_kinds_and_regions_are_refused_clearly(client):
     model = upload(client, TINY_ONNX).json()
     post = lambda body: client.post(f"{API}/jobs", json=body)  # noqa: E731
-    assert_error(post(dict(lipschitz_body(model["id"]), kind="lipshitz")), 400, "kind",
+    assert_error(post(dict(lipschitz_body(model["id"]), kind="lipshitz")), 422, "kind",
                  "'lipschitz'")
-    assert_error(post({"model_id": model["id"], "kind": "lipschitz"}), 400, "region")
+    assert_error(post({"model_id": model["id"], "kind": "lipschitz"}), 422, "region")
     both = dict(lipschitz_body(model["id"]), property={"vnnlib": TINY_PROP.read_text()})
-    assert_error(post(both), 400, "not both")
-    assert_error(post({"model_id": model["id"], "lipschitz": {"eps": 0.1}}), 400,
+    assert_error(post(both), 422, "not both")
+    assert_error(post({"model_id": model["id"], "lipschitz": {"eps": 0.1}}), 422,
                  '"kind": "lipschitz"')
     box = lipschitz_body(model["id"])
     box["lipschitz"] = {"lower": [0, 0, 0, 1], "upper": [1, 1, 1, 0]}
     assert_error(post(box), 422, "empty", "input 3")
     methods = lipschitz_body(model["id"])
     methods["options"]["methods"] = ["crown"]
-    assert_error(post(methods), 400, "methods")
+    assert_error(post(methods), 422, "methods")
     wrong_size = {"model_id": model["id"], "kind": "lipschitz",
                   "property": {"vnnlib": NANO_PROP.read_text()}}
     assert_error(post(wrong_size), 422, "invalid lipschitz job")
-    assert_error(client.get(f"{API}/jobs", params={"kind": "nope"}), 400, "kind")
+    assert_error(client.get(f"{API}/jobs", params={"kind": "nope"}), 422, "kind")
 
 
 def test_models_without_jacobian_bounds_are_refused_up_front(client):
@@ -291,24 +292,26 @@ def test_model_page_form_starts_lipschitz_jobs(client):
     model = upload(client, TINY_ONNX).json()
     page = client.get(f"/models/{model['id']}").text
     assert 'id="lipschitz-form"' in page and 'for="lip_center"' in page
-    made = client.post(f"/models/{model['id']}/jobs", follow_redirects=False, data={
+    made = client.post(
+        f"/models/{model['id']}/jobs", follow_redirects=False, data=form(client, {
         "kind": "lipschitz", "region": "point", "lip_center": "0.5, -0.2, 0.1, 0.3",
-        "eps": "0.05", "norm": "inf", "timeout": "20"})
+        "eps": "0.05", "norm": "inf", "timeout": "20"}))
     assert made.status_code == 303, made.text
     job = wait_finished(client, f"{API}/jobs/" + made.headers["location"].rsplit("/", 1)[1])
     assert job["verdict"] == "bounded" and job["options"]["bab"] is False
-    from_prop = client.post(f"/models/{model['id']}/jobs", follow_redirects=False, data={
+    from_prop = client.post(
+        f"/models/{model['id']}/jobs", follow_redirects=False, data=form(client, {
         "kind": "lipschitz", "region": "property",
         "lip_vnnlib": TINY_PROP.read_text().replace("\n", "\r\n"), "output": "2",
-        "bab": "on", "bab_seconds": "0.2", "timeout": "20"})
+        "bab": "on", "bab_seconds": "0.2", "timeout": "20"}))
     assert from_prop.status_code == 303, from_prop.text
     job = wait_finished(client, f"{API}/jobs/" + from_prop.headers["location"].rsplit("/", 1)[1])
     assert job["verdict"] == "bounded" and job["result"]["outputs"] == "output 2"
-    bad = client.post(f"/models/{model['id']}/jobs", data={
-        "kind": "lipschitz", "region": "point", "lip_center": "0.5, 0.1", "eps": "0.05"})
+    bad = client.post(f"/models/{model['id']}/jobs", data=form(client, {
+        "kind": "lipschitz", "region": "point", "lip_center": "0.5, 0.1", "eps": "0.05"}))
     assert bad.status_code == 422 and "4 inputs" in bad.text
-    no_eps = client.post(f"/models/{model['id']}/jobs", data={
-        "kind": "lipschitz", "region": "point", "lip_center": "0.5, -0.2, 0.1, 0.3"})
+    no_eps = client.post(f"/models/{model['id']}/jobs", data=form(client, {
+        "kind": "lipschitz", "region": "point", "lip_center": "0.5, -0.2, 0.1, 0.3"}))
     assert no_eps.status_code == 400 and "eps" in no_eps.text
 
 

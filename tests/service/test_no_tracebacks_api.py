@@ -8,9 +8,7 @@ from __future__ import annotations
 import pytest
 from service_testkit import API, wait_finished
 
-from service import worker
-from service.api import jobs as jobs_api
-from service.api import models as models_api
+from service import services, worker
 from tests.verifier.hostile_inputs import Hostile, good_model, hostile_models, hostile_specs, vnnlib
 
 MODELS = hostile_models()
@@ -116,14 +114,14 @@ def _raise(exc: Exception):  # type: ignore[no-untyped-def]
 
 
 def test_unexpected_importer_exception_on_upload(client, monkeypatch):
-    monkeypatch.setattr(models_api, "import_model", _raise(KeyError("y")))
+    monkeypatch.setattr(services, "import_model", _raise(KeyError("y")))
     detail = _assert_refused(_upload(client, good_model()), 422)
     assert "KeyError" in detail and "'y'" in detail
 
 
 def test_unexpected_exceptions_at_job_creation(client, monkeypatch):
     model_id = _upload(client, good_model()).json()["id"]
-    monkeypatch.setattr(jobs_api, "parse_property", _raise(TypeError("bad arity")))
+    monkeypatch.setattr(services, "parse_property", _raise(TypeError("bad arity")))
     detail = _assert_refused(_job(client, model_id, vnnlib()), 422)
     assert "TypeError" in detail and "bad arity" in detail
     monkeypatch.undo()
