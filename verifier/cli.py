@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from verifier.bounds.limits import parse_bytes
 from verifier.errors import NNVerifyError, UnsupportedOpError
 from verifier.importer.onnx_import import Model, load_model, read_model_bytes
 from verifier.property import SpecError, parse_vnnlib_file
@@ -33,6 +34,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
                    help="bound arithmetic (default auto: the model's own precision)")
     p.add_argument("--methods", default="ibp,crown,alpha-crown",
                    help="bound methods in order (default ibp,crown,alpha-crown)")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="memory the run may hold, e.g. 8G or 512M (default: 60%% of the "
+                        "machine's, 85%% of a GPU's); bound computations chunk to fit")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--result-file", type=Path,
                    help="write the VNN-COMP result (unsat/sat/unknown/timeout/error) here")
@@ -228,8 +232,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     check_timeout(args.timeout)
     check_device(args.device)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    try:
+        memory = parse_bytes(args.memory_budget) if args.memory_budget else None
+    except ValueError as exc:
+        raise InputError(f"invalid option --memory-budget: {exc}") from None
     settings = Settings(timeout=args.timeout, device=args.device, dtype=args.dtype,
-                        methods=methods)
+                        methods=methods, memory_budget=memory)
     try:
         settings.validate()
     except (ValueError, RuntimeError) as exc:

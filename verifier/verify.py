@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from verifier.bounds.crown import Interrupted
+from verifier.bounds.limits import Interrupted, MemoryBudget, MemoryExceeded, format_bytes, within
 from verifier.bounds.methods import METHODS, row_lower_bounds
 from verifier.importer.guard import check_against_onnxruntime
 from verifier.importer.onnx_import import Model
@@ -45,6 +45,10 @@ class Settings:
     batch_cases: int = 64
     # compare the imported graph with onnxruntime on the property's boxes before any proof
     check_model: bool = True
+    # bytes of memory the run may hold (process resident memory on CPU, torch's allocation
+    # on CUDA); None: 60% of the machine's (85% of a GPU's).  Bound computations chunk to
+    # stay inside it and give up the step that cannot (verifier/bounds/limits.py)
+    memory_budget: int | None = None
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -55,6 +59,8 @@ class Settings:
                              f"{self.dtype!r}")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ValueError("memory_budget must be a positive number of bytes")
         torch.device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,7 +198,18 @@ def verify(model: Model, prop: Property, settings: Settings | None = None,
     settings = settings or Settings()
     clock = Clock(settings.timeout, cancel)
     try:
-        result = _run(model, prop, settings, clock, progress or (lambda p: None))
+        device = torch.device(settings.device)
+        budget = (MemoryBudget(settings.memory_budget, device) if settings.memory_budget
+                  else MemoryBudget.default(device))
+        with within(budget):
+            result = _run(model, prop, settings, clock, progress or (lambda p: None))
+        if budget.reached and result.verdict in ("unknown", "timeout"):
+            result.message += (f"; the memory budget of {format_bytes(budget.limit)} was "
+                               f"reached {budget.reached} time(s): alpha-CROWN kept its best "
+                               "bound so far, branch-and-bound took fewer domains per round, "
+                               "a step that could not shrink was skipped")
+    except MemoryExceeded as exc:
+        result = Result("unknown", str(exc))
     except Exception as exc:  # reported as 'error', never as another verdict
         result = Result("error", f"{type(exc).__name__}: {exc}")
     result.seconds = clock.elapsed()

@@ -22,15 +22,12 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from verifier.bounds.limits import check_memory
 from verifier.graph import Graph, Node
 from verifier.ops.base import Interval, ParamInit, Params, Relaxation, Tensor, gamma, safe_mul
 
 Noise = tuple[Tensor, bool]  # per node: the bound on its rounding noise (B, n, 1), all finite
 Splits = dict[str, Interval]  # branch-and-bound: per split node, per-domain limits (B, *shape)
-
-
-class Interrupted(Exception):
-    """The deadline passed or the run was cancelled in the middle of a bound computation."""
 
 
 @dataclass
@@ -79,6 +76,7 @@ class Slopes:
     budget: int
     pairs: dict[tuple[str, int, str], Params] = field(default_factory=dict)
     rows_of_node: dict[str, Tensor] = field(default_factory=dict)
+    chunk_of_node: dict[str, int] = field(default_factory=dict)  # its passes' rows, fixed too
 
     def get(self, key: tuple[str, int, str], relaxation: Relaxation, rows: int,
             batch: int, shape: tuple[int, ...], final: bool) -> Params | None:
@@ -105,7 +103,7 @@ class Slopes:
     def starting_at(self, start: str) -> Slopes:
         """Only the parameters of the passes from ``start``."""
         return Slopes(self.budget, {k: v for k, v in self.pairs.items() if k[0] == start},
-                      self.rows_of_node)
+                      self.rows_of_node, self.chunk_of_node)
 
 
 def _expand(init: ParamInit, rows: int, batch: int, shape: tuple[int, ...]) -> Params:
@@ -166,6 +164,7 @@ def backward(nb: NodeBounds, start: str, A: Tensor, slopes: Slopes | None = None
         coeff = pending.pop(node.name, None)
         if coeff is None:
             continue
+        check_memory()
         if final and record is not None:
             record[node.name] = coeff.detach()
         if final and betas is not None and node.name in betas.pairs:

@@ -18,13 +18,13 @@ import torch
 from verifier.bounds import intermediate
 from verifier.bounds.backward import (
     Betas,
-    Interrupted,
     NodeBounds,
     Slopes,
     Splits,
     bound,
 )
 from verifier.bounds.intermediate import never
+from verifier.bounds.limits import Interrupted
 from verifier.bounds.optimise import Ascent, ascend
 from verifier.graph import Graph
 from verifier.ops.base import Interval, Tensor

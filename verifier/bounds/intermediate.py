@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from verifier.bounds.backward import Interrupted, NodeBounds, Slopes, Splits, bound
+from verifier.bounds.backward import NodeBounds, Slopes, Splits, bound
+from verifier.bounds.limits import Interrupted, check_memory, row_chunk
 from verifier.graph import Graph, Node, round_box
 from verifier.ops.base import Interval, Tensor
 
@@ -53,6 +54,7 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
     crowned = {graph.input_name}
     limits = splits or {}
     for i, node in enumerate(graph.nodes):
+        check_memory()
         ins = [nb.box[name] for name in node.inputs]
         prior = known.reuse.get(node.name) if known.reuse is not None else None
         if prior is not None and i < known.before:
@@ -180,6 +182,17 @@ def _interval(nb: NodeBounds, name: str) -> Interval:
     return node.op.ibp(*[nb.box[i] if i in nb.box else _interval(nb, i) for i in node.inputs])
 
 
+def _bytes_per_row(nb: NodeBounds, node: Node, kept: bool) -> int:
+    """Memory one row of a backward pass from ``node`` takes, roughly: its coefficients on
+    the widest node it crosses, a few times over (pending sums and the relaxation's
+    temporaries); when the pass is ``kept`` for a gradient, on every node it crosses."""
+    graph = nb.graph
+    sizes = [math.prod(n.shape) for n in graph.nodes[: graph.position(node.name) + 1]]
+    sizes.append(math.prod(nb.lower.shape[1:]))
+    per_entry = nb.lower.element_size() * nb.size
+    return per_entry * (3 * sum(sizes) if kept else 6 * max(sizes))
+
+
 def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                  slopes: Slopes | None, stop: Callable[[], bool]) -> Interval:
     """Backward-pass bounds of the node intersected with (lo, hi), for the rows some user
@@ -193,7 +206,12 @@ def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
         if slopes is not None:
             slopes.rows_of_node[name] = rows
     new_lo, new_hi = lo_f.clone(), hi_f.clone()
-    half = ROW_CHUNK // 2
+    half = slopes.chunk_of_node.get(name) if slopes is not None else None
+    if half is None:
+        half = max(1, row_chunk(lambda: _bytes_per_row(nb, node, slopes is not None),
+                                ROW_CHUNK) // 2)
+        if slopes is not None:
+            slopes.chunk_of_node[name] = half
     for chunk, start in enumerate(range(0, len(rows), half)):
         if stop():
             raise Interrupted

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import torch
 
-from verifier.bounds.backward import Interrupted
+from verifier.bounds.limits import Interrupted
 from verifier.ops.base import Tensor
 
 

@@ -32,8 +32,9 @@ from typing import Any, TypeGuard
 import torch
 
 from verifier.bounds import intermediate
-from verifier.bounds.backward import Interrupted, NodeBounds, bound
+from verifier.bounds.backward import NodeBounds, bound
 from verifier.bounds.intermediate import Known
+from verifier.bounds.limits import Interrupted
 from verifier.graph import Graph, Node
 from verifier.ops.base import Interval, Op, Tensor, Var
 from verifier.ops.bilinear import VarMul

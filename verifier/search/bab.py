@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from verifier.bounds import intermediate
-from verifier.bounds.backward import Interrupted, NodeBounds, backward, concretise
+from verifier.bounds.backward import NodeBounds, backward, concretise
 from verifier.bounds.crown import optimise_final
+from verifier.bounds.limits import Interrupted, MemoryExceeded
 from verifier.graph import Graph, Node
 from verifier.importer.onnx_import import Model
 from verifier.problems import ProblemBatch
@@ -162,6 +163,7 @@ class BranchAndBound:
         self.done = 0
         self.found: list[Counterexample] = []
         self.batch = settings.batch if self.mode == "input" else 16
+        self.batch_cap = settings.batch  # lowered each time a round meets the memory budget
         self.global_lb = -math.inf
         # the root's intermediate bounds, one row per case (activation splitting reuses them);
         # given ones (alpha-CROWN's) are intersected with the root's own
@@ -347,6 +349,9 @@ class BranchAndBound:
     def run(self, state: BabState) -> BabOutcome:
         try:
             return self._loop(state)
+        except MemoryExceeded:  # even the root's bound, or one domain, is over the budget
+            return BabOutcome("unknown", self.done, self.found, set(self.root.cases),
+                              self.global_lb)
         except Interrupted:
             return BabOutcome("timeout", self.done, self.found, set(self.root.cases),
                               self.global_lb)
@@ -376,7 +381,15 @@ class BranchAndBound:
                 if maybe is None:
                     return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                 children = maybe
-            b = self.bound_and_score(children, children.per)
+            try:
+                b = self.bound_and_score(children, children.per)
+            except MemoryExceeded:
+                if self.batch == 1:
+                    raise
+                # the same domains again, half as many per round from now on
+                self.batch = self.batch_cap = max(1, self.batch // 2)
+                state = BabState.cat([pick, rest]) if rest.size else pick
+                continue
             assert children.per is not None
             margin = children.per.min(dim=1).values
             self.done += children.size
@@ -394,7 +407,7 @@ class BranchAndBound:
     def _adapt(self, seconds: float) -> None:
         """Keep a round between about 0.2 and 1 s, so deadlines are met within a second."""
         if seconds < 0.2:
-            self.batch = min(self.settings.batch, self.batch * 2)
+            self.batch = min(self.batch_cap, self.batch * 2)
         elif seconds > 1.0:
             self.batch = max(1, self.batch // 2)
 
