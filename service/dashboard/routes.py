@@ -38,12 +38,13 @@ from .auth import (
 )
 from .forms import FormError, job_body
 from .reference import api_reference
-from .views import bound_plots, counterexample_views, final_point, lipschitz_view
+from .views import bound_plots, counterexample_views, final_point, lipschitz_view, number_text
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals.update(OUTCOMES=queries.OUTCOMES, urlencode=urlencode,
                              CSRF_FIELD=CSRF_FIELD)
+templates.env.filters["num"] = number_text
 MAX_PROPERTY_CHARS = 20_000
 LIPSCHITZ_FORM_TIMEOUT = "30"
 

@@ -55,6 +55,14 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
+def number_text(value: Any, fmt: str = "%.6g") -> str:
+    """``value`` in ``fmt`` (the templates' ``num`` filter); a dash where it is no finite
+    number (a value stored as null, or one row's odd data: the page still renders)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "–"
+    return fmt % value
+
+
 def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
