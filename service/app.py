@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import migrate
@@ -96,9 +97,26 @@ def _add_openapi_route(app: FastAPI) -> None:
     """``/openapi.json``, behind the key check of every read (the dashboard's ``/docs``
     renders it as a page, with no script from elsewhere)."""
 
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, saying whether this server requires the key: without required
+        keys no operation lists the X-API-Key security requirement."""
+        if app.openapi_schema is None:
+            schema = build()
+            if not app.state.settings.keys_required:
+                for item in schema.get("paths", {}).values():
+                    for operation in item.values():
+                        operation.pop("security", None)
+                schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.get("/openapi.json", include_in_schema=False,
              responses=error_responses(*AUTH_ERRORS))
-    def openapi(_caller: ReadCaller) -> JSONResponse:
+    def openapi_json(_caller: ReadCaller) -> JSONResponse:
         return JSONResponse(app.openapi())
 
 
@@ -108,9 +126,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     range, a missing or unknown field)."""
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -129,6 +150,17 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": f"internal server error ({type(exc).__name__})"},
                             status_code=500)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (a 405's Allow header; the
+    router itself names only the first route that matched the path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _child = route.matches(request.scope)
+        if match != Match.NONE and isinstance(getattr(route, "methods", None), set | frozenset):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def describe_errors(errors: Any) -> str:

@@ -38,8 +38,16 @@ EVENTS_DESCRIPTION = (
     "(data: the finished job), after which the stream closes.")
 
 
+# one server-sent event: ``data`` is one line of JSON (the job; for ``error``, {"detail"})
+EVENT_SCHEMA = {
+    "type": "object", "required": ["data"],
+    "properties": {"event": {"type": "string", "enum": ["progress", "finished", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json"},
+                   "id": {"type": "string"}, "retry": {"type": "integer"}}}
+
+
 @router.get("/{job_id}/events", name="job_events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+            responses={200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
                              "description": EVENTS_DESCRIPTION},
                        **error_responses(*AUTH_ERRORS, 404, 422)})
 async def job_events(job_id: str, request: Request, key: KeyHeader) -> StreamingResponse:
