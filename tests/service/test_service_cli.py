@@ -24,6 +24,7 @@ def test_keys_create_list_revoke(data_env, capsys):
     with session_scope(data_env) as s:
         row = s.query(ApiKey).one()
         assert row.name == "alice" and key not in (row.key_sha256, row.prefix)
+        assert row.role == "user"
     assert main(["keys", "list"]) == 0
     listed = capsys.readouterr().out
     assert "alice" in listed and "active" in listed and key not in listed
@@ -31,6 +32,23 @@ def test_keys_create_list_revoke(data_env, capsys):
     assert main(["keys", "list"]) == 0
     assert "revoked" in capsys.readouterr().out
     assert main(["keys", "revoke", "nobody"]) == 1
+
+
+def test_keys_create_admin(data_env, capsys):
+    assert main(["keys", "create", "--name", "boss", "--admin"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert main(["keys", "create", "--name", "worker-bee"]) == 0
+    capsys.readouterr()
+    with session_scope(data_env) as s:
+        roles = {row.name: row.role for row in s.query(ApiKey)}
+    assert roles == {"boss": "admin", "worker-bee": "user"}
+    from service.keys import find_key
+
+    with session_scope(data_env) as s:
+        found = find_key(s, key)
+        assert found is not None and found.role == "admin"
+    assert main(["keys", "list"]) == 0
+    assert "boss  admin" in capsys.readouterr().out
 
 
 def test_parser_has_the_service_commands():
