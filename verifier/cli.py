@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,6 +41,11 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--result-file", type=Path,
                    help="write the VNN-COMP result (unsat/sat/unknown/timeout/error) here")
+    p.add_argument("--certificate", type=Path, metavar="FILE",
+                   help="when verified, also search a proof that `nnverify check` can "
+                        "verify independently and write it to FILE (docs/proof-format.md)")
+    p.add_argument("--proof-timeout", type=float, default=None, metavar="S",
+                   help="seconds for the proof search (default: the --timeout)")
     p.set_defaults(func=run_verify)
     _add_vnncomp(sub)
     try:
@@ -265,12 +271,46 @@ def run_verify(args: argparse.Namespace) -> int:
     except InputError as exc:
         return report_error(str(exc), args.result_file)
     result = verify_safely(model, prop, settings)
+    proof = _certificate(args, model, prop, result)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        out = result.to_dict()
+        if proof is not None:
+            out["proof"] = proof
+        print(json.dumps(out, indent=2))
     status = _report(result, args.model, args.spec, args.result_file)
     if status == 0 and not args.json:
         print(summary(result))
+        if proof is not None:
+            print(f"  proof: {proof['message']}")
     return status
+
+
+def _certificate(args: argparse.Namespace, model: Model | OpaqueModel, prop: Property,
+                 result: Result) -> dict[str, Any] | None:
+    """With --certificate: a proof of a verified result searched and written (what became
+    of it, as data); None without the option."""
+    path = getattr(args, "certificate", None)
+    if path is None:
+        return None
+    if result.verdict != "verified" or not isinstance(model, Model):
+        return {"written": False, "message": f"no proof: the verdict is {result.verdict}"}
+    from verifier.prove import ProofSettings, prove
+
+    timeout = args.proof_timeout if args.proof_timeout else args.timeout
+    try:
+        outcome = prove(model, prop, path, args.model, args.spec,
+                        ProofSettings(timeout=timeout), device=args.device)
+    except OSError as exc:
+        return {"written": False, "message": f"cannot write the proof to '{path}': {exc}"}
+    except Exception as exc:  # the verdict stands; the proof is reported as missing
+        return {"written": False, "message": f"no proof: {type(exc).__name__}: {exc}"}
+    if not outcome.ok:
+        return {"written": False, "message": f"no proof: {outcome.reason}"}
+    return {"written": True, "path": str(path), "leaves": outcome.leaves,
+            "bytes": outcome.bytes, "seconds": round(outcome.seconds, 3),
+            "message": f"{outcome.leaves} leaves, {outcome.bytes} bytes, "
+                       f"{outcome.seconds:.2f} s, written to {path} "
+                       f"(check it: nnverify check {path} {args.model} {args.spec})"}
 
 
 def summary(result: Result) -> str:
