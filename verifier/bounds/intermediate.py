@@ -44,16 +44,20 @@ class Known:
 
 def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = True,
             splits: Splits | None = None, known: Known = Known(),
-            slopes: Slopes | None = None, stop: Callable[[], bool] = never) -> NodeBounds:
+            slopes: Slopes | None = None, stop: Callable[[], bool] = never,
+            loosen: Callable[[str, Interval], Interval] | None = None) -> NodeBounds:
     """Bounds of every node over the boxes ``lower``/``upper`` (B, n): IBP, tightened by the
     backward pass for the inputs of nonlinear ops (``slopes``: alpha-CROWN's parameters for
-    those passes), within branch-and-bound's split limits.  Raises Interrupted once
-    ``stop()`` holds."""
+    those passes), within branch-and-bound's split limits.  ``loosen`` widens the bounds
+    of each input of a nonlinear op before later nodes use them (proofs: see prove.py).
+    Raises Interrupted once ``stop()`` holds."""
     nb = _empty(graph, graph.to_input_shape(lower), graph.to_input_shape(upper))
     needed = {name for node in graph.nodes if not node.op.linear for name in node.inputs}
     crowned = {graph.input_name}
     limits = splits or {}
     for i, node in enumerate(graph.nodes):
+        if loosen is not None and i > 0:
+            _loosen(nb, graph.nodes[i - 1].name, needed, limits, loosen)
         check_memory()
         ins = [nb.box[name] for name in node.inputs]
         prior = known.reuse.get(node.name) if known.reuse is not None else None
@@ -78,7 +82,15 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
         tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop)
         nb.box[node.name] = _within(nb, limits.get(node.name), *tight)
         crowned.add(node.name)
+    if loosen is not None and graph.nodes:
+        _loosen(nb, graph.nodes[-1].name, needed, limits, loosen)
     return nb
+
+
+def _loosen(nb: NodeBounds, name: str, needed: set[str], limits: Splits,
+            loosen: Callable[[str, Interval], Interval]) -> None:
+    if name in needed:
+        nb.box[name] = _within(nb, limits.get(name), *loosen(name, nb.box[name]))
 
 
 def _empty(graph: Graph, lower: Tensor, upper: Tensor) -> NodeBounds:
