@@ -48,6 +48,9 @@ def add_engine_commands(sub: argparse._SubParsersAction) -> None:
                    help="seconds for the proof search (default: the --timeout)")
     p.set_defaults(func=run_verify)
     _add_vnncomp(sub)
+    from checker.cli import add_check_command  # the independent checker (trusted base)
+
+    add_check_command(sub)
     try:
         from verifier.lipschitz import add_lipschitz_command
     except ImportError:  # pragma: no cover - the Lipschitz module is optional
