@@ -88,8 +88,9 @@ def resolve_region(fmt: str, text: str, eps: float | None, model: Model) -> Regi
     finite numbers."""
     lower, upper = first_box(fmt, text, model)
     if eps is not None:
-        centre = (lower + upper) / 2
-        lower, upper = centre - eps, centre + eps
+        with np.errstate(over="ignore"):  # an overflow is an infinite bound, refused below
+            centre = lower / 2 + upper / 2
+            lower, upper = centre - eps, centre + eps
     if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
         raise ValueError("the region's bounds must be finite numbers (is eps too large?)")
     bad = np.flatnonzero(lower > upper)
