@@ -25,8 +25,8 @@ verify-example: install
 	$(VENV)/bin/nnverify verify $(EXAMPLE_MODEL) $(EXAMPLE_SPEC) --timeout 30
 
 lint: install
-	$(VENV)/bin/ruff check verifier service tests bench
-	$(VENV)/bin/mypy verifier service
+	$(VENV)/bin/ruff check verifier service checker tests bench
+	$(VENV)/bin/mypy verifier service checker
 
 test: install lint
 	$(PY) -m pytest -p no:cacheprovider

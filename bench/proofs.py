@@ -46,6 +46,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from checker import check  # the trusted checker, imported only here
+    from checker.model import Unusable
 
     keep = args.keep or Path(tempfile.mkdtemp(prefix="nnv-proofs-"))
     keep.mkdir(parents=True, exist_ok=True)
@@ -72,11 +73,15 @@ def main() -> int:
                 continue
             proved += 1
             t0 = time.perf_counter()
-            report = check(out, onnx_path, spec_path)
+            try:
+                report = check(out, onnx_path, spec_path)
+                ok, why = report.ok, report.reason
+            except Unusable as exc:
+                ok, why = False, f"unusable: {exc}"
             seconds = time.perf_counter() - t0
             ratios.append(seconds / max(result.seconds, 1e-9))
-            verdict = "accepted" if report.ok else f"REJECTED: {report.reason}"
-            failures += 0 if report.ok else 1
+            verdict = "accepted" if ok else f"REJECTED: {why}"
+            failures += 0 if ok else 1
             print(f"{name:<58} {result.seconds:8.2f} {outcome.seconds:8.2f} "
                   f"{outcome.leaves:7d} {outcome.bytes / 1024:8.1f} {seconds:8.2f}  {verdict}")
     print(f"\nverified {verified}, proofs found {proved}, checker rejected {failures}; "

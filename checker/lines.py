@@ -20,6 +20,11 @@ upper one), Taylor's theorem on a piece of centre c and radius r gives, for |x -
 ``s(1-s) = (1 - t**2)/4``, so ``|sigmoid''| = |t|(1 - t**2)/4``, whose maximum over t (at
 t**2 = 1/3) is ``1/(6 sqrt 3) = 0.0962 <= 0.1``.  ``tanh'' = -2 t (1 - t**2)`` with
 t = tanh(x) in (-1, 1), maximal at t**2 = 1/3: ``4/(3 sqrt 3) = 0.7698 <= 0.8``.
+In the tails these constants are far too large (a line 3e-9 under a saturated sigmoid would
+need pieces of 2e-4), so on a piece at distance d = min |x| from 0 the smaller local bounds
+are used too: ``|sigmoid''| <= sigmoid' <= sigmoid'(d) <= exp(-d)`` (sigmoid' decreases in
+|x|, |1 - 2s| <= 1) and ``|tanh''| <= 2 (1 - t**2) = 2 sech(x)**2 <= 8 exp(-2 d)``
+(sech x <= 2 exp(-|x|)); exp is taken EVAL_ULPS ulps high.
 g(c) and g'(c) are computed in float64 with an allowance of ``EVAL_ULPS`` ulps of their
 terms' magnitudes (numpy's exp and tanh are within 1-2 ulps; sigmoid's three roundings add
 3).  Pieces where the bound is not ``>= -tol`` are bisected, all neurons at once, until the
@@ -100,6 +105,15 @@ def _check_relu(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     return None
 
 
+def _tail_curvature(op: str, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """An upper bound of |f''| on each piece from its distance to 0 (module doc)."""
+    d = np.maximum(0.0, np.maximum(x0, -x1))
+    with np.errstate(under="ignore"):
+        if op == "Sigmoid":
+            return np.exp(-d) * (1.0 + EVAL_ULPS * U64) + 1e-300
+        return 8.0 * np.exp(-2.0 * d) * (1.0 + EVAL_ULPS * U64) + 1e-300
+
+
 def _lower_bound_of_g(op: str, a: np.ndarray, b: np.ndarray, s: float, x0: np.ndarray,
                       x1: np.ndarray) -> np.ndarray:
     """A rigorous lower bound of ``g = s (f - a x - b)`` on each piece ``[x0, x1]``."""
@@ -109,7 +123,7 @@ def _lower_bound_of_g(op: str, a: np.ndarray, b: np.ndarray, s: float, x0: np.nd
     g = s * (f - (a * c + b))
     g_err = EVAL_ULPS * U64 * (np.abs(f) + np.abs(a * c) + np.abs(b) + 1e-300)
     dg_bound = np.abs(df - a) + EVAL_ULPS * U64 * (1.0 + np.abs(a))
-    K = SECOND_DERIVATIVE_BOUND[op]
+    K = np.minimum(SECOND_DERIVATIVE_BOUND[op], _tail_curvature(op, x0, x1))
     bound = g - g_err - dg_bound * r - 0.5 * K * r * r
     return bound - 4 * U64 * np.abs(bound)
 

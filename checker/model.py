@@ -161,7 +161,14 @@ def _gemm(r: _Reader, node: onnx.NodeProto, args: Args, out: str) -> None:
 def _matmul(r: _Reader, node: onnx.NodeProto, args: Args, out: str) -> None:
     """MatMul of a variable and a 2-D constant, either way round."""
     x, y = args
+    shape: tuple[int, ...]
     if isinstance(x, tuple) and isinstance(y, np.ndarray) and y.ndim == 2 \
+            and len(x[1]) == 1 and x[1][0] == y.shape[0]:  # vector @ matrix
+        W, shape, terms = y.T, (int(y.shape[1]),), y.shape[0]
+    elif isinstance(y, tuple) and isinstance(x, np.ndarray) and x.ndim == 2 \
+            and len(y[1]) == 1 and y[1][0] == x.shape[1]:  # matrix @ vector
+        W, shape, terms = x, (int(x.shape[0]),), x.shape[1]
+    elif isinstance(x, tuple) and isinstance(y, np.ndarray) and y.ndim == 2 \
             and x[1] and x[1][-1] == y.shape[0]:
         rows = int(np.prod(x[1][:-1], dtype=np.int64))
         W, shape, terms = np.kron(np.eye(rows), y.T), x[1][:-1] + (y.shape[1],), y.shape[0]
