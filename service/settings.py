@@ -82,6 +82,14 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     celery_queue: str = "nnverify"
     worker_device: str | None = None
+    # proofs of verified results (issue 17; service/proofs.py): "off" searches none;
+    # "after" publishes the engine's verdict and records the proof the worker then searched
+    # and had the independent checker check, within the same run; "required" publishes
+    # "verified" only when the checker accepted the proof (else the job ends "unknown")
+    proofs: Literal["off", "after", "required"] = "after"
+    # seconds for the proof search, on top of the job's own timeout (checking is not timed:
+    # it is evaluation, linear in the proof's size)
+    proof_timeout: float = Field(default=60.0, gt=0)
     # test hook: a job sleeps this long (cancellable) before verifying; only tests set it
     test_job_delay: float = Field(default=0.0, ge=0)
 

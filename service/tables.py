@@ -27,6 +27,10 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 # what a job computes (``Job.kind``; jobs stored before kinds are verifications)
 JOB_KINDS = ("verify", "lipschitz")
+# what became of a certificate's proof: none searched (proofs off, not a verified result),
+# checked (the independent checker accepted it), rejected (it did not), unavailable (no
+# proof found, or none possible: a JSON-form property, a model outside the checker's ops)
+PROOF_STATUSES = ("none", "checked", "rejected", "unavailable")
 # an API key's role: "admin" sees and acts on every object, "user" only on its own
 KEY_ROLES = ("user", "admin")
 
@@ -154,6 +158,17 @@ class Certificate(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     body: Mapped[dict[str, Any]] = mapped_column(StrictJSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the proof of a verified result (service/proofs.py): its status (PROOF_STATUSES), why
+    # there is none or why the checker refused it, and the proof file itself (kept only
+    # when the checker accepted it; loaded on use, like a model's bytes)
+    proof_status: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    proof_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    proof_leaves: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    proof_size_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    proof_search_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    proof_check_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    proof_checker: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    proof_data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
 
 class ApiKey(Base):

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -28,8 +28,10 @@ from verifier.errors import ModelError
 from verifier.importer.onnx_import import Model
 from verifier.lipschitz import LipschitzProgress
 from verifier.property import SpecError
+from verifier.property.core import Property
 from verifier.verify import Progress, verify
 
+from . import proofs
 from .db import session_scope
 from .engine import import_model, parse_property
 from .jobspec import JobSpec
@@ -124,6 +126,18 @@ class Outcome:
     seconds: float
     result: dict[str, Any] | None
     certificate: dict[str, Any] | None
+    proof: proofs.ProofRecord | None = None  # None: none searched (proofs.not_searched)
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What a run reads of its job: the model's bytes (and the engine's model of them) and
+    the property's stored format and text."""
+
+    onnx_bytes: bytes
+    fmt: str
+    text: str
+    model: Model = field(repr=False)
 
 
 def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
@@ -143,20 +157,62 @@ def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
         elif spec.kind == "lipschitz":
             outcome = _run_lipschitz(model, fmt, text, spec, monitor)
         else:
-            outcome = _run_verify(model, fmt, text, spec, device, monitor)
+            inputs = JobInputs(onnx_bytes, fmt, text, model)
+            outcome = _run_verify(inputs, spec, device, settings, monitor)
     finally:
         monitor.stop()
     _finish(job_id, attempt, settings, monitor, outcome)
 
 
-def _run_verify(model: Model, fmt: str, text: str, spec: JobSpec,
-                device: str | None, monitor: JobMonitor) -> Outcome:
-    prop = parse_property(fmt, text, model)
+def _run_verify(inputs: JobInputs, spec: JobSpec, device: str | None,
+                settings: ServiceSettings, monitor: JobMonitor) -> Outcome:
+    """Verify, then (a verified VNN-LIB property, proofs on) search and check a proof
+    within the same run; under ``required`` the verdict stands only with a checked one."""
+    model = inputs.model
+    prop = parse_property(inputs.fmt, inputs.text, model)
     engine = spec.engine_settings(device)
     result = verify(model, prop, engine, progress=monitor.report,
                     cancel=monitor.cancelled.is_set)
-    return Outcome(result.verdict, result.message, result.seconds, result.to_dict(),
-                   make_certificate(model, text, engine, result))
+    outcome = Outcome(result.verdict, result.message, result.seconds, result.to_dict(),
+                      make_certificate(model, inputs.text, engine, result))
+    outcome.proof = proofs.not_searched(settings.proofs, result.verdict, inputs.fmt)
+    if outcome.proof is None and not monitor.cancelled.is_set():  # (cancelled: see _finish)
+        outcome.proof = _prove(inputs, prop, engine.device, settings, monitor, result.seconds)
+    if settings.proofs == "required" and result.verdict == "verified" and \
+            (outcome.proof is None or outcome.proof.status != "checked"):
+        return _withheld(outcome, outcome.proof)
+    return outcome
+
+
+def _prove(inputs: JobInputs, prop: Property, device: str, settings: ServiceSettings,
+           monitor: JobMonitor, elapsed: float) -> proofs.ProofRecord:
+    """The proof search and check, reported as the stage "proof" (its elapsed time
+    continues the verification's)."""
+    start = time.monotonic()
+    done = monitor.latest.domains_done if monitor.latest else 0
+
+    def cancel() -> bool:  # called by the search at each step: progress, then the flag
+        monitor.report(Progress("proof", elapsed + time.monotonic() - start,
+                                domains_done=done))
+        return monitor.cancelled.is_set()
+
+    cancel()
+    try:
+        return proofs.search_and_check(inputs.model, prop, inputs.onnx_bytes, inputs.text,
+                                       settings.proof_timeout, device, cancel)
+    except Exception as exc:  # the verdict is the engine's; the proof is reported missing
+        log.exception("proof search failed", extra={"job_id": monitor.job_id})
+        return proofs.internal_error(exc, time.monotonic() - start)
+    finally:
+        cancel()
+
+
+def _withheld(outcome: Outcome, record: proofs.ProofRecord | None) -> Outcome:
+    """A verified outcome published as ``unknown`` for want of a checked proof."""
+    record = record or proofs.ProofRecord("none", "the run was cancelled before its proof")
+    message = proofs.withheld_message(record)
+    result, certificate = proofs.withhold(outcome.result, outcome.certificate, message)
+    return Outcome("unknown", message, outcome.seconds, result, certificate, record)
 
 
 def _run_lipschitz(model: Model, fmt: str, text: str, spec: JobSpec,
@@ -193,10 +249,13 @@ def _finish(job_id: str, attempt: int, settings: ServiceSettings, monitor: JobMo
         target = "failed" if outcome.verdict == "error" else "succeeded"
         if transition(s, job_id, "running", target, attempt=attempt, **fields) and \
                 target == "succeeded" and outcome.certificate is not None:
-            model_id = s.scalar(select(Job.model_id).where(Job.id == job_id))
+            job = s.get_one(Job, job_id)
+            record = outcome.proof or proofs.ProofRecord(
+                "none", f"a {job.kind} job's result has no proof file")
             s.execute(delete(Certificate).where(Certificate.job_id == job_id))
-            s.add(Certificate(job_id=job_id, model_id=model_id, verdict=outcome.verdict,
-                              body=outcome.certificate))
+            s.add(Certificate(job_id=job_id, model_id=job.model_id, verdict=outcome.verdict,
+                              body=outcome.certificate, **record.columns()))
+
 
 
 class JobMonitor:
@@ -236,6 +295,11 @@ class JobMonitor:
         self._extra = {"lipschitz_lower": progress.lower, "lipschitz_upper": progress.upper}
         self.report(Progress(progress.stage, progress.elapsed, domains_open=progress.open,
                              domains_done=progress.leaves))
+
+    @property
+    def latest(self) -> Progress | None:
+        """The last progress reported."""
+        return self._latest
 
     def snapshot(self) -> dict[str, Any] | None:
         if self._latest is None:

@@ -1,5 +1,6 @@
-"""Alembic migrations: upgrade from an empty database, downgrade/upgrade round trip, and the
-migrated schema matches the table classes (SQLite here; PostgreSQL in test_postgres_flow)."""
+"""Alembic migrations: upgrade from an empty database, downgrade/upgrade round trip, the
+migrated schema matches the table classes, and upgrades from 0001 and 0002 keep every row
+(SQLite, and PostgreSQL when it is running)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def schema_differences(url: str) -> list:
         engine.dispose()
 
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def check_round_trip(settings) -> None:
@@ -154,3 +155,51 @@ def test_postgres_upgrade_from_0001_keeps_rows(settings):
     with fresh_postgres_database() as url:  # PostgreSQL refuses NaN tokens: null already
         check_upgrade_keeps_rows(settings.model_copy(update={"database_url": url}),
                                  '{"lower": 1.0, "upper": null, "naive": null}')
+
+
+ROWS_0002 = [
+    "INSERT INTO models (id, sha256, filename, size_bytes, onnx_bytes, summary, created_at) "
+    "VALUES ('{sha}', '{sha}', 'm.onnx', 3, :blob, '{{}}', '2026-01-01 00:00:00')",
+    "INSERT INTO properties (id, format, text, created_at) VALUES "
+    "('p1', 'vnnlib', '(assert true)', '2026-01-01 00:00:00')",
+    "INSERT INTO jobs (id, model_id, property_id, kind, state, options, message, "
+    "cancel_requested, attempts, created_at) VALUES ('j1', '{sha}', 'p1', 'verify', "
+    "'succeeded', '{{\"timeout\": 60}}', '', false, 1, '2026-01-01 00:00:00')",
+    "INSERT INTO certificates (id, job_id, model_id, verdict, body, created_at) VALUES "
+    "('c1', 'j1', '{sha}', 'verified', '{{}}', '2026-01-01 00:00:00')",
+]
+
+
+def check_upgrade_from_0002(settings) -> None:
+    """0002 -> head with a certificate: it is kept, with proof status ``none`` and the
+    reason; back to 0002 it is still there."""
+    migrate.upgrade(settings, "0002")
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with engine.begin() as conn:
+            for sql in ROWS_0002:
+                conn.execute(text(sql.format(sha=SHA)), {"blob": b"abc"})
+        migrate.upgrade(settings)
+        with engine.connect() as conn:
+            proof = conn.execute(text(
+                "SELECT id, proof_status, proof_reason, proof_data FROM certificates")).all()
+        migrate.downgrade(settings, "0002")
+        with engine.connect() as conn:
+            kept = conn.execute(text("SELECT id, verdict FROM certificates")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in proof] == [("c1", "none", "issued before proofs were kept",
+                                          None)]
+    assert [tuple(r) for r in kept] == [("c1", "verified")]
+    assert migrate.current(settings) == "0002"
+
+
+def test_sqlite_upgrade_from_0002_adds_proof_columns(settings):
+    check_upgrade_from_0002(settings)
+
+
+def test_postgres_upgrade_from_0002_adds_proof_columns(settings):
+    from service_testkit import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        check_upgrade_from_0002(settings.model_copy(update={"database_url": url}))
