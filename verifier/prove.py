@@ -22,6 +22,7 @@ spent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -53,6 +54,8 @@ WIDEN_REL, WIDEN_ABS = 1e-5, 1e-6
 # lines are moved apart by this much (relatively to their size on the interval): a
 # tangent line touches the function, which no rigorous check can confirm
 LINE_SLACK = 1e-9
+# the rounding the proof's bounds allow for, in units of the model's (see _Search)
+NOISE_FACTOR = 2.0
 # a row refutes its disjunct in the proof only with this margin, which covers the
 # widening and the checker's own rounding allowances
 MARGIN = 1e-6
@@ -138,7 +141,9 @@ def prove(model: Model, prop: Property, out: str | Path, model_path: str | Path,
         "cases": [{"tree": t} for t in search.trees],
         "leaves": search.leaves,
     }
-    arrays = dict(search.arrays)
+    sizes = [math.prod(n.shape) for n in acts]
+    disjuncts = max((len(c.disjuncts) for c in prop.cases), default=0)
+    arrays = _stacked(search.arrays, len(search.leaves), sizes, disjuncts)
     arrays["manifest"] = np.array(json.dumps(manifest))
     with open(out, "wb") as f:
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
@@ -151,7 +156,11 @@ class _Search:
     def __init__(self, model: Model, prop: Property, acts: list[Node], settings: ProofSettings,
                  device: torch.device, expired: Callable[[], bool]):
         self.model, self.prop, self.acts, self.settings = model, prop, acts, settings
-        self.graph = model.graph
+        # bounds with NOISE_FACTOR times the model's rounding: the checker's allowances are
+        # larger than the engine's (dot products gamma(n + 2) against gamma(n), tanh 16 u of
+        # 1 + |f| against 16 u |f|), and its derivation must fall inside the claims
+        self.graph = dataclasses.replace(
+            model.graph, unit_roundoff=NOISE_FACTOR * model.graph.unit_roundoff)
         self.device, self.dtype = device, torch.float64
         self.expired = expired
         self.trees: list[dict[str, Any]] = []
@@ -421,6 +430,25 @@ class _Search:
             if value >= 0 and (best is None or value > best[0]):
                 best = (value, a, j, float(point[j]))
         return None if best is None else best[1:]
+
+
+def _stacked(per_leaf: dict[str, np.ndarray], leaves: int, sizes: list[int],
+             disjuncts: int) -> dict[str, np.ndarray]:
+    """The file's arrays: per activation (and disjunct) one array over all leaves, a row per
+    leaf, NaN in the rows a leaf does not need (docs/proof-format.md), from the search's
+    arrays per leaf (``L{k}/A{a}/lo`` ...)."""
+    out: dict[str, np.ndarray] = {}
+    for a, n in enumerate(sizes):
+        names = [(f"A{a}/lo", (n,)), (f"A{a}/hi", (n,)), (f"A{a}/box", (4, n))]
+        names += [(f"D{q}/A{a}", (4, n)) for q in range(disjuncts)]
+        for name, shape in names:
+            stack = np.full((leaves, *shape), np.nan)
+            for k in range(leaves):
+                row = per_leaf.get(f"L{k}/{name}")
+                if row is not None:
+                    stack[k] = row
+            out[name] = stack
+    return out
 
 
 def _widen(_name: str, box: Interval) -> Interval:

@@ -94,12 +94,12 @@ def check_by_sampling(path: Path, proof: Path, prop: Property, n: int = 400,
                 assert not keep.any(), f"leaf {k} claimed empty but has points"
             for a in range(upto):
                 z = zs[a][keep]
-                l_, h_ = arrays[f"L{k}/A{a}/lo"], arrays[f"L{k}/A{a}/hi"]
+                l_, h_ = arrays[f"A{a}/lo"][k], arrays[f"A{a}/hi"][k]
                 assert (l_ <= h_).all() and np.isfinite(l_).all() and np.isfinite(h_).all()
                 assert (z >= l_).all() and (z <= h_).all(), f"leaf {k} activation {a}"
                 f = FUNCTIONS[acts[a]["op"]]
                 grid = l_ + np.linspace(0, 1, 257)[:, None] * (h_ - l_)
-                sets = [arrays[f"L{k}/A{a}/box"]] + [arrays[f"L{k}/D{q}/A{a}"]
+                sets = [arrays[f"A{a}/box"][k]] + [arrays[f"D{q}/A{a}"][k]
                                                      for q, d in enumerate(leaf["disjuncts"])
                                                      if d["lines"] == "own"]
                 for lines in sets:
@@ -208,4 +208,6 @@ def test_shared_test_family_proofs_hold(bench: Path, tmp_path: Path) -> None:
         assert outcome.ok, (onnx_name, outcome.reason)
         manifest, arrays = load_proof(out)
         assert manifest["model_sha256"] and manifest["property_sha256"]
-        assert all(np.isfinite(a).all() for a in arrays.values())
+        # one row per leaf; all finite here (one case, one disjunct, no empty leaf)
+        assert all(len(a) == len(manifest["leaves"]) and np.isfinite(a).all()
+                   for a in arrays.values())
