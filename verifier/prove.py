@@ -300,10 +300,11 @@ class _Search:
         dom.tree["leaf"] = k
         case_rows = self._case_rows(dom.case)
         disjuncts = []
-        for r in chosen:
-            multipliers = (self._betas(dom, b, r, betas) if bool(optimised[b, r])
-                           else [0.0] * len(dom.path))
-            disjuncts.append({"row": case_rows[r][1], "lines": "own", "betas": multipliers})
+        for r in chosen:  # CROWN's lines are the box lines: "own" only for optimised ones
+            own = bool(optimised[b, r])
+            multipliers = self._betas(dom, b, r, betas) if own else [0.0] * len(dom.path)
+            disjuncts.append({"row": case_rows[r][1], "lines": "own" if own else "box",
+                              "betas": multipliers})
         for a, node in enumerate(self.acts):
             lo, hi = nb.box[node.inputs[0]]
             lo_a = lo[b].flatten().cpu().numpy().astype(np.float64)
@@ -313,8 +314,9 @@ class _Search:
             box, fin = lines[a]
             self.arrays[f"L{k}/A{a}/box"] = _slackened(box[b].cpu().numpy(), lo_a, hi_a)
             for q, r in enumerate(chosen):
-                self.arrays[f"L{k}/D{q}/A{a}"] = _slackened(fin[b, r].cpu().numpy(),
-                                                            lo_a, hi_a)
+                if disjuncts[q]["lines"] == "own":
+                    self.arrays[f"L{k}/D{q}/A{a}"] = _slackened(fin[b, r].cpu().numpy(),
+                                                                lo_a, hi_a)
         self.leaves.append({"infeasible_at": None, "disjuncts": disjuncts})
 
     def _empty_leaf(self, dom: _Domain, b: int, nb: NodeBounds,
@@ -435,19 +437,20 @@ class _Search:
 def _stacked(per_leaf: dict[str, np.ndarray], leaves: int, sizes: list[int],
              disjuncts: int) -> dict[str, np.ndarray]:
     """The file's arrays: per activation (and disjunct) one array over all leaves, a row per
-    leaf, NaN in the rows a leaf does not need (docs/proof-format.md), from the search's
-    arrays per leaf (``L{k}/A{a}/lo`` ...)."""
+    leaf, NaN in the rows a leaf does not need, no member that no leaf needs
+    (docs/proof-format.md); from the search's arrays per leaf (``L{k}/A{a}/lo`` ...)."""
     out: dict[str, np.ndarray] = {}
     for a, n in enumerate(sizes):
         names = [(f"A{a}/lo", (n,)), (f"A{a}/hi", (n,)), (f"A{a}/box", (4, n))]
         names += [(f"D{q}/A{a}", (4, n)) for q in range(disjuncts)]
         for name, shape in names:
-            stack = np.full((leaves, *shape), np.nan)
+            stack, used = np.full((leaves, *shape), np.nan), False
             for k in range(leaves):
                 row = per_leaf.get(f"L{k}/{name}")
                 if row is not None:
-                    stack[k] = row
-            out[name] = stack
+                    stack[k], used = row, True
+            if used:  # a member no leaf needs is left out
+                out[name] = stack
     return out
 
 

@@ -208,6 +208,7 @@ def test_shared_test_family_proofs_hold(bench: Path, tmp_path: Path) -> None:
         assert outcome.ok, (onnx_name, outcome.reason)
         manifest, arrays = load_proof(out)
         assert manifest["model_sha256"] and manifest["property_sha256"]
-        # one row per leaf; all finite here (one case, one disjunct, no empty leaf)
-        assert all(len(a) == len(manifest["leaves"]) and np.isfinite(a).all()
-                   for a in arrays.values())
+        # one row per leaf, finite where a leaf needs it (here every interval and box line)
+        assert all(len(a) == len(manifest["leaves"]) for a in arrays.values())
+        assert all(np.isfinite(a).all() for name, a in arrays.items()
+                   if not name.startswith("D"))
