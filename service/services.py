@@ -389,3 +389,40 @@ def list_model_certificates(session: Session, caller: Caller, model_id: str, lim
                            .limit(limit).offset(offset)).all()
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     return rows, total
+
+
+def certificate_properties(session: Session, certificate_ids: Sequence[str]
+                           ) -> dict[str, tuple[str, str]]:
+    """The property (id, format) each certificate is about, by certificate id."""
+    rows = session.execute(select(Certificate.id, Job.property_id, PropertyRecord.format)
+                           .join(Job, Job.id == Certificate.job_id)
+                           .join(PropertyRecord, PropertyRecord.id == Job.property_id)
+                           .where(Certificate.id.in_(certificate_ids))).all()
+    return {cert_id: (prop_id, fmt) for cert_id, prop_id, fmt in rows}
+
+
+def certificate_property(session: Session, caller: Caller,
+                         certificate_id: str) -> PropertyRecord:
+    """The property the caller's certificate is about (its text as stored: the bytes its
+    ``property_sha256`` and its proof name)."""
+    cert = get_certificate(session, caller, certificate_id)
+    return session.scalars(select(PropertyRecord).join(Job, Job.property_id == PropertyRecord.id)
+                           .where(Job.id == cert.job_id)).one()
+
+
+def certificate_proof(session: Session, caller: Caller, certificate_id: str) -> bytes:
+    """The proof file of the caller's certificate; 404 saying why when it has none."""
+    cert = get_certificate(session, caller, certificate_id)
+    if cert.proof_status == "checked" and cert.proof_data is not None:
+        return cert.proof_data
+    why = {"none": "none was searched", "rejected": "the checker rejected the one found",
+           "unavailable": "none is available", "checked": "its file is missing"}
+    reason = f": {cert.proof_reason}" if cert.proof_reason else ""
+    raise NotFound(f"certificate {certificate_id!r} has no proof ("
+                   f"{why.get(cert.proof_status, cert.proof_status)}){reason}")
+
+
+def model_file(session: Session, caller: Caller, model_id: str) -> tuple[ModelRecord, bytes]:
+    """The caller's model and its ONNX file's bytes, as uploaded."""
+    row = get_model(session, caller, model_id)
+    return row, row.onnx_bytes

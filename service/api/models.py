@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from .. import services
 from ..tables import ModelRecord
 from .deps import ModelCacheDep, ReadCaller, SessionDep, SettingsDep, WriteCaller
-from .schemas import AUTH_ERRORS, ModelList, ModelPublic, error_responses
+from .schemas import AUTH_ERRORS, ModelList, ModelPublic, error_responses, file_response
 
 router = APIRouter(prefix="/models", tags=["models"])
 CHUNK = 1 << 20
@@ -75,6 +75,17 @@ def get_model(model_id: str, request: Request, session: SessionDep,
               caller: ReadCaller) -> ModelPublic:
     """The model with this id (or the caller's own model with this sha256)."""
     return model_public(services.get_model(session, caller, model_id), request)
+
+
+@router.get("/{model_id}/file", name="get_model_file", response_class=Response,
+            responses={**file_response("application/octet-stream",
+                                       "The model's ONNX file, the bytes as uploaded."),
+                       **error_responses(*AUTH_ERRORS, 404, 422)})
+def get_model_file(model_id: str, session: SessionDep, caller: ReadCaller) -> Response:
+    """The model's ONNX file (to check a certificate's proof against it)."""
+    row, data = services.model_file(session, caller, model_id)
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": f'attachment; filename="model-{row.id[:16]}.onnx"'})
 
 
 @router.delete("/{model_id}", status_code=204, response_class=Response,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -189,13 +189,42 @@ class JobList(BaseModel):
     offset: int
 
 
+ProofStatus = Literal["none", "checked", "rejected", "unavailable"]  # tables.PROOF_STATUSES
+
+
+class ProofPublic(BaseModel):
+    """What became of the proof of a verified result (``NNVERIFY_PROOFS``): ``checked``
+    (the independent checker accepted it; download it at the certificate's ``proof_url``),
+    ``rejected`` (it did not), ``unavailable`` (no proof found, or none possible: a JSON
+    property, a model outside the checker's ops), ``none`` (none searched: proofs off, not
+    a verified result); ``reason`` says why there is none."""
+
+    status: ProofStatus
+    reason: str
+    checker: str | None  # the proof format the checker read: "nnverify-proof/1"
+    leaves: int | None
+    bytes: int | None
+    search_seconds: float | None
+    check_seconds: float | None
+
+
 class CertificatePublic(BaseModel):
+    """A certificate.  To check its proof yourself: ``nnverify check PROOF MODEL PROPERTY``
+    with the files at ``proof_url``, ``model_file_url`` and ``property_url`` (the model's
+    bytes and the property's text exactly as stored, whose sha256 the proof names)."""
+
     id: str
     job_id: str
     model_id: str
     verdict: str
     created_at: datetime
     certificate: dict[str, Any]
+    property_id: str
+    property_format: str
+    property_url: str
+    model_file_url: str
+    proof: ProofPublic
+    proof_url: str | None
 
 
 class CertificateList(BaseModel):
@@ -217,7 +246,8 @@ ERROR_DESCRIPTIONS = {
          "that is not an ONNX model, or a Host header this server does not answer to.",
     401: "An API key is required (the server listens beyond loopback) and none was sent.",
     403: "The API key is invalid or has been revoked.",
-    404: "No such object (another key's objects are not shown).",
+    404: "No such object (another key's objects are not shown), or a certificate without "
+         "a proof file (the message says why).",
     409: "Conflict with the object's state: cancelling a finished job, deleting a model "
          "with queued or running jobs, a model deleted while a job was created on it.",
     413: "The request body is larger than the upload limit (NNVERIFY_MAX_UPLOAD_MB).",
@@ -232,3 +262,10 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` entries of these error statuses (body: ErrorBody)."""
     return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]}
             for code in sorted(set(codes))}
+
+
+def file_response(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entry of a 200 answered with a file."""
+    schema = {"type": "string"} if media_type.startswith("text/") else \
+        {"type": "string", "format": "binary"}
+    return {200: {"description": description, "content": {media_type: {"schema": schema}}}}

@@ -38,7 +38,14 @@ from .auth import (
 )
 from .forms import FormError, job_body
 from .reference import api_reference
-from .views import bound_plots, counterexample_views, final_point, lipschitz_view, number_text
+from .views import (
+    bound_plots,
+    counterexample_views,
+    final_point,
+    lipschitz_view,
+    number_text,
+    proof_view,
+)
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -171,7 +178,8 @@ def _job_context(session: SessionDep, caller: Caller, job: Job,
             "property_format": prop.format if prop else "",
             "property_text": text[:MAX_PROPERTY_CHARS],
             "property_truncated": len(text) > MAX_PROPERTY_CHARS,
-            "certificate_json": json.dumps(cert.body, indent=2) if cert else None}
+            "certificate_json": json.dumps(cert.body, indent=2) if cert else None,
+            "proof": proof_view(cert, job.result)}
 
 
 def _spec(job: Job) -> JobSpec | None:

@@ -15,6 +15,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from ..jobspec import JobSpec
+from ..tables import Certificate
 
 PLOT_W, PLOT_H, PAD_L, PAD_B, PAD_T, PAD_R = 440, 200, 64, 36, 14, 14
 MAX_TABLE_VALUES = 64
@@ -308,3 +309,33 @@ def lipschitz_view(spec: JobSpec, result: dict[str, Any] | None,
         monotonicity=list((result or {}).get("monotonicity") or []),
         final=bool(result and result.get("kind") == "lipschitz"))
 
+
+
+def size_text(n: int | None) -> str:
+    """A file size for people: bytes, kB or MB."""
+    if n is None:
+        return "–"
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"
+
+
+def proof_view(cert: Certificate | None, result: dict[str, Any] | None
+               ) -> dict[str, Any] | None:
+    """What the job page says of the certificate's proof: its status and reason, the
+    leaves, size and times of a checked one with its download link, and whether a result
+    the engine verified was published as unknown for want of one (NNVERIFY_PROOFS=required)."""
+    if cert is None:
+        return None
+    leaves = cert.proof_leaves
+    return {"status": cert.proof_status, "reason": cert.proof_reason,
+            "checked": cert.proof_status == "checked", "checker": cert.proof_checker,
+            "leaves": None if leaves is None else
+            f"{leaves} {'leaf' if leaves == 1 else 'leaves'}",
+            "size": size_text(cert.proof_size_bytes),
+            "check_seconds": cert.proof_check_seconds,
+            "search_seconds": cert.proof_search_seconds,
+            "url": f"/api/v1/certificates/{cert.id}/proof",
+            "model_url": f"/api/v1/models/{cert.model_id}/file",
+            "property_url": f"/api/v1/certificates/{cert.id}/property",
+            "withheld": (result or {}).get("engine_verdict") == "verified"}
