@@ -59,19 +59,26 @@ def magnitude(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def times_mag(A: np.ndarray, m: np.ndarray) -> np.ndarray:
     """``|A| @ m`` for non-negative m, with 0 * inf taken as 0 (an unused entry of an
-    unbounded tensor costs nothing); inf where a used entry is unbounded."""
+    unbounded tensor costs nothing); inf where a used entry is unbounded.  A is (R, n), the
+    same for every leaf, or (B, R, n), one per leaf; m is (n,) or (B, n); the result is
+    (R,) or (B, R)."""
     absA = np.abs(A)
     finite = np.isfinite(m)
-    out = absA[..., finite] @ m[finite] if absA.ndim > 1 else absA[finite] @ m[finite]
+    out = _rows_times(absA, np.where(finite, m, 0.0))
     if not finite.all():
-        used = np.any(absA[..., ~finite] > 0, axis=-1)
-        out = np.where(used, np.inf, out)
+        out = np.where(_rows_times(absA, (~finite).astype(np.float64)) > 0, np.inf, out)
     return np.asarray(out * (1.0 + SAFETY))
+
+
+def _rows_times(A: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``A @ x`` row by row: (R, n) with (n,) or (B, n), or (B, R, n) with (B, n)."""
+    return x @ A.T if A.ndim == 2 else np.matmul(A, x[..., None])[..., 0]
 
 
 def interval_affine(mats: tuple[np.ndarray, ...], boxes: list[tuple[np.ndarray, np.ndarray]],
                     b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Interval image of ``sum_i W_i x_i + b`` over ``x_i in boxes[i]``, computed in float64.
+    """Interval image of ``sum_i W_i x_i + b`` over ``x_i in boxes[i]``, computed in float64
+    (a box is (n_i,), or (B, n_i) for B leaves at once).
 
     Returns (lower, upper, err, wx, n): the exact image lies in ``[lower - err, upper + err]``;
     ``wx = sum_i |W_i| max|x_i|`` and n, the number of products per entry, size the float
@@ -87,7 +94,7 @@ def interval_affine(mats: tuple[np.ndarray, ...], boxes: list[tuple[np.ndarray, 
                 lower, upper = lower + Wp * lo + Wn * hi, upper + Wp * hi + Wn * lo
                 wx, n = wx + np.abs(W) * magnitude(lo, hi), n + 2
             else:
-                lower, upper = lower + Wp @ lo + Wn @ hi, upper + Wp @ hi + Wn @ lo
+                lower, upper = lower + lo @ Wp.T + hi @ Wn.T, upper + hi @ Wp.T + lo @ Wn.T
                 wx, n = wx + times_mag(W, magnitude(lo, hi)), n + 2 * W.shape[1]
     err = gamma(n + 2, U64) * (wx + np.abs(b))
     return lower, upper, err, wx, n

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from checker.arith import SAFETY, U64, down, gamma, interval_affine, magnitude, times_mag, widen
-from checker.lines import check_lines, evaluate, slack
+from checker.lines import BadLine, check_lines, evaluate, slack
 from checker.model import Activation, Affine, Graph, Node, Unusable, read_model
 from verifier.property.core import Property
 from verifier.property.vnnlib.api import parse_vnnlib_file
@@ -49,6 +49,8 @@ from verifier.property.vnnlib.errors import SpecError
 FORMAT = "nnverify-proof/1"
 ACTIVATION_ULPS = 16.0  # noise of the model's sigmoid and tanh, in ulps of 1 + |f|
 FUNCTION_ULPS = 8.0  # error of numpy's float64 exp/tanh-based evaluation, in ulps
+BATCH_LEAVES = 256  # leaves checked together
+BATCH_ENTRIES = 2**17  # the largest coefficient array of a batch (1 MiB: it stays in cache)
 Box = tuple[np.ndarray, np.ndarray]
 Lines = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # a_l, b_l, a_u, b_u
 
@@ -87,25 +89,47 @@ class Region:
 
 @dataclass
 class Context:
-    """Everything a leaf check reads: the model, the property, the proof's arrays, and the
-    order in which nodes are visited (activations in the manifest's order)."""
+    """Everything a check reads: the model, the property, the proof's arrays (each member
+    read once, into ``members``), and the order in which nodes are visited (activations in
+    the manifest's order).  ``notes`` are (leaf, text)."""
 
     graph: Graph
     prop: Property
     acts: list[Activation]
     order: list[Node]
     arrays: Any  # numpy's NpzFile
-    notes: list[str]
+    n_leaves: int
+    notes: list[tuple[int, str]]
+    members: dict[str, np.ndarray | str] = field(default_factory=dict)
 
-    def array(self, name: str, shape: tuple[int, ...], leaf: int) -> np.ndarray:
-        """The proof's float array ``name``, which must have ``shape``."""
-        if name not in self.arrays:
-            raise Rejected(f"leaf {leaf}: array {name} is missing", leaf)
-        a = self.arrays[name]
-        if a.shape != shape or a.dtype.kind != "f":
-            raise Rejected(f"leaf {leaf}: array {name} has shape {a.shape} and type "
-                           f"{a.dtype}, not {shape} float64", leaf)
-        return a.astype(np.float64)
+    def member(self, name: str, shape: tuple[int, ...]) -> np.ndarray | str:
+        """The proof's array ``name`` of shape ``(n_leaves, *shape)`` in float64, or why it
+        cannot be used."""
+        if name not in self.members:
+            want = (self.n_leaves, *shape)
+            if name not in self.arrays:
+                self.members[name] = "is missing"
+            elif (a := self.arrays[name]).shape != want or a.dtype.kind != "f":
+                self.members[name] = (f"has shape {a.shape} and type {a.dtype}, not {want} "
+                                      f"float64")
+            else:
+                self.members[name] = a.astype(np.float64)
+        return self.members[name]
+
+    def rows(self, bt: Batch, name: str, shape: tuple[int, ...], need: np.ndarray
+             ) -> np.ndarray:
+        """The batch's rows of array ``name``; the first leaf that ``need``s its row and finds
+        none (a missing or malformed member, a row of NaN) is rejected."""
+        member = self.member(name, shape)
+        if isinstance(member, str):
+            if (i := bt.first(need)) is not None:
+                bt.fail(i, f"leaf {bt.ks[i]}: array {name} {member}")
+            return np.full((bt.size, *shape), np.nan)
+        rows = member[bt.ks]
+        blank = np.isnan(rows).reshape(bt.size, -1).all(axis=1)
+        if (i := bt.first(need & blank)) is not None:
+            bt.fail(i, f"leaf {bt.ks[i]}: array {name} has no value for it")
+        return rows
 
 
 # -- files and manifest ---------------------------------------------------------------------
@@ -228,6 +252,135 @@ def _split(ctx: Context, case: int, node: dict[str, Any], r: Region) -> tuple[Re
             Region(case, r.lower, r.upper, r.constraints + ((a, j, 1.0, p),)))
 
 
+# -- a batch of leaves -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    """A leaf's claim on one disjunct: row r of its ``C y <= d`` is refuted with the ``box``
+    or the disjunct's ``own`` lines and one beta per neuron split of the path."""
+
+    row: int
+    lines: str
+    betas: tuple[float, ...]
+
+
+@dataclass
+class Batch:
+    """Leaves checked together: row i of every array is leaf ``ks[i]`` (arrays are
+    (B, n): leaves x entries).  Checks run on rows below ``limit``; ``failure`` is the first
+    failure of leaf ``ks[limit]``, the lowest failing leaf found so far (a leaf is checked
+    step by step in the per-leaf order, so a failure found in a row below ``limit`` is that
+    leaf's first)."""
+
+    ks: np.ndarray
+    regions: list[Region]
+    infeasible_at: list[int | None]
+    claims: list[list[Claim]]
+    failure: Rejected | None
+    boxes: dict[int, Box] = field(default_factory=dict)
+    noise: dict[int, np.ndarray] = field(default_factory=dict)
+    lines: dict[tuple[str, int], tuple[Lines, np.ndarray]] = field(default_factory=dict)
+    limit: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = len(self.ks)
+
+    @property
+    def size(self) -> int:
+        return len(self.ks)
+
+    def fail(self, i: int, reason: str) -> None:
+        """Row i (below ``limit``) fails: the rows from it on need no further checks."""
+        self.limit, self.failure = i, Rejected(reason, int(self.ks[i]))
+
+    def first(self, bad: np.ndarray) -> int | None:
+        """The first row below ``limit`` where ``bad`` holds."""
+        hits = np.flatnonzero(bad[:self.limit])
+        return int(hits[0]) if len(hits) else None
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only the ``rows`` (a mask) below ``limit``: the rest hold or have failed."""
+        idx = np.flatnonzero(rows[:self.limit])
+        self.ks, self.limit = self.ks[idx], len(idx)
+        self.regions = [self.regions[i] for i in idx]
+        self.infeasible_at = [self.infeasible_at[i] for i in idx]
+        self.claims = [self.claims[i] for i in idx]
+        self.boxes = {t: (lo[idx], hi[idx]) for t, (lo, hi) in self.boxes.items()}
+        self.noise = {t: e[idx] for t, e in self.noise.items()}
+        self.lines = {key: (tuple(x[idx] for x in ln), tol[idx])  # type: ignore[misc]
+                      for key, (ln, tol) in self.lines.items()}
+
+
+def _leaf_claims(ctx: Context, k: int, region: Region, claim: Any
+                 ) -> tuple[int | None, list[Claim]] | None:
+    """Leaf k's infeasible_at and claims per disjunct, validated; None when its input box is
+    empty (it holds vacuously)."""
+    _require(isinstance(claim, dict), f"leaf {k} is not an object", k)
+    at = claim.get("infeasible_at")
+    _require(at is None or _is_int(at, len(ctx.acts)), f"leaf {k}: infeasible_at {at!r}", k)
+    _require(bool(np.all(np.isfinite(region.lower)) and np.all(np.isfinite(region.upper))),
+             f"leaf {k}: the input box is not bounded", k)
+    if np.any(region.lower > region.upper):
+        ctx.notes.append((k, f"leaf {k} is empty: its input box is empty"))
+        return None
+    return at, (_disjunct_claims(ctx, k, region, claim) if at is None else [])
+
+
+def _disjunct_claims(ctx: Context, k: int, region: Region, claim: dict[str, Any]
+                     ) -> list[Claim]:
+    """The leaf's (row, lines, betas) per disjunct of its case, validated."""
+    case = ctx.prop.cases[region.case]
+    claims: Any = claim.get("disjuncts")
+    _require(isinstance(claims, list) and len(claims) == len(case.disjuncts),
+             f"leaf {k}: needs one entry per disjunct of case {region.case} "
+             f"({len(case.disjuncts)})", k)
+    out = []
+    for q, (dj, conj) in enumerate(zip(claims, case.disjuncts, strict=True)):
+        ok = isinstance(dj, dict) and _is_int(dj.get("row"), len(conj.d)) \
+            and dj.get("lines") in ("box", "own") and isinstance(dj.get("betas"), list)
+        _require(ok, f"leaf {k}, disjunct {q}: needs a row of C, lines 'box' or 'own' and "
+                 f"betas", k)
+        betas = dj["betas"]
+        _require(len(betas) == len(region.constraints), f"leaf {k}, disjunct {q}: "
+                 f"{len(betas)} betas for {len(region.constraints)} neuron splits", k)
+        good = all(isinstance(b, int | float) and not isinstance(b, bool) and b >= 0
+                   and np.isfinite(b) for b in betas)
+        _require(good, f"leaf {k}, disjunct {q}: betas must be finite and >= 0: {betas}", k)
+        out.append(Claim(dj["row"], dj["lines"], tuple(float(b) for b in betas)))
+    return out
+
+
+def _start_batch(ctx: Context, ks: range, regions: dict[int, Region], leaves: list[Any]
+                 ) -> Batch:
+    """The leaves ``ks`` whose claims are well formed and whose input box is not empty, up
+    to the first malformed one (the batch's failure)."""
+    rows: list[tuple[int, int | None, list[Claim]]] = []
+    failure = None
+    for k in ks:
+        try:
+            parsed = _leaf_claims(ctx, k, regions[k], leaves[k])
+        except Rejected as exc:
+            failure = exc
+            break
+        if parsed is not None:
+            rows.append((k, *parsed))
+    bt = Batch(np.array([k for k, _, _ in rows], dtype=np.int64),
+               [regions[k] for k, _, _ in rows], [at for _, at, _ in rows],
+               [c for _, _, c in rows], failure)
+    shape = (bt.size, ctx.graph.sizes[0])
+    lower = np.array([r.lower for r in bt.regions]).reshape(shape)
+    upper = np.array([r.upper for r in bt.regions]).reshape(shape)
+    bt.boxes[0], bt.noise[0] = (lower, upper), np.zeros(shape)
+    return bt
+
+
+def _batch_size(graph: Graph) -> int:
+    """Leaves per batch: at most BATCH_LEAVES, and coefficient arrays (2 n x m per leaf for
+    an activation of n entries and a tensor of m) of at most BATCH_ENTRIES entries."""
+    widest = max((graph.sizes[a.input] for a in graph.activations), default=1)
+    return max(1, min(BATCH_LEAVES, BATCH_ENTRIES // (2 * widest * max(graph.sizes))))
+
+
 # -- interval arithmetic ---------------------------------------------------------------------
 
 def _ibp_affine(node: Affine, boxes: dict[int, Box], u: float) -> tuple[Box, np.ndarray]:
@@ -253,6 +406,19 @@ def _ibp_activation(op: str, lo: np.ndarray, hi: np.ndarray, u: float
 
 
 # -- back-substitution -----------------------------------------------------------------------
+# Coefficients are (R, n) while they are the same for every leaf of the batch (rows R of a
+# start matrix, n entries of a tensor), (B, R, n) once they differ (after an activation's
+# lines, or from per-leaf rows of C); constants and charges are (B, R).
+
+def _matmul(A: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``A @ W`` for A (..., m) and W (m, n), as one matrix product."""
+    return (A.reshape(-1, A.shape[-1]) @ W).reshape(*A.shape[:-1], W.shape[1])
+
+
+def _rowdot(A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Each leaf's ``A @ X``: A (R, n) or (B, R, n), X (B, n, k) -> (B, R, k)."""
+    return np.matmul(A, X)
+
 
 @dataclass
 class Backsub:
@@ -267,211 +433,239 @@ class Backsub:
         self.const = self.const + t
         self.slack = self.slack + err + U64 * np.abs(self.const)
 
-    def add_coeff(self, tid: int, A: np.ndarray, err: np.ndarray, mag: np.ndarray) -> None:
-        """Add ``A`` (whose entries err by at most ``err``) to tensor ``tid``'s coefficients,
-        charging ``err @ max|v_tid|`` (and the addition's own rounding)."""
+    def add_coeff(self, tid: int, A: np.ndarray, charge: np.ndarray, mag: np.ndarray) -> None:
+        """Add ``A`` to tensor ``tid``'s coefficients; ``charge`` is ``err @ max|v_tid|`` for
+        the bound ``err`` on A's own rounding; the addition's rounding is charged too."""
         if tid in self.coeffs:
             A = self.coeffs[tid] + A
-            err = err + U64 * np.abs(A)
+            charge = charge + U64 * times_mag(A, mag)
         self.coeffs[tid] = A
-        self.slack = self.slack + times_mag(err, mag)
+        self.slack = self.slack + charge
+
+
+#: beta terms of one activation, one split per leaf: rows, neurons j, s * beta, p * beta
+BetaRound = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _through_affine(bs: Backsub, node: Affine, A: np.ndarray, boxes: dict[int, Box]) -> None:
-    """``A y = sum_i (A W_i) x_i + A b``."""
-    bs.add_const(A @ node.bias, gamma(len(node.bias) + 2, U64) * (np.abs(A) @ np.abs(node.bias)))
+    """``A y = sum_i (A W_i) x_i + A b``.  ``A W_i`` errs by ``gamma(m+2) |A| |W_i|`` (dense
+    W_i, m rows) or ``U64 |A W_i|`` (diagonal; exact for W_i = 1), charged times max|x_i|
+    (``|A| (|W_i| max|x_i|)``: the same charge, summed in another order)."""
+    bs.add_const(A @ node.bias, gamma(len(node.bias) + 2, U64) * times_mag(A, np.abs(node.bias)))
     for tid, W in zip(node.inputs, node.mats, strict=True):
-        AW = A * W if W.ndim == 1 else A @ W
-        err = U64 * np.abs(AW) if W.ndim == 1 else gamma(W.shape[0] + 2, U64) * (
-            np.abs(A) @ np.abs(W))
-        bs.add_coeff(tid, AW, err, magnitude(*boxes[tid]))
+        mag = magnitude(*boxes[tid])
+        if W.ndim == 2:
+            AW = _matmul(A, W)
+            charge = gamma(W.shape[0] + 2, U64) * times_mag(A, times_mag(W, mag))
+        elif np.all(W == 1.0):
+            AW, charge = A, np.zeros(bs.slack.shape)
+        else:
+            AW = A * W
+            charge = U64 * times_mag(AW, mag)
+        bs.add_coeff(tid, AW, charge, mag)
 
 
 def _through_activation(bs: Backsub, z: int, A: np.ndarray, lines: Lines, tol: np.ndarray,
-                        betas: list[tuple[int, float, float, float]], mag: np.ndarray) -> None:
+                        rounds: list[BetaRound], mag: np.ndarray) -> None:
     """``A h >= A+ (a_l z + b_l) + A- (a_u z + b_u) - |A| tol``, then the beta terms
-    ``- beta s (z_j - p)`` (each <= 0 on the region)."""
+    ``- beta s (z_j - p)`` (each <= 0 on the region), one split per leaf and round."""
     al, bl, au, bu = lines
     Ap, An = np.maximum(A, 0.0), np.minimum(A, 0.0)
-    Az = Ap * al + An * au  # one rounded product per entry
-    err = U64 * np.abs(Az)
-    bound_err = gamma(len(bl) + 2, U64) * (Ap @ np.abs(bl) - An @ np.abs(bu))
-    bs.add_const(Ap @ bl + An @ bu, bound_err + np.abs(A) @ tol)
-    for j, s, p, beta in betas:
-        Az[:, j] = Az[:, j] - beta * s  # beta * s is exact (s = +-1)
-        err[:, j] += U64 * np.abs(Az[:, j])
-        bs.add_const(np.full(len(Az), beta * s * p), np.full(len(Az), U64 * abs(beta * p)))
-    bs.add_coeff(z, Az, err, mag)
+    Az = Ap * al[:, None, :] + An * au[:, None, :]  # one rounded product per entry
+    up = _rowdot(Ap, np.stack([bl, np.abs(bl), tol], axis=-1))
+    dn = _rowdot(An, np.stack([bu, np.abs(bu), tol], axis=-1))
+    bound_err = gamma(bl.shape[-1] + 2, U64) * (up[..., 1] - dn[..., 1])
+    bs.add_const(up[..., 0] + dn[..., 0], bound_err + up[..., 2] - dn[..., 2])
+    charge = U64 * times_mag(Az, mag)
+    for rows, j, sb, pb in rounds:  # Az[rows, :, j] is (splits, R)
+        Az[rows, :, j] = Az[rows, :, j] - sb[:, None]  # beta * s is exact (s = +-1)
+        charge[rows] += U64 * times_mag(Az[rows, :, j][..., None], mag[rows, j][:, None])
+        bs.const[rows] += (sb * pb)[:, None]  # beta s p, one rounding: U64 |beta p|
+        bs.slack[rows] += U64 * np.abs(pb)[:, None] + U64 * np.abs(bs.const[rows])
+    bs.add_coeff(z, Az, charge, mag)
 
 
-def _lower_bound(ctx: Context, start: int, A: np.ndarray, boxes: dict[int, Box],
-                 noise: dict[int, np.ndarray], lines: Callable[[int], tuple[Lines, np.ndarray]],
-                 box: Box, betas: dict[int, list[tuple[int, float, float, float]]]
-                 ) -> np.ndarray:
-    """A rigorous lower bound, over the leaf's region, of each row of ``A @ v_start``."""
-    bs = Backsub({start: A}, np.zeros(len(A)), np.zeros(len(A)))
+def _lower_bound(ctx: Context, bt: Batch, start: int, A: np.ndarray,
+                 lines: Callable[[int], tuple[Lines, np.ndarray]],
+                 betas: dict[int, list[BetaRound]]) -> np.ndarray:
+    """A rigorous lower bound, over each leaf's region, of each row of ``A @ v_start``
+    (A (R, n) or (B, R, n); the result (B, R))."""
+    B, R = bt.size, A.shape[-2]
+    bs = Backsub({start: A}, np.zeros((B, R)), np.zeros((B, R)))
     index = {act.output: a for a, act in enumerate(ctx.acts)}
     for node in reversed(ctx.order):
         a = index.get(node.output)
         if node.output not in bs.coeffs and (a is None or not betas.get(a)):
             continue
-        Ay = bs.coeffs.pop(node.output, np.zeros((len(A), ctx.graph.sizes[node.output])))
-        bs.slack = bs.slack + times_mag(Ay, noise[node.output])
+        Ay = bs.coeffs.pop(node.output, None)
+        if Ay is None:  # a beta term on an activation the coefficients skip
+            Ay = np.zeros((B, R, ctx.graph.sizes[node.output]))
+        if bt.noise[node.output].any():  # (a ReLU's output has none)
+            bs.slack = bs.slack + times_mag(Ay, bt.noise[node.output])
         if isinstance(node, Affine):
-            _through_affine(bs, node, Ay, boxes)
+            _through_affine(bs, node, Ay, bt.boxes)
         else:
             assert a is not None
             act_lines, tol = lines(a)
             _through_activation(bs, node.input, Ay, act_lines, tol, betas.get(a, []),
-                                magnitude(*boxes[node.input]))
-    Ax = bs.coeffs.pop(0, np.zeros((len(A), ctx.graph.sizes[0])))
-    T = np.where(Ax >= 0, Ax * box[0], Ax * box[1])  # each entry's minimum over the box
-    v = T.sum(axis=1)
-    total = (bs.slack + gamma(T.shape[1] + 1, U64) * np.abs(T).sum(axis=1)
+                                magnitude(*bt.boxes[node.input]))
+    lo, hi = (x[:, None, :] for x in bt.boxes[0])
+    Ax = bs.coeffs.pop(0, np.zeros((B, R, lo.shape[-1])))
+    T = np.where(Ax >= 0, Ax * lo, Ax * hi)  # each entry's minimum over the box
+    v = T.sum(axis=-1)
+    total = (bs.slack + gamma(T.shape[-1] + 1, U64) * np.abs(T).sum(axis=-1)
              + 2 * U64 * (np.abs(bs.const) + np.abs(v))) * (1.0 + SAFETY)
     return down(bs.const + v - total)
 
 
-# -- one leaf --------------------------------------------------------------------------------
+# -- the checks, a batch at a time -----------------------------------------------------------
 
-@dataclass
-class Leaf:
-    """One leaf being checked: its region and what has been verified so far."""
-
-    k: int
-    region: Region
-    claim: dict[str, Any]
-    boxes: dict[int, Box] = field(default_factory=dict)
-    noise: dict[int, np.ndarray] = field(default_factory=dict)
-    lines: dict[tuple[str, int], tuple[Lines, np.ndarray]] = field(default_factory=dict)
-
-
-def _disjunct_claims(ctx: Context, leaf: Leaf) -> list[tuple[int, str, list[float]]]:
-    """The leaf's (row, lines, betas) per disjunct of its case, validated."""
-    case, k = ctx.prop.cases[leaf.region.case], leaf.k
-    claims: Any = leaf.claim.get("disjuncts")
-    _require(isinstance(claims, list) and len(claims) == len(case.disjuncts),
-             f"leaf {k}: needs one entry per disjunct of case {leaf.region.case} "
-             f"({len(case.disjuncts)})", k)
-    out = []
-    for q, (dj, conj) in enumerate(zip(claims, case.disjuncts, strict=True)):
-        ok = isinstance(dj, dict) and _is_int(dj.get("row"), len(conj.d)) \
-            and dj.get("lines") in ("box", "own") and isinstance(dj.get("betas"), list)
-        _require(ok, f"leaf {k}, disjunct {q}: needs a row of C, lines 'box' or 'own' and "
-                 f"betas", k)
-        betas = dj["betas"]
-        _require(len(betas) == len(leaf.region.constraints), f"leaf {k}, disjunct {q}: "
-                 f"{len(betas)} betas for {len(leaf.region.constraints)} neuron splits", k)
-        good = all(isinstance(b, int | float) and not isinstance(b, bool) and b >= 0
-                   and np.isfinite(b) for b in betas)
-        _require(good, f"leaf {k}, disjunct {q}: betas must be finite and >= 0: {betas}", k)
-        out.append((dj["row"], dj["lines"], [float(b) for b in betas]))
-    return out
-
-
-def _input_interval(ctx: Context, leaf: Leaf, a: int) -> Box:
-    """Bounds of activation a's input z over the leaf: CROWN over the verified earlier
+def _input_interval(ctx: Context, bt: Batch, a: int) -> Box:
+    """Bounds of activation a's input z over each leaf: CROWN over the verified earlier
     lines, intersected with interval arithmetic and the path's constraints on z."""
     z, n = ctx.acts[a].input, ctx.graph.sizes[ctx.acts[a].input]
-    box = (leaf.region.lower, leaf.region.upper)
     eye = np.eye(n)
-    lb = _lower_bound(ctx, z, np.vstack([eye, -eye]), leaf.boxes, leaf.noise,
-                      lambda b: leaf.lines[("box", b)], box, {})
-    L, U = np.maximum(lb[:n], leaf.boxes[z][0]), np.minimum(-lb[n:], leaf.boxes[z][1])
-    for b, j, s, p in leaf.region.constraints:
-        if b == a and s > 0:
-            L[j] = max(L[j], p)
-        elif b == a:
-            U[j] = min(U[j], p)
+    lb = _lower_bound(ctx, bt, z, np.vstack([eye, -eye]), lambda b: bt.lines[("box", b)], {})
+    L, U = np.maximum(lb[:, :n], bt.boxes[z][0]), np.minimum(-lb[:, n:], bt.boxes[z][1])
+    for i, region in enumerate(bt.regions):
+        for b, j, s, p in region.constraints:
+            if b == a and s > 0:
+                L[i, j] = max(L[i, j], p)
+            elif b == a:
+                U[i, j] = min(U[i, j], p)
     return L, U
 
 
-def _verify_lines(ctx: Context, leaf: Leaf, a: int, key: str, name: str, L: np.ndarray,
-                  U: np.ndarray) -> None:
-    """Lines (array ``name``) of activation a bound f on [L, U]; remember them under key."""
-    act, k = ctx.acts[a], leaf.k
-    al, bl, au, bu = ctx.array(name, (4, len(L)), k)
+def _first_bad_line(op: str, sl: np.ndarray, ic: np.ndarray, L: np.ndarray, U: np.ndarray,
+                    lower: bool) -> tuple[int, BadLine] | None:
+    """The first row (leaf) i whose lines (sl, ic) (B, n) do not bound f on [L, U], with the
+    failing entry check_lines finds for that leaf alone."""
+    found, count = None, len(sl)
+    while count:  # check_lines reports a failing entry, not always the lowest leaf's
+        bad = check_lines(op, sl[:count].ravel(), ic[:count].ravel(), L[:count].ravel(),
+                          U[:count].ravel(), lower)
+        if bad is not None and bad.exhausted and count > 1:  # the piece budget is per leaf
+            for i in range(count):
+                one = _first_bad_line(op, sl[i:i + 1], ic[i:i + 1], L[i:i + 1], U[i:i + 1],
+                                      lower)
+                if one is not None:
+                    return i, one[1]
+            return found
+        if bad is None:
+            return found
+        i, j = divmod(bad.index, sl.shape[1])
+        found, count = (i, BadLine(j, bad.x, bad.why, bad.exhausted)), i
+    return found
+
+
+def _verify_lines(ctx: Context, bt: Batch, a: int, name: str, rows: np.ndarray, L: np.ndarray,
+                  U: np.ndarray, need: np.ndarray) -> tuple[Lines, np.ndarray]:
+    """Lines ``rows`` (B, 4, n) (array ``name``) of activation a bound f on [L, U] for the
+    leaves that ``need`` them; the lines and their tolerance."""
+    act, live = ctx.acts[a], np.flatnonzero(need[:bt.limit])
+    al, bl, au, bu = (rows[:, r] for r in range(4))
     for lower, (sl, ic) in ((True, (al, bl)), (False, (au, bu))):
-        bad = check_lines(act.op, sl, ic, L, U, lower)
-        if bad is not None:
-            j = bad.index
-            raise Rejected(f"leaf {k}, activation {a} ({act.z_name}), entry {j}: "
-                           f"{'lower' if lower else 'upper'} line {sl[j]:.9g} x + {ic[j]:.9g} "
-                           f"({name}) {bad.why} near x = {bad.x:.9g} (z in [{L[j]:.9g}, "
-                           f"{U[j]:.9g}])", k)
+        found = _first_bad_line(act.op, sl[live], ic[live], L[live], U[live], lower)
+        if found is None:
+            continue
+        i, bad = int(live[found[0]]), found[1]
+        j = bad.index
+        bt.fail(i, f"leaf {bt.ks[i]}, activation {a} ({act.z_name}), entry {j}: "
+                f"{'lower' if lower else 'upper'} line {sl[i, j]:.9g} x + {ic[i, j]:.9g} "
+                f"({name}) {bad.why} near x = {bad.x:.9g} (z in [{L[i, j]:.9g}, "
+                f"{U[i, j]:.9g}])")
+        live = live[live < i]
     tol = np.maximum(slack(al, bl, L, U), slack(au, bu, L, U))
-    leaf.lines[(key, a)] = ((al, bl, au, bu), tol)
+    return (al, bl, au, bu), tol
 
 
-def _activation_step(ctx: Context, leaf: Leaf, a: int, claims: list[Any]) -> bool:
-    """Verify activation a's claimed interval and lines; False when the leaf is empty."""
-    act, k, u = ctx.acts[a], leaf.k, ctx.graph.unit_roundoff
-    L, U = _input_interval(ctx, leaf, a)
-    if np.any(L > U):
-        j = int(np.flatnonzero(L > U)[0])
-        ctx.notes.append(f"leaf {k} is empty: activation {a}, entry {j} has no value "
-                         f"([{L[j]:.9g}, {U[j]:.9g}])")
-        return False
-    _require(leaf.claim.get("infeasible_at") != a, f"leaf {k} claims to be empty at "
-             f"activation {a}, but every entry of {act.z_name} has values", k)
-    n = len(L)
-    lo = ctx.array(f"L{k}/A{a}/lo", (n,), k)
-    hi = ctx.array(f"L{k}/A{a}/hi", (n,), k)
-    ok = (lo <= L) & (hi >= U)
-    if not ok.all():
-        j = int(np.flatnonzero(~ok)[0])
-        raise Rejected(f"leaf {k}, activation {a} ({act.z_name}), entry {j}: claimed "
-                       f"interval [{lo[j]:.9g}, {hi[j]:.9g}] does not contain the computed "
-                       f"[{L[j]:.9g}, {U[j]:.9g}]", k)
-    _verify_lines(ctx, leaf, a, "box", f"L{k}/A{a}/box", L, U)
-    for q, (_, kind, _) in enumerate(claims):
-        if kind == "own":
-            _verify_lines(ctx, leaf, a, f"D{q}", f"L{k}/D{q}/A{a}", L, U)
-    leaf.boxes[act.input] = (L, U)
-    leaf.boxes[act.output], leaf.noise[act.output] = _ibp_activation(act.op, L, U, u)
-    return True
+def _activation_step(ctx: Context, bt: Batch, a: int) -> None:
+    """Verify activation a's claimed intervals and lines; drop the leaves found empty."""
+    act, u = ctx.acts[a], ctx.graph.unit_roundoff
+    L, U = _input_interval(ctx, bt, a)
+    empty = np.any(L > U, axis=1)
+    for e in np.flatnonzero(empty[:bt.limit]):
+        j = int(np.flatnonzero(L[e] > U[e])[0])
+        ctx.notes.append((int(bt.ks[e]), f"leaf {bt.ks[e]} is empty: activation {a}, entry {j} "
+                          f"has no value ([{L[e, j]:.9g}, {U[e, j]:.9g}])"))
+    live = ~empty
+    if (i := bt.first(live & np.array([at == a for at in bt.infeasible_at], bool))) is not None:
+        bt.fail(i, f"leaf {bt.ks[i]} claims to be empty at activation {a}, but every entry of "
+                f"{act.z_name} has values")
+    n = L.shape[1]
+    lo, hi = ctx.rows(bt, f"A{a}/lo", (n,), live), ctx.rows(bt, f"A{a}/hi", (n,), live)
+    out = ~((lo <= L) & (hi >= U))
+    if (i := bt.first(live & out.any(axis=1))) is not None:
+        j = int(np.flatnonzero(out[i])[0])
+        bt.fail(i, f"leaf {bt.ks[i]}, activation {a} ({act.z_name}), entry {j}: claimed "
+                f"interval [{lo[i, j]:.9g}, {hi[i, j]:.9g}] does not contain the computed "
+                f"[{L[i, j]:.9g}, {U[i, j]:.9g}]")
+    box = ctx.rows(bt, f"A{a}/box", (4, n), live)
+    bt.lines[("box", a)] = _verify_lines(ctx, bt, a, f"A{a}/box", box, L, U, live)
+    for q in range(max(map(len, bt.claims), default=0)):
+        own = live & np.array([len(c) > q and c[q].lines == "own" for c in bt.claims], bool)
+        if own.any():  # the disjunct's lines: its own where a leaf has them, else the box's
+            rows = np.where(own[:, None, None], ctx.rows(bt, f"D{q}/A{a}", (4, n), own), box)
+            bt.lines[(f"D{q}", a)] = _verify_lines(ctx, bt, a, f"D{q}/A{a}", rows, L, U, own)
+    bt.boxes[act.input] = (L, U)
+    bt.boxes[act.output], bt.noise[act.output] = _ibp_activation(act.op, L, U, u)
+    bt.keep(live)
 
 
-def _check_leaf(ctx: Context, k: int, region: Region, claim: Any) -> None:
-    """Check leaf k over its region (Rejected when it fails)."""
-    _require(isinstance(claim, dict), f"leaf {k} is not an object", k)
-    at = claim.get("infeasible_at")
-    _require(at is None or _is_int(at, len(ctx.acts)), f"leaf {k}: infeasible_at {at!r}", k)
-    _require(bool(np.all(np.isfinite(region.lower)) and np.all(np.isfinite(region.upper))),
-             f"leaf {k}: the input box is not bounded", k)
-    if np.any(region.lower > region.upper):
-        ctx.notes.append(f"leaf {k} is empty: its input box is empty")
-        return
-    leaf = Leaf(k, region, claim)
-    claims = _disjunct_claims(ctx, leaf) if at is None else []
-    leaf.boxes[0], leaf.noise[0] = (region.lower, region.upper), np.zeros(len(region.lower))
+def _beta_rounds(bt: Batch, q: int) -> dict[int, list[BetaRound]]:
+    """Disjunct q's beta terms by activation, in rounds of one split per leaf (the t-th
+    split of each leaf's path in round t, so that each leaf's are taken in path order)."""
+    found: dict[tuple[int, int], list[tuple[int, int, float, float]]] = {}
+    for i, (region, claims) in enumerate(zip(bt.regions, bt.claims, strict=True)):
+        if len(claims) > q:
+            for t, ((a, j, s, p), beta) in enumerate(zip(region.constraints, claims[q].betas,
+                                                         strict=True)):
+                found.setdefault((a, t), []).append((i, j, beta * s, beta * p))
+    rounds: dict[int, list[BetaRound]] = {}
+    for (a, _), splits in sorted(found.items()):
+        rows, js, sb, pb = (np.array(x) for x in zip(*splits, strict=True))
+        rounds.setdefault(a, []).append((rows, js, sb, pb))
+    return rounds
+
+
+def _final_bounds(ctx: Context, bt: Batch) -> None:
+    """Each leaf refutes each disjunct q of its case: ``min C[r] y > d[r]``."""
+    for q in range(max(map(len, bt.claims), default=0)):
+        has = np.array([len(c) > q for c in bt.claims], dtype=bool)
+        C, d = np.zeros((bt.size, 1, ctx.graph.sizes[ctx.graph.output])), np.zeros(bt.size)
+        for h in np.flatnonzero(has):
+            conj, r = ctx.prop.cases[bt.regions[h].case].disjuncts[q], bt.claims[h][q].row
+            C[h, 0], d[h] = conj.C[r], conj.d[r]
+        lines = {a: bt.lines.get((f"D{q}", a), bt.lines[("box", a)])
+                 for a in range(len(ctx.acts))}
+        lb = _lower_bound(ctx, bt, ctx.graph.output, C, lines.__getitem__,
+                          _beta_rounds(bt, q))[:, 0]
+        if (i := bt.first(has & ~(lb > d))) is not None:
+            r = bt.claims[i][q].row
+            bt.fail(i, f"leaf {bt.ks[i]}, disjunct {q}, row {r}: bound {lb[i] - d[i]:.6g} <= 0 "
+                    f"(lower bound {lb[i]:.9g} of C[{r}] y, d[{r}] = {d[i]:.9g})")
+
+
+def _check_batch(ctx: Context, ks: range, regions: dict[int, Region], leaves: list[Any]
+                 ) -> None:
+    """Check the leaves ``ks`` together (Rejected at the lowest failing one)."""
+    bt = _start_batch(ctx, ks, regions, leaves)
     index = {act.output: a for a, act in enumerate(ctx.acts)}
     for node in ctx.order:
+        if not bt.size:
+            break
         if isinstance(node, Affine):
             u = ctx.graph.unit_roundoff
-            leaf.boxes[node.output], leaf.noise[node.output] = _ibp_affine(node, leaf.boxes, u)
-        elif not _activation_step(ctx, leaf, index[node.output], claims):
-            return
-    _require(at is None, f"leaf {k} claims to be empty at activation {at}, but is not", k)
-    for q, (r, kind, betas) in enumerate(claims):
-        _final_bound(ctx, leaf, q, r, kind, betas)
-
-
-def _final_bound(ctx: Context, leaf: Leaf, q: int, r: int, kind: str,
-                 betas: list[float]) -> None:
-    """Disjunct q is refuted on the leaf: ``min C[r] y > d[r]``."""
-    conj = ctx.prop.cases[leaf.region.case].disjuncts[q]
-    by_act: dict[int, list[tuple[int, float, float, float]]] = {}
-    for (a, j, s, p), beta in zip(leaf.region.constraints, betas, strict=True):
-        by_act.setdefault(a, []).append((j, s, p, beta))
-    key = "box" if kind == "box" else f"D{q}"
-    C = np.asarray(conj.C[r], dtype=np.float64)[None, :]
-    lb = _lower_bound(ctx, ctx.graph.output, C, leaf.boxes, leaf.noise,
-                      lambda a: leaf.lines[(key, a)], (leaf.region.lower, leaf.region.upper),
-                      by_act)[0]
-    d = float(conj.d[r])
-    _require(bool(lb > d), f"leaf {leaf.k}, disjunct {q}, row {r}: bound {lb - d:.6g} <= 0 "
-             f"(lower bound {lb:.9g} of C[{r}] y, d[{r}] = {d:.9g})", leaf.k)
+            bt.boxes[node.output], bt.noise[node.output] = _ibp_affine(node, bt.boxes, u)
+        else:
+            _activation_step(ctx, bt, index[node.output])
+    if bt.size:
+        if (i := bt.first(np.array([at is not None for at in bt.infeasible_at]))) is not None:
+            bt.fail(i, f"leaf {bt.ks[i]} claims to be empty at activation "
+                    f"{bt.infeasible_at[i]}, but is not")
+        _final_bounds(ctx, bt)
+    if bt.failure is not None:
+        raise bt.failure
 
 
 # -- the whole proof -------------------------------------------------------------------------
@@ -499,7 +693,7 @@ def _check_hashes(manifest: dict[str, Any], model_path: str, property_path: str)
 
 
 def _check_proof(manifest: dict[str, Any], arrays: Any, model_path: str, property_path: str,
-                 notes: list[str]) -> None:
+                 notes: list[tuple[int, str]]) -> None:
     """Every check, in order (Rejected at the first failure)."""
     _check_hashes(manifest, model_path, property_path)
     graph = read_model(model_path)
@@ -512,10 +706,11 @@ def _check_proof(manifest: dict[str, Any], arrays: Any, model_path: str, propert
     _require(isinstance(leaves, list), "the manifest has no list of leaves")
     assert isinstance(leaves, list)
     acts = _match_activations(graph, manifest.get("activations"))
-    ctx = Context(graph, prop, acts, _schedule(graph, acts), arrays, notes)
+    ctx = Context(graph, prop, acts, _schedule(graph, acts), arrays, len(leaves), notes)
     regions = _regions(ctx, manifest.get("cases"), len(leaves))
-    for k, claim in enumerate(leaves):
-        _check_leaf(ctx, k, regions[k], claim)
+    size = _batch_size(graph)
+    for first in range(0, len(leaves), size):
+        _check_batch(ctx, range(first, min(first + size, len(leaves))), regions, leaves)
 
 
 def check(proof_path: str, model_path: str, property_path: str) -> Report:
@@ -526,14 +721,22 @@ def check(proof_path: str, model_path: str, property_path: str) -> Report:
     outside the trusted ops, a property of other sizes)."""
     start = time.perf_counter()
     manifest, arrays = _open_proof(proof_path)
-    notes: list[str] = []
+    notes: list[tuple[int, str]] = []
     leaves, cases = manifest.get("leaves"), manifest.get("cases")
     counts = (len(leaves) if isinstance(leaves, list) else 0,
               len(cases) if isinstance(cases, list) else 0)
     try:
         _check_proof(manifest, arrays, model_path, property_path, notes)
     except Rejected as exc:
-        return Report(False, str(exc), *counts, time.perf_counter() - start, exc.leaf, notes)
+        return Report(False, str(exc), *counts, time.perf_counter() - start, exc.leaf,
+                      _notes(notes, exc.leaf))
     finally:
         arrays.close()
-    return Report(True, None, *counts, time.perf_counter() - start, None, notes)
+    return Report(True, None, *counts, time.perf_counter() - start, None, _notes(notes, None))
+
+
+def _notes(notes: list[tuple[int, str]], failing: int | None) -> list[str]:
+    """The notes in leaf order, of the leaves before the failing one (those checked when a
+    leaf at a time)."""
+    return [text for k, text in sorted(notes, key=lambda n: n[0])
+            if failing is None or k < failing]

@@ -28,8 +28,9 @@ are used too: ``|sigmoid''| <= sigmoid' <= sigmoid'(d) <= exp(-d)`` (sigmoid' de
 g(c) and g'(c) are computed in float64 with an allowance of ``EVAL_ULPS`` ulps of their
 terms' magnitudes (numpy's exp and tanh are within 1-2 ulps; sigmoid's three roundings add
 3).  Pieces where the bound is not ``>= -tol`` are bisected, all neurons at once, until the
-bound holds everywhere, or a piece narrower than ``MIN_WIDTH`` relative (or the piece budget)
-is reached: the line is then rejected, near that piece's centre.
+bound holds everywhere, or a piece narrower than ``MIN_WIDTH`` relative is reached (the line
+is then rejected, near that piece's centre), or the piece budget is spent (``exhausted``: the
+caller may retry fewer lines at a time).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class BadLine:
     index: int
     x: float
     why: str
+    exhausted: bool = False  # the piece budget ran out before the line was shown valid
 
 
 def slack(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -147,10 +149,13 @@ def _check_smooth(op: str, a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.
         crossed = s * (f - (a[idx] * c + b[idx])) < -tol[idx]
         narrow = (x1 - x0) <= MIN_WIDTH * (1.0 + magnitude(x0, x1))
         stuck = crossed | narrow | ((c <= x0) | (c >= x1))
-        if stuck.any() or spent > PIECE_BUDGET:
-            k = int(np.flatnonzero(stuck)[0]) if stuck.any() else 0
+        if stuck.any():
+            k = int(np.flatnonzero(stuck)[0])
             side = "above" if lower else "below"
             return BadLine(int(idx[k]), float(c[k]), f"is {side} {op.lower()}")
+        if spent > PIECE_BUDGET:
+            return BadLine(int(idx[0]), float(c[0]), f"could not be shown to bound "
+                           f"{op.lower()} within {PIECE_BUDGET} pieces", exhausted=True)
         idx, x0, x1 = np.concatenate([idx, idx]), np.concatenate([x0, c]), \
             np.concatenate([c, x1])
     return None

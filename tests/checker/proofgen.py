@@ -137,15 +137,50 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_proof(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    np.savez_compressed(path, manifest=np.array(json.dumps(manifest)), **arrays)
+def stacked(manifest: dict[str, Any], per_leaf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The file's members (docs/proof-format.md) from arrays per leaf ``L{k}/A{a}/lo``, ...:
+    ``A{a}/lo`` is (leaves, n) with leaf k's array in row k, NaN where it has none."""
+    leaves, acts = len(manifest["leaves"]), manifest["activations"]
+    disjuncts = max((len(leaf["disjuncts"]) for leaf in manifest["leaves"]), default=0)
+    out = {}
+    for a, act in enumerate(acts):
+        n = act["size"]
+        names = [(f"A{a}/lo", (n,)), (f"A{a}/hi", (n,)), (f"A{a}/box", (4, n))]
+        for name, shape in names + [(f"D{q}/A{a}", (4, n)) for q in range(disjuncts)]:
+            out[name] = np.full((leaves, *shape), np.nan)
+            for k in range(leaves):
+                if f"L{k}/{name}" in per_leaf:
+                    out[name][k] = per_leaf[f"L{k}/{name}"]
+    return out
+
+
+def per_leaf(members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of ``stacked``: leaf k's rows that are not all NaN, as ``L{k}/...``."""
+    return {f"L{k}/{name}": row for name, rows in members.items()
+            for k, row in enumerate(rows) if not np.all(np.isnan(row))}
+
+
+def save_members(path: Path, manifest: dict[str, Any], members: dict[str, np.ndarray]) -> Path:
+    """A proof file with exactly these members besides the manifest."""
+    np.savez_compressed(path, manifest=np.array(json.dumps(manifest)), **members)
     return path
 
 
-def load_proof(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load_members(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "manifest"}
-        return json.loads(str(z["manifest"][()])), arrays
+        members = {k: z[k] for k in z.files if k != "manifest"}
+        return json.loads(str(z["manifest"][()])), members
+
+
+def save_proof(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """A proof file from arrays per leaf (``L{k}/A{a}/lo``, ...), stacked."""
+    return save_members(path, manifest, stacked(manifest, arrays))
+
+
+def load_proof(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest and the arrays per leaf (``L{k}/A{a}/lo``, ...)."""
+    manifest, members = load_members(path)
+    return manifest, per_leaf(members)
 
 
 # -- bounds -----------------------------------------------------------------------------------
@@ -279,10 +314,12 @@ def _leaf(net: Net, proof: Proof, case: Case, lo: np.ndarray, hi: np.ndarray,
 
 
 def _tree(net: Net, proof: Proof, case: Case, lo: np.ndarray, hi: np.ndarray,
-          splits: list[Split], depth: int, beta: float, tangent: bool) -> dict[str, Any]:
-    """A tree proving ``case`` on [lo, hi], bisecting the widest input where needed."""
+          splits: list[Split], depth: int, beta: float, tangent: bool,
+          min_depth: int = 0) -> dict[str, Any]:
+    """A tree proving ``case`` on [lo, hi], bisecting the widest input where needed (and
+    ``min_depth`` times at least)."""
     n_before = (len(proof.leaves), dict(proof.arrays))
-    leaf = _leaf(net, proof, case, lo, hi, splits, beta, tangent)
+    leaf = _leaf(net, proof, case, lo, hi, splits, beta, tangent) if min_depth <= 0 else None
     if leaf is not None:
         return leaf
     proof.leaves, proof.arrays = proof.leaves[:n_before[0]], n_before[1]
@@ -293,21 +330,23 @@ def _tree(net: Net, proof: Proof, case: Case, lo: np.ndarray, hi: np.ndarray,
     lo_up, hi_lo = hi.copy(), lo.copy()
     lo_up[d], hi_lo[d] = p, p
     return {"split": {"input": d, "at": p}, "children": [
-        _tree(net, proof, case, lo, lo_up, splits, depth - 1, beta, tangent),
-        _tree(net, proof, case, hi_lo, hi, splits, depth - 1, beta, tangent)]}
+        _tree(net, proof, case, lo, lo_up, splits, depth - 1, beta, tangent, min_depth - 1),
+        _tree(net, proof, case, hi_lo, hi, splits, depth - 1, beta, tangent, min_depth - 1)]}
 
 
 def prove(net: Net, model: Path, spec: Path, out: Path, depth: int = 8,
           neuron_split: tuple[int, int] | None = None, beta: float = 0.0,
-          tangent: bool = False) -> Path:
+          tangent: bool = False, min_depth: int = 0) -> Path:
     """Write a proof of the property at ``spec`` for ``net`` (saved at ``model``) to ``out``;
-    ``neuron_split`` (layer, j) splits that ReLU neuron at 0 at the root of every case."""
+    ``neuron_split`` (layer, j) splits that ReLU neuron at 0 at the root of every case;
+    ``min_depth`` input splits on every path at least (a proof of 2**min_depth leaves)."""
     prop: Property = parse_vnnlib_file(spec)
     proof, cases = Proof(), []
     for case in prop.cases:
         lo, hi = case.lower.astype(np.float64), case.upper.astype(np.float64)
         if neuron_split is None:
-            cases.append({"tree": _tree(net, proof, case, lo, hi, [], depth, beta, tangent)})
+            cases.append({"tree": _tree(net, proof, case, lo, hi, [], max(depth, min_depth),
+                                        beta, tangent, min_depth)})
             continue
         a, j = neuron_split
         kids = [_tree(net, proof, case, lo, hi, [(a, j, s, 0.0)], depth, beta, tangent)

@@ -155,10 +155,27 @@ def test_nan_in_line(relu_split: Instance) -> None:
     assert "not finite" in reason
 
 
-def test_missing_array_and_false_emptiness(relu_split: Instance) -> None:
+def test_array_without_value_and_false_emptiness(relu_split: Instance) -> None:
+    """A needed row of NaN, a missing member, a member of the wrong shape or type."""
     man, arrays = pg.load_proof(relu_split.proof)
-    broken = {k: v for k, v in arrays.items() if k != "L1/A0/box"}
-    assert "leaf 1: array L1/A0/box is missing" in _rejected(relu_split, man, broken)
+    broken = {k: v for k, v in arrays.items() if k != "L1/A0/box"}  # its row is NaN
+    assert _rejected(relu_split, man, broken) == "leaf 1: array A0/box has no value for it"
+    _, members = pg.load_members(relu_split.proof)
+    path = relu_split.proof.parent / "members.npz"
+    n = len(man["leaves"])
+    changes: list[tuple[dict[str, np.ndarray | None], str]] = [
+            ({"A1/hi": None}, "leaf 0: array A1/hi is missing"),
+            ({"A1/hi": members["A1/hi"][:-1]},
+             f"leaf 0: array A1/hi has shape ({n - 1}, 16) and type float64, not ({n}, 16) "
+             f"float64"),
+            ({"A0/box": members["A0/box"].astype(np.int64)},
+             f"leaf 0: array A0/box has shape ({n}, 4, 16) and type int64, not ({n}, 4, 16) "
+             f"float64")]
+    for change, reason in changes:
+        changed = {k: v for k, v in (members | change).items() if v is not None}
+        report = check(str(pg.save_members(path, man, changed)), str(relu_split.model),
+                       str(relu_split.spec))
+        assert not report.ok and report.reason == reason
     man["leaves"][1]["infeasible_at"] = 0
     assert "leaf 1 claims to be empty at activation 0" in _rejected(relu_split, man, arrays)
 
