@@ -255,39 +255,39 @@ def _split(ctx: Context, case: int, node: dict[str, Any], r: Region) -> tuple[Re
 # -- a batch of leaves -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Claim:
-    """A leaf's claim on one disjunct: row r of its ``C y <= d`` is refuted with the ``box``
-    or the disjunct's ``own`` lines and one beta per neuron split of the path."""
+class LeafClaim:
+    """Leaf k's region and claim: empty at activation ``infeasible_at``, or, per disjunct of
+    its case, (row r of ``C``, lines ``"box"`` or ``"own"``, one beta per neuron split)."""
 
-    row: int
-    lines: str
-    betas: tuple[float, ...]
+    k: int
+    region: Region
+    infeasible_at: int | None
+    disjuncts: list[tuple[int, str, list[float]]]
 
 
 @dataclass
 class Batch:
-    """Leaves checked together: row i of every array is leaf ``ks[i]`` (arrays are
-    (B, n): leaves x entries).  Checks run on rows below ``limit``; ``failure`` is the first
-    failure of leaf ``ks[limit]``, the lowest failing leaf found so far (a leaf is checked
-    step by step in the per-leaf order, so a failure found in a row below ``limit`` is that
-    leaf's first)."""
+    """Leaves checked together: row i of every array is leaf ``leaves[i]`` (arrays are
+    (B, n): leaves x entries).  Checks run on the rows below ``limit``; ``failure`` is the
+    first failure of the leaf at ``limit``, the lowest failing leaf found so far (each leaf
+    is checked step by step in the order of a check of that leaf alone, so a failure found
+    in a row below ``limit`` is that leaf's first)."""
 
-    ks: np.ndarray
-    regions: list[Region]
-    infeasible_at: list[int | None]
-    claims: list[list[Claim]]
+    leaves: list[LeafClaim]
     failure: Rejected | None
     boxes: dict[int, Box] = field(default_factory=dict)
     noise: dict[int, np.ndarray] = field(default_factory=dict)
     lines: dict[tuple[str, int], tuple[Lines, np.ndarray]] = field(default_factory=dict)
-    limit: int = 0
 
     def __post_init__(self) -> None:
-        self.limit = len(self.ks)
+        self.ks, self.limit = np.array([leaf.k for leaf in self.leaves]), len(self.leaves)
+        lower = np.array([leaf.region.lower for leaf in self.leaves])
+        self.boxes[0] = (lower, np.array([leaf.region.upper for leaf in self.leaves]))
+        self.noise[0] = np.zeros_like(lower)
 
     @property
     def size(self) -> int:
-        return len(self.ks)
+        return len(self.leaves)
 
     def fail(self, i: int, reason: str) -> None:
         """Row i (below ``limit``) fails: the rows from it on need no further checks."""
@@ -301,20 +301,15 @@ class Batch:
     def keep(self, rows: np.ndarray) -> None:
         """Keep only the ``rows`` (a mask) below ``limit``: the rest hold or have failed."""
         idx = np.flatnonzero(rows[:self.limit])
-        self.ks, self.limit = self.ks[idx], len(idx)
-        self.regions = [self.regions[i] for i in idx]
-        self.infeasible_at = [self.infeasible_at[i] for i in idx]
-        self.claims = [self.claims[i] for i in idx]
+        self.leaves, self.ks, self.limit = [self.leaves[i] for i in idx], self.ks[idx], len(idx)
         self.boxes = {t: (lo[idx], hi[idx]) for t, (lo, hi) in self.boxes.items()}
         self.noise = {t: e[idx] for t, e in self.noise.items()}
         self.lines = {key: (tuple(x[idx] for x in ln), tol[idx])  # type: ignore[misc]
                       for key, (ln, tol) in self.lines.items()}
 
 
-def _leaf_claims(ctx: Context, k: int, region: Region, claim: Any
-                 ) -> tuple[int | None, list[Claim]] | None:
-    """Leaf k's infeasible_at and claims per disjunct, validated; None when its input box is
-    empty (it holds vacuously)."""
+def _leaf_claim(ctx: Context, k: int, region: Region, claim: Any) -> LeafClaim | None:
+    """Leaf k's claim, validated; None when its input box is empty (it holds vacuously)."""
     _require(isinstance(claim, dict), f"leaf {k} is not an object", k)
     at = claim.get("infeasible_at")
     _require(at is None or _is_int(at, len(ctx.acts)), f"leaf {k}: infeasible_at {at!r}", k)
@@ -323,11 +318,11 @@ def _leaf_claims(ctx: Context, k: int, region: Region, claim: Any
     if np.any(region.lower > region.upper):
         ctx.notes.append((k, f"leaf {k} is empty: its input box is empty"))
         return None
-    return at, (_disjunct_claims(ctx, k, region, claim) if at is None else [])
+    return LeafClaim(k, region, at, _disjunct_claims(ctx, k, region, claim) if at is None else [])
 
 
 def _disjunct_claims(ctx: Context, k: int, region: Region, claim: dict[str, Any]
-                     ) -> list[Claim]:
+                     ) -> list[tuple[int, str, list[float]]]:
     """The leaf's (row, lines, betas) per disjunct of its case, validated."""
     case = ctx.prop.cases[region.case]
     claims: Any = claim.get("disjuncts")
@@ -346,32 +341,8 @@ def _disjunct_claims(ctx: Context, k: int, region: Region, claim: dict[str, Any]
         good = all(isinstance(b, int | float) and not isinstance(b, bool) and b >= 0
                    and np.isfinite(b) for b in betas)
         _require(good, f"leaf {k}, disjunct {q}: betas must be finite and >= 0: {betas}", k)
-        out.append(Claim(dj["row"], dj["lines"], tuple(float(b) for b in betas)))
+        out.append((dj["row"], dj["lines"], [float(b) for b in betas]))
     return out
-
-
-def _start_batch(ctx: Context, ks: range, regions: dict[int, Region], leaves: list[Any]
-                 ) -> Batch:
-    """The leaves ``ks`` whose claims are well formed and whose input box is not empty, up
-    to the first malformed one (the batch's failure)."""
-    rows: list[tuple[int, int | None, list[Claim]]] = []
-    failure = None
-    for k in ks:
-        try:
-            parsed = _leaf_claims(ctx, k, regions[k], leaves[k])
-        except Rejected as exc:
-            failure = exc
-            break
-        if parsed is not None:
-            rows.append((k, *parsed))
-    bt = Batch(np.array([k for k, _, _ in rows], dtype=np.int64),
-               [regions[k] for k, _, _ in rows], [at for _, at, _ in rows],
-               [c for _, _, c in rows], failure)
-    shape = (bt.size, ctx.graph.sizes[0])
-    lower = np.array([r.lower for r in bt.regions]).reshape(shape)
-    upper = np.array([r.upper for r in bt.regions]).reshape(shape)
-    bt.boxes[0], bt.noise[0] = (lower, upper), np.zeros(shape)
-    return bt
 
 
 def _batch_size(graph: Graph) -> int:
@@ -413,11 +384,6 @@ def _ibp_activation(op: str, lo: np.ndarray, hi: np.ndarray, u: float
 def _matmul(A: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``A @ W`` for A (..., m) and W (m, n), as one matrix product."""
     return (A.reshape(-1, A.shape[-1]) @ W).reshape(*A.shape[:-1], W.shape[1])
-
-
-def _rowdot(A: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Each leaf's ``A @ X``: A (R, n) or (B, R, n), X (B, n, k) -> (B, R, k)."""
-    return np.matmul(A, X)
 
 
 @dataclass
@@ -472,8 +438,8 @@ def _through_activation(bs: Backsub, z: int, A: np.ndarray, lines: Lines, tol: n
     al, bl, au, bu = lines
     Ap, An = np.maximum(A, 0.0), np.minimum(A, 0.0)
     Az = Ap * al[:, None, :] + An * au[:, None, :]  # one rounded product per entry
-    up = _rowdot(Ap, np.stack([bl, np.abs(bl), tol], axis=-1))
-    dn = _rowdot(An, np.stack([bu, np.abs(bu), tol], axis=-1))
+    up = np.matmul(Ap, np.stack([bl, np.abs(bl), tol], axis=-1))
+    dn = np.matmul(An, np.stack([bu, np.abs(bu), tol], axis=-1))
     bound_err = gamma(bl.shape[-1] + 2, U64) * (up[..., 1] - dn[..., 1])
     bs.add_const(up[..., 0] + dn[..., 0], bound_err + up[..., 2] - dn[..., 2])
     charge = U64 * times_mag(Az, mag)
@@ -527,8 +493,8 @@ def _input_interval(ctx: Context, bt: Batch, a: int) -> Box:
     eye = np.eye(n)
     lb = _lower_bound(ctx, bt, z, np.vstack([eye, -eye]), lambda b: bt.lines[("box", b)], {})
     L, U = np.maximum(lb[:, :n], bt.boxes[z][0]), np.minimum(-lb[:, n:], bt.boxes[z][1])
-    for i, region in enumerate(bt.regions):
-        for b, j, s, p in region.constraints:
+    for i, leaf in enumerate(bt.leaves):
+        for b, j, s, p in leaf.region.constraints:
             if b == a and s > 0:
                 L[i, j] = max(L[i, j], p)
             elif b == a:
@@ -589,7 +555,8 @@ def _activation_step(ctx: Context, bt: Batch, a: int) -> None:
         ctx.notes.append((int(bt.ks[e]), f"leaf {bt.ks[e]} is empty: activation {a}, entry {j} "
                           f"has no value ([{L[e, j]:.9g}, {U[e, j]:.9g}])"))
     live = ~empty
-    if (i := bt.first(live & np.array([at == a for at in bt.infeasible_at], bool))) is not None:
+    claimed = np.array([leaf.infeasible_at == a for leaf in bt.leaves], bool)
+    if (i := bt.first(live & claimed)) is not None:
         bt.fail(i, f"leaf {bt.ks[i]} claims to be empty at activation {a}, but every entry of "
                 f"{act.z_name} has values")
     n = L.shape[1]
@@ -602,8 +569,9 @@ def _activation_step(ctx: Context, bt: Batch, a: int) -> None:
                 f"[{L[i, j]:.9g}, {U[i, j]:.9g}]")
     box = ctx.rows(bt, f"A{a}/box", (4, n), live)
     bt.lines[("box", a)] = _verify_lines(ctx, bt, a, f"A{a}/box", box, L, U, live)
-    for q in range(max(map(len, bt.claims), default=0)):
-        own = live & np.array([len(c) > q and c[q].lines == "own" for c in bt.claims], bool)
+    for q in range(max(len(leaf.disjuncts) for leaf in bt.leaves)):
+        own = live & np.array([q < len(leaf.disjuncts) and leaf.disjuncts[q][1] == "own"
+                               for leaf in bt.leaves], bool)
         if own.any():  # the disjunct's lines: its own where a leaf has them, else the box's
             rows = np.where(own[:, None, None], ctx.rows(bt, f"D{q}/A{a}", (4, n), own), box)
             bt.lines[(f"D{q}", a)] = _verify_lines(ctx, bt, a, f"D{q}/A{a}", rows, L, U, own)
@@ -616,10 +584,10 @@ def _beta_rounds(bt: Batch, q: int) -> dict[int, list[BetaRound]]:
     """Disjunct q's beta terms by activation, in rounds of one split per leaf (the t-th
     split of each leaf's path in round t, so that each leaf's are taken in path order)."""
     found: dict[tuple[int, int], list[tuple[int, int, float, float]]] = {}
-    for i, (region, claims) in enumerate(zip(bt.regions, bt.claims, strict=True)):
-        if len(claims) > q:
-            for t, ((a, j, s, p), beta) in enumerate(zip(region.constraints, claims[q].betas,
-                                                         strict=True)):
+    for i, leaf in enumerate(bt.leaves):
+        if q < len(leaf.disjuncts):
+            for t, ((a, j, s, p), beta) in enumerate(zip(leaf.region.constraints,
+                                                         leaf.disjuncts[q][2], strict=True)):
                 found.setdefault((a, t), []).append((i, j, beta * s, beta * p))
     rounds: dict[int, list[BetaRound]] = {}
     for (a, _), splits in sorted(found.items()):
@@ -630,18 +598,19 @@ def _beta_rounds(bt: Batch, q: int) -> dict[int, list[BetaRound]]:
 
 def _final_bounds(ctx: Context, bt: Batch) -> None:
     """Each leaf refutes each disjunct q of its case: ``min C[r] y > d[r]``."""
-    for q in range(max(map(len, bt.claims), default=0)):
-        has = np.array([len(c) > q for c in bt.claims], dtype=bool)
+    for q in range(max((len(leaf.disjuncts) for leaf in bt.leaves), default=0)):
+        has = np.array([q < len(leaf.disjuncts) for leaf in bt.leaves], dtype=bool)
         C, d = np.zeros((bt.size, 1, ctx.graph.sizes[ctx.graph.output])), np.zeros(bt.size)
-        for h in np.flatnonzero(has):
-            conj, r = ctx.prop.cases[bt.regions[h].case].disjuncts[q], bt.claims[h][q].row
+        for h in np.flatnonzero(has):  # C and d of each leaf's row (zero where it has none)
+            leaf = bt.leaves[h]
+            conj, r = ctx.prop.cases[leaf.region.case].disjuncts[q], leaf.disjuncts[q][0]
             C[h, 0], d[h] = conj.C[r], conj.d[r]
         lines = {a: bt.lines.get((f"D{q}", a), bt.lines[("box", a)])
                  for a in range(len(ctx.acts))}
         lb = _lower_bound(ctx, bt, ctx.graph.output, C, lines.__getitem__,
                           _beta_rounds(bt, q))[:, 0]
         if (i := bt.first(has & ~(lb > d))) is not None:
-            r = bt.claims[i][q].row
+            r = bt.leaves[i].disjuncts[q][0]
             bt.fail(i, f"leaf {bt.ks[i]}, disjunct {q}, row {r}: bound {lb[i] - d[i]:.6g} <= 0 "
                     f"(lower bound {lb[i]:.9g} of C[{r}] y, d[{r}] = {d[i]:.9g})")
 
@@ -649,23 +618,37 @@ def _final_bounds(ctx: Context, bt: Batch) -> None:
 def _check_batch(ctx: Context, ks: range, regions: dict[int, Region], leaves: list[Any]
                  ) -> None:
     """Check the leaves ``ks`` together (Rejected at the lowest failing one)."""
-    bt = _start_batch(ctx, ks, regions, leaves)
+    claims, failure = [], None
+    for k in ks:
+        try:
+            claim = _leaf_claim(ctx, k, regions[k], leaves[k])
+        except Rejected as exc:
+            failure = exc
+            break
+        claims += [claim] if claim is not None else []
+    if claims:
+        bt = Batch(claims, failure)
+        _check_leaves(ctx, bt)
+        failure = bt.failure
+    if failure is not None:
+        raise failure
+
+
+def _check_leaves(ctx: Context, bt: Batch) -> None:
+    """Every check of the batch's leaves, in each leaf's order (failures in ``bt``)."""
     index = {act.output: a for a, act in enumerate(ctx.acts)}
     for node in ctx.order:
         if not bt.size:
-            break
+            return
         if isinstance(node, Affine):
             u = ctx.graph.unit_roundoff
             bt.boxes[node.output], bt.noise[node.output] = _ibp_affine(node, bt.boxes, u)
         else:
             _activation_step(ctx, bt, index[node.output])
-    if bt.size:
-        if (i := bt.first(np.array([at is not None for at in bt.infeasible_at]))) is not None:
-            bt.fail(i, f"leaf {bt.ks[i]} claims to be empty at activation "
-                    f"{bt.infeasible_at[i]}, but is not")
-        _final_bounds(ctx, bt)
-    if bt.failure is not None:
-        raise bt.failure
+    at = [leaf.infeasible_at for leaf in bt.leaves]
+    if (i := bt.first(np.array([a is not None for a in at]))) is not None:
+        bt.fail(i, f"leaf {bt.ks[i]} claims to be empty at activation {at[i]}, but is not")
+    _final_bounds(ctx, bt)
 
 
 # -- the whole proof -------------------------------------------------------------------------
