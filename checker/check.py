@@ -25,6 +25,11 @@ only for real arithmetic): each tensor's value is the exact op of its inputs' va
 ``e = 16 u (1 + max|y|)`` (onnxruntime's kernels measured under 2.4 ulps); the rest exact.
 Interval arithmetic widens each box by e; back-substitution charges ``|Lambda| e`` at each
 tensor, exactly as a bias taken at its worst.
+
+Leaves are checked in batches (``Batch``): every array gains a leading leaf axis, each step
+runs over the batch's leaves at once with each leaf's own charges, and a failing leaf ends
+the checks of the leaves after it, so that the failure reported is the lowest failing
+leaf's first, as when each leaf is checked alone.
 """
 
 from __future__ import annotations
