@@ -2,8 +2,8 @@
 budget finish inside it, with sound bounds; what cannot shrink ends as ``unknown`` naming
 the budget.
 
-Peak memory is the process's resident peak (``ru_maxrss``), so each measured computation
-runs in a fresh interpreter of its own: the budget is the resident memory there before the
+Peak memory is the process's resident peak (``VmHWM``), so each measured computation runs
+in a fresh interpreter of its own: the budget is the resident memory there before the
 computation plus a few tens of MiB, and the same computation without a budget must go
 well over it (else the test would prove nothing).
 """
@@ -31,7 +31,7 @@ from .test_lipschitz import mlp
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import numpy as np, torch
     sys.path[:0] = [{root!r}, {tests!r}]
     torch.set_num_threads(1)
@@ -61,7 +61,10 @@ PROBE = textwrap.dedent("""
                                                   refine_iterations=3))
         else:
             rows = crown
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # the resident peak of this process's own memory (VmHWM; ru_maxrss would carry the
+    # parent's peak across fork and exec)
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
     print(json.dumps({{"base": base, "peak": peak, "rows": rows.tolist(),
                       "crown": crown.tolist(),
                       "reached": budget.reached if budget else 0}}))
