@@ -550,6 +550,23 @@ def _verify_lines(ctx: Context, bt: Batch, a: int, name: str, rows: np.ndarray, 
     return (al, bl, au, bu), tol
 
 
+def _all_lines_hold(op: str, bt: Batch, sets: list[tuple[str, str, np.ndarray, np.ndarray]],
+                    L: np.ndarray, U: np.ndarray) -> bool:
+    """Whether every set of lines bounds f on [L, U] for the leaves that need it, checked
+    in one call per side (a failure is then located by ``_verify_lines``)."""
+    for lower, (sl, ic) in ((True, (0, 1)), (False, (2, 3))):
+        picks = [np.flatnonzero(need[:bt.limit]) for _, _, _, need in sets]
+        a_ = np.concatenate([rows[live, sl].ravel() for (_, _, rows, _), live in
+                             zip(sets, picks, strict=True)])
+        b_ = np.concatenate([rows[live, ic].ravel() for (_, _, rows, _), live in
+                             zip(sets, picks, strict=True)])
+        lo = np.concatenate([L[live].ravel() for live in picks])
+        hi = np.concatenate([U[live].ravel() for live in picks])
+        if len(a_) and check_lines(op, a_, b_, lo, hi, lower) is not None:
+            return False
+    return True
+
+
 def _activation_step(ctx: Context, bt: Batch, a: int) -> None:
     """Verify activation a's claimed intervals and lines; drop the leaves found empty."""
     act, u = ctx.acts[a], ctx.graph.unit_roundoff
@@ -573,13 +590,21 @@ def _activation_step(ctx: Context, bt: Batch, a: int) -> None:
                 f"interval [{lo[i, j]:.9g}, {hi[i, j]:.9g}] does not contain the computed "
                 f"[{L[i, j]:.9g}, {U[i, j]:.9g}]")
     box = ctx.rows(bt, f"A{a}/box", (4, n), live)
-    bt.lines[("box", a)] = _verify_lines(ctx, bt, a, f"A{a}/box", box, L, U, live)
+    sets = [("box", f"A{a}/box", box, live)]
     for q in range(max(len(leaf.disjuncts) for leaf in bt.leaves)):
         own = live & np.array([q < len(leaf.disjuncts) and leaf.disjuncts[q][1] == "own"
                                for leaf in bt.leaves], bool)
         if own.any():  # the disjunct's lines: its own where a leaf has them, else the box's
             rows = np.where(own[:, None, None], ctx.rows(bt, f"D{q}/A{a}", (4, n), own), box)
-            bt.lines[(f"D{q}", a)] = _verify_lines(ctx, bt, a, f"D{q}/A{a}", rows, L, U, own)
+            sets.append((f"D{q}", f"D{q}/A{a}", rows, own))
+    if _all_lines_hold(act.op, bt, sets, L, U):  # one check of every set: the usual case
+        for key, _, rows, _ in sets:
+            al, bl, au, bu = (rows[:, r] for r in range(4))
+            tol = np.maximum(slack(al, bl, L, U), slack(au, bu, L, U))
+            bt.lines[(key, a)] = ((al, bl, au, bu), tol)
+    else:  # set by set, to report the lowest failing leaf's first failure
+        for key, name, rows, need in sets:
+            bt.lines[(key, a)] = _verify_lines(ctx, bt, a, name, rows, L, U, need)
     bt.boxes[act.input] = (L, U)
     bt.boxes[act.output], bt.noise[act.output] = _ibp_activation(act.op, L, U, u)
     bt.keep(live)
