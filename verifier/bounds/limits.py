@@ -109,8 +109,9 @@ def default_limit(device: torch.device) -> int:
     return int(DEFAULT_FRACTION.get(device.type, 0.6) * total_memory(device))
 
 
-# a computation stops at this share of its budget: usage is read between allocations, so
-# the rest is headroom for the allocation in flight when the line is crossed
+# a computation stops at this share of what the budget lets it add to the usage it found
+# (its baseline): usage is read between allocations, so the rest is headroom for the
+# allocation in flight when the line is crossed
 HIGH_WATER = 0.9
 # seconds between two readings of usage (a reading costs about 15 us; a few ms of
 # allocation fit in the headroom)
@@ -119,13 +120,18 @@ READ_EVERY = 0.002
 
 @dataclass
 class MemoryBudget:
-    """A cap in bytes on ``device``'s memory in use, and the times it was reached (usage over
-    ``HIGH_WATER`` of it)."""
+    """A cap in bytes on ``device``'s memory in use, and the times it was reached: usage over
+    the baseline (usage when the budget was made) plus ``HIGH_WATER`` of the room above it."""
 
     limit: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reached: int = 0  # how many times check() raised
+    baseline: int | None = None  # usage when made (read then when not given)
     _next_read: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.baseline is None:
+            self.baseline = min(self.used(), self.limit)
 
     @classmethod
     def default(cls, device: torch.device | str = "cpu") -> MemoryBudget:
@@ -139,7 +145,8 @@ class MemoryBudget:
 
     @property
     def line(self) -> int:
-        return int(HIGH_WATER * self.limit)
+        base = self.baseline or 0
+        return base + int(HIGH_WATER * (self.limit - base))
 
     def room(self) -> int:
         return max(0, self.line - self.used())
