@@ -5,25 +5,34 @@ and the independent checker's time and answer.
         [--keep DIR]
 
 For each instance of each folder's instances.csv: ``verify`` (cap seconds); when verified,
-``prove`` (proof-cap seconds) and ``checker.check`` on the proof.  A proof the checker
-rejects is printed with the reason and counted; the totals end the table.
+``prove`` (proof-cap seconds) and ``checker.check`` on the proof.  Then the same proof
+against the model with its last layer scaled (by -1, -1000 or 1000: the first factor for
+which the engine falsifies the property), its manifest naming the scaled model's sha256, so
+that only the bounds can reject it: "scaled" says the checker rejected it as it must (the
+factor in brackets), "n/a" that no factor broke the property.  A proof the checker rejects,
+or accepts against a broken model, is printed with the reason and counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from verifier import load_model, parse_vnnlib_file  # noqa: E402
-from verifier.prove import ProofSettings, prove  # noqa: E402
+from verifier.prove import ProofSettings, prove, sha256_file  # noqa: E402
 from verifier.verify import Settings, verify  # noqa: E402
 
 
@@ -34,6 +43,53 @@ def instances(folder: Path) -> list[tuple[Path, Path]]:
             onnx_rel, spec_rel, _ = line.split(",")
             out.append((folder / onnx_rel, folder / spec_rel))
     return out
+
+
+def scaled_last_layer(src: Path, dst: Path, factor: float) -> None:
+    """The model with its last layer times ``factor``: the constants of its last MatMul or
+    Gemm and of an Add of a constant right after it."""
+    model = onnx.load(src)
+    nodes = list(model.graph.node)
+    k = max(i for i, n in enumerate(nodes) if n.op_type in ("MatMul", "Gemm"))
+    layer = [nodes[k]] + [n for n in nodes[k + 1:k + 2] if n.op_type == "Add"]
+    inits = {t.name: t for t in model.graph.initializer}
+    for name in {i for n in layer for i in n.input if i in inits}:
+        t = inits[name]
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(factor),
+                                           name))
+    onnx.save(model, dst)
+
+
+def with_manifest(path: Path, out: Path, **changes: object) -> None:
+    """A copy of the proof at ``path`` with manifest entries changed."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    manifest = json.loads(str(arrays["manifest"]))
+    manifest.update(changes)
+    arrays["manifest"] = np.array(json.dumps(manifest))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+    out.write_bytes(buf.getvalue())
+
+
+def broken_check(proof: Path, onnx_path: Path, spec_path: Path, keep: Path,
+                 cap: float) -> str:
+    """The proof checked against the first scaled model the engine falsifies (see the
+    module doc): "scaled (x-1)" when rejected, "ACCEPTED a broken model (x-1)", or "n/a"."""
+    from checker import check
+
+    scaled, forged = keep / f"{proof.stem}.scaled.onnx", keep / f"{proof.stem}.forged.nnvproof"
+    for factor in (-1.0, -1000.0, 1000.0):
+        scaled_last_layer(onnx_path, scaled, factor)
+        model = load_model(scaled)
+        prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
+        if verify(model, prop, Settings(timeout=cap)).verdict != "falsified":
+            continue
+        with_manifest(proof, forged, model_sha256=sha256_file(scaled))
+        report = check(forged, scaled, spec_path)
+        return f"scaled (x{factor:g})" if not report.ok else \
+            f"ACCEPTED a broken model (x{factor:g})"
+    return "n/a"
 
 
 def main() -> int:
@@ -51,7 +107,7 @@ def main() -> int:
     keep = args.keep or Path(tempfile.mkdtemp(prefix="nnv-proofs-"))
     keep.mkdir(parents=True, exist_ok=True)
     print(f"{'instance':<58} {'verify s':>8} {'prove s':>8} {'leaves':>7} {'KiB':>8} "
-          f"{'check s':>8}  check")
+          f"{'check s':>8}  check; against a broken model")
     ratios, failures, proved, verified = [], 0, 0, 0
     for folder in args.folders:
         for onnx_path, spec_path in instances(folder):
@@ -82,6 +138,10 @@ def main() -> int:
             ratios.append(seconds / max(result.seconds, 1e-9))
             verdict = "accepted" if ok else f"REJECTED: {why}"
             failures += 0 if ok else 1
+            if ok:
+                broken = broken_check(out, onnx_path, spec_path, keep, args.cap)
+                failures += broken.startswith("ACCEPTED")
+                verdict += f"; {broken}"
             print(f"{name:<58} {result.seconds:8.2f} {outcome.seconds:8.2f} "
                   f"{outcome.leaves:7d} {outcome.bytes / 1024:8.1f} {seconds:8.2f}  {verdict}")
     print(f"\nverified {verified}, proofs found {proved}, checker rejected {failures}; "
