@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     worker_nice: int = Field(default=10, ge=0, le=19)
     # torch threads per local worker process; None: the machine's cores / local_workers
     worker_threads: int | None = Field(default=None, ge=1)
+    # memory one job may hold on CPU ("8G", "512M" or bytes); None: the engine's default
+    # (60% of the machine's) shared among the local workers
+    worker_memory: str | None = None
     # None: decided from the host (required unless the server listens on loopback only)
     require_api_keys: bool | None = None
     # Host headers the server answers (comma-separated; "*": any); other hosts get 400, so
@@ -92,6 +95,16 @@ class ServiceSettings(BaseSettings):
     proof_timeout: float = Field(default=60.0, gt=0)
     # test hook: a job sleeps this long (cancellable) before verifying; only tests set it
     test_job_delay: float = Field(default=0.0, ge=0)
+
+    @field_validator("worker_memory")
+    @classmethod
+    def _memory_size(cls, text: str | None) -> str | None:
+        """A size the engine reads ("8G", "512M", bytes), refused at start-up otherwise."""
+        if text:
+            from verifier.bounds.limits import parse_bytes
+
+            parse_bytes(text)  # ValueError: pydantic reports it for NNVERIFY_WORKER_MEMORY
+        return text
 
     @field_validator("database_url")
     @classmethod
@@ -132,6 +145,18 @@ class ServiceSettings(BaseSettings):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
             (os.cpu_count() or 1)
         return max(1, cores // self.local_workers)
+
+    @property
+    def memory_per_worker(self) -> int:
+        """Bytes one job may hold on CPU (the engine's memory budget)."""
+        import torch  # the engine's, imported only where a worker needs it
+
+        from verifier.bounds.limits import default_limit, parse_bytes
+
+        if self.worker_memory:
+            return parse_bytes(self.worker_memory)
+        workers = self.local_workers if self.worker_backend == "local" else 1
+        return default_limit(torch.device("cpu")) // workers
 
     @property
     def max_upload_bytes(self) -> int:

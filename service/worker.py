@@ -12,6 +12,7 @@ was given up on can no longer write to the job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -171,6 +172,8 @@ def _run_verify(inputs: JobInputs, spec: JobSpec, device: str | None,
     model = inputs.model
     prop = parse_property(inputs.fmt, inputs.text, model)
     engine = spec.engine_settings(device)
+    if engine.device == "cpu":  # a GPU's budget stays the engine's (85% of its memory)
+        engine = dataclasses.replace(engine, memory_budget=settings.memory_per_worker)
     result = verify(model, prop, engine, progress=monitor.report,
                     cancel=monitor.cancelled.is_set)
     outcome = Outcome(result.verdict, result.message, result.seconds, result.to_dict(),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from verifier.bounds.limits import check_memory
 from verifier.ops.base import Interval, Op, Tensor, nan_to
 from verifier.precision import largest_finite
 
@@ -124,6 +125,7 @@ class Graph:
         u = self.rounding(lower.dtype)
 
         def step(node: Node, bs: list) -> Interval:
+            check_memory()
             out = node.op.ibp(*bs)
             if not u:
                 return out
