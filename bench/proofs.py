@@ -6,11 +6,12 @@ and the independent checker's time and answer.
 
 For each instance of each folder's instances.csv: ``verify`` (cap seconds); when verified,
 ``prove`` (proof-cap seconds) and ``checker.check`` on the proof.  Then the same proof
-against the model with its last layer scaled (by -1, -1000 or 1000: the first factor for
-which the engine falsifies the property), its manifest naming the scaled model's sha256, so
-that only the bounds can reject it: "scaled" says the checker rejected it as it must (the
-factor in brackets), "n/a" that no factor broke the property.  A proof the checker rejects,
-or accepts against a broken model, is printed with the reason and counted.
+against the model with its last layer scaled (by -1, -1000 or 1000, then one output's row
+by 1000 or -1000: the first for which the engine falsifies the property), its manifest
+naming the scaled model's sha256, so that only the bounds can reject it: "scaled" says the
+checker rejected it as it must (the scaling in brackets), "n/a" that none broke the
+property.  A proof the checker rejects, or accepts against a broken model, is printed with
+the reason and counted.
 """
 
 from __future__ import annotations
@@ -45,18 +46,27 @@ def instances(folder: Path) -> list[tuple[Path, Path]]:
     return out
 
 
-def scaled_last_layer(src: Path, dst: Path, factor: float) -> None:
-    """The model with its last layer times ``factor``: the constants of its last MatMul or
-    Gemm and of an Add of a constant right after it."""
+def scaled_last_layer(src: Path, dst: Path, factor: float, row: int | None = None) -> None:
+    """The model with its last layer times ``factor`` (only output ``row``'s weights and
+    bias when given): the constants of its last MatMul or Gemm and of an Add of a constant
+    right after it."""
     model = onnx.load(src)
     nodes = list(model.graph.node)
     k = max(i for i, n in enumerate(nodes) if n.op_type in ("MatMul", "Gemm"))
     layer = [nodes[k]] + [n for n in nodes[k + 1:k + 2] if n.op_type == "Add"]
     inits = {t.name: t for t in model.graph.initializer}
+    trans_b = any(a.name == "transB" and a.i for a in nodes[k].attribute)
     for name in {i for n in layer for i in n.input if i in inits}:
         t = inits[name]
-        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(factor),
-                                           name))
+        value = numpy_helper.to_array(t).copy()
+        if row is None:
+            value = value * np.float32(factor)
+        elif value.ndim == 2:  # weights: output `row` is a column (a row under transB)
+            index = (row, slice(None)) if trans_b else (slice(None), row)
+            value[index] = value[index] * np.float32(factor)
+        else:  # a bias
+            value.reshape(-1)[row] *= np.float32(factor)
+        t.CopyFrom(numpy_helper.from_array(value.astype(value.dtype), name))
     onnx.save(model, dst)
 
 
@@ -79,16 +89,19 @@ def broken_check(proof: Path, onnx_path: Path, spec_path: Path, keep: Path,
     from checker import check
 
     scaled, forged = keep / f"{proof.stem}.scaled.onnx", keep / f"{proof.stem}.forged.nnvproof"
-    for factor in (-1.0, -1000.0, 1000.0):
-        scaled_last_layer(onnx_path, scaled, factor)
+    outputs = load_model(onnx_path).n_outputs
+    tries = [(f, None) for f in (-1.0, -1000.0, 1000.0)] + \
+        [(f, r) for r in range(min(outputs, 5)) for f in (1000.0, -1000.0)]
+    for factor, row in tries:
+        scaled_last_layer(onnx_path, scaled, factor, row)
         model = load_model(scaled)
         prop = parse_vnnlib_file(spec_path, model.n_inputs, model.n_outputs)
         if verify(model, prop, Settings(timeout=cap)).verdict != "falsified":
             continue
         with_manifest(proof, forged, model_sha256=sha256_file(scaled))
         report = check(forged, scaled, spec_path)
-        return f"scaled (x{factor:g})" if not report.ok else \
-            f"ACCEPTED a broken model (x{factor:g})"
+        how = f"x{factor:g}" + ("" if row is None else f" on output {row}")
+        return f"scaled ({how})" if not report.ok else f"ACCEPTED a broken model ({how})"
     return "n/a"
 
 
