@@ -39,5 +39,5 @@ def test_a_job_over_its_budget_ends_unknown_naming_it(settings: ServiceSettings)
         job = wait_finished(client, created.headers["location"])
     queue.shutdown()
     assert job["state"] == "succeeded", job
-    assert job["verdict"] == "unknown"
+    assert job["verdict"] == "unknown", (job["message"], job["result"])
     assert "memory budget of 1.0 MiB" in job["message"]

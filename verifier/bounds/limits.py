@@ -162,6 +162,7 @@ class MemoryBudget:
             used = self.used()
         if used > self.line:
             self.reached += 1
+            self._next_read = 0.0  # over the line: the next check reads again
             raise MemoryExceeded(used, self.limit)
 
 
