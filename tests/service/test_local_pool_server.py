@@ -43,8 +43,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     """Signal the server and its pool processes (one process group) and wait."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=10)
+    try:  # a graceful stop under load may take a while: killing it early would count
+        proc.wait(timeout=30 if sig == signal.SIGTERM else 10)  # an attempt
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
