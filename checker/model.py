@@ -232,6 +232,21 @@ HANDLERS: dict[str, tuple[Handler, int, int]] = {
 }
 
 
+#: the attributes each trusted op may carry (each one read by its handler); any other
+#: attribute is refused by name rather than ignored
+ATTRIBUTES: dict[str, frozenset[str]] = {
+    "Gemm": frozenset({"alpha", "beta", "transA", "transB"}),
+    "Flatten": frozenset({"axis"}), "Reshape": frozenset({"allowzero"}),
+}
+
+
+def _constant(name: str, value: np.ndarray) -> np.ndarray:
+    """A constant of the model; NaN or an infinity in it is refused (no bound survives it)."""
+    if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+        raise Unusable(f"constant {name!r} holds NaN or an infinity")
+    return value
+
+
 def _elem_type(t: Any) -> str:
     return str(onnx.TensorProto.DataType.Name(t))
 
@@ -245,7 +260,7 @@ def read_model(path: str) -> Graph:
     g, r = model.graph, _Reader()
     types: set[str] = set()
     for init in g.initializer:
-        r.consts[init.name] = numpy_helper.to_array(init)
+        r.consts[init.name] = _constant(init.name, numpy_helper.to_array(init))
         types.add(_elem_type(init.data_type))
     inputs = [i for i in g.input if i.name not in r.consts]
     if len(inputs) != 1 or len(g.output) != 1:
@@ -271,7 +286,10 @@ def _read_node(r: _Reader, node: onnx.NodeProto, types: set[str]) -> None:
         attr = {a.name: a for a in node.attribute}
         if "value" not in attr:
             raise Unusable(f"{_where(node)}: only the 'value' attribute is trusted")
-        r.consts[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+        if set(attr) != {"value"}:
+            raise Unusable(f"{_where(node)}: only the 'value' attribute is trusted")
+        r.consts[node.output[0]] = _constant(node.output[0],
+                                             numpy_helper.to_array(attr["value"].t))
         types.add(_elem_type(attr["value"].t.data_type))
         return
     if node.op_type not in HANDLERS or node.domain not in ("", "ai.onnx"):
@@ -285,6 +303,10 @@ def _read_node(r: _Reader, node: onnx.NodeProto, types: set[str]) -> None:
             args.append(r.vars[name])
         else:
             raise Unusable(f"{_where(node)}: input {name!r} is not defined before it")
+    extra = {a.name for a in node.attribute} - ATTRIBUTES.get(node.op_type, frozenset())
+    if extra:
+        raise Unusable(f"{_where(node)}: attribute(s) {sorted(extra)} are not in the "
+                         f"checker's trusted set")
     handler, fewest, most = HANDLERS[node.op_type]
     if len(node.output) != 1 or not fewest <= len(args) <= most:
         raise Unusable(f"{_where(node)}: {len(args)} inputs and {len(node.output)} outputs")
