@@ -30,6 +30,10 @@ UNIT_ROUNDOFF = {"FLOAT16": 2.0**-11, "FLOAT": 2.0**-24, "DOUBLE": 2.0**-53}
 
 def gamma(n: int | np.ndarray, u: float) -> float | np.ndarray:
     """Higham's ``gamma_n = n u / (1 - n u)``: the relative error of n rounded steps."""
+    if isinstance(n, int):  # the usual case, without numpy's overhead
+        if n * u >= 0.5:
+            raise ValueError("too many rounded steps for the error model")
+        return n * u / (1.0 - n * u) * (1.0 + SAFETY)
     nu = np.asarray(n, dtype=np.float64) * u
     if np.any(nu >= 0.5):
         raise ValueError("too many rounded steps for the error model")

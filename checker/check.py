@@ -11,10 +11,12 @@ What is checked, per leaf, in float64 with a bound on every rounding (``checker.
 
 1. the region: the case box cut by the input splits of its path, and the neuron constraints
    ``s (z_j - p) >= 0`` (both children of every split exist, so the leaves cover the case);
-2. for each activation in turn, a lower and an upper bound of every entry of z by
-   back-substitution (CROWN) over the earlier activations' verified lines, intersected with
-   interval arithmetic and the path's constraints: empty means the leaf holds vacuously;
-   otherwise the claimed interval must contain it, and the lines must bound f on it;
+2. for each activation in turn, a lower and an upper bound of every entry of z: interval
+   arithmetic and the path's constraints, tightened by back-substitution (CROWN) over the
+   earlier activations' verified lines on each side that interval arithmetic does not
+   already show inside the claim (the lower side of a ReLU entry claimed ``<= 0`` is not
+   needed: its lines are 0 there): empty means the leaf holds vacuously; otherwise the
+   claimed interval must contain it on the sides checked, and the lines must bound f on it;
 3. for each disjunct, the same back-substitution from ``C[r]`` with the disjunct's lines and
    the beta multipliers of the path's constraints, minimised over the box, exceeds ``d[r]``.
 
@@ -55,7 +57,7 @@ FORMAT = "nnverify-proof/1"
 ACTIVATION_ULPS = 16.0  # noise of the model's sigmoid and tanh, in ulps of 1 + |f|
 FUNCTION_ULPS = 8.0  # error of numpy's float64 exp/tanh-based evaluation, in ulps
 BATCH_LEAVES = 256  # leaves checked together
-BATCH_ENTRIES = 2**17  # the largest coefficient array of a batch (1 MiB: it stays in cache)
+BATCH_ENTRIES = 2**18  # the largest coefficient array of a batch (2 MiB: about a core's L2 cache)
 Box = tuple[np.ndarray, np.ndarray]
 Lines = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # a_l, b_l, a_u, b_u
 
@@ -400,11 +402,12 @@ class Backsub:
     const: np.ndarray
     slack: np.ndarray
 
-    def add_const(self, t: np.ndarray, err: np.ndarray) -> None:
+    def add_const(self, t: np.ndarray, err: np.ndarray | float) -> None:
         self.const = self.const + t
         self.slack = self.slack + err + U64 * np.abs(self.const)
 
-    def add_coeff(self, tid: int, A: np.ndarray, charge: np.ndarray, mag: np.ndarray) -> None:
+    def add_coeff(self, tid: int, A: np.ndarray, charge: np.ndarray | float,
+                  mag: np.ndarray) -> None:
         """Add ``A`` to tensor ``tid``'s coefficients; ``charge`` is ``err @ max|v_tid|`` for
         the bound ``err`` on A's own rounding; the addition's rounding is charged too."""
         if tid in self.coeffs:
@@ -418,22 +421,34 @@ class Backsub:
 BetaRound = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _through_affine(bs: Backsub, node: Affine, A: np.ndarray, boxes: dict[int, Box]) -> None:
-    """``A y = sum_i (A W_i) x_i + A b``.  ``A W_i`` errs by ``gamma(m+2) |A| |W_i|`` (dense
-    W_i, m rows) or ``U64 |A W_i|`` (diagonal; exact for W_i = 1), charged times max|x_i|
-    (``|A| (|W_i| max|x_i|)``: the same charge, summed in another order)."""
-    bs.add_const(A @ node.bias, gamma(len(node.bias) + 2, U64) * times_mag(A, np.abs(node.bias)))
+def _through_affine(bs: Backsub, node: Affine, A: np.ndarray, boxes: dict[int, Box],
+                    noise: np.ndarray) -> None:
+    """``A y = sum_i (A W_i) x_i + A b`` for y's float value, which is the exact affine map
+    plus a noise of at most ``noise`` per entry.  Every charge is ``|A|`` times a vector,
+    summed first and charged in one product: the noise; ``A b``'s rounding,
+    ``gamma(n+2) |A| |b|``; each ``A W_i``'s rounding times max|x_i|, ``gamma(m+2) |A| |W_i|
+    max|x_i|`` for a dense W_i of m columns (``|A| (|W_i| max|x_i|)``, the same product
+    summed in another order), ``U64 |A| |W_i| max|x_i|`` for a diagonal one (none for 1)."""
+    charges = noise
+    if node.bias.any():
+        bs.add_const(A @ node.bias, 0.0)
+        charges = charges + gamma(len(node.bias) + 2, U64) * np.abs(node.bias)
+    terms = []
     for tid, W in zip(node.inputs, node.mats, strict=True):
         mag = magnitude(*boxes[tid])
         if W.ndim == 2:
-            AW = _matmul(A, W)
-            charge = gamma(W.shape[0] + 2, U64) * times_mag(A, times_mag(W, mag))
+            terms.append((tid, _matmul(A, W), mag))
+            charges = charges + gamma(W.shape[0] + 2, U64) * times_mag(W, mag)
         elif np.all(W == 1.0):
-            AW, charge = A, np.zeros(bs.slack.shape)
+            terms.append((tid, A, mag))
         else:
-            AW = A * W
-            charge = U64 * times_mag(AW, mag)
-        bs.add_coeff(tid, AW, charge, mag)
+            terms.append((tid, A * W, mag))
+            with np.errstate(invalid="ignore"):  # 0 * inf: an unused unbounded entry
+                charges = charges + U64 * np.where(W == 0, 0.0, np.abs(W) * mag)
+    if np.any(charges):
+        bs.slack = bs.slack + times_mag(A, charges)
+    for tid, AW, mag in terms:
+        bs.add_coeff(tid, AW, 0.0, mag)
 
 
 def _through_activation(bs: Backsub, z: int, A: np.ndarray, lines: Lines, tol: np.ndarray,
@@ -443,11 +458,15 @@ def _through_activation(bs: Backsub, z: int, A: np.ndarray, lines: Lines, tol: n
     al, bl, au, bu = lines
     Ap, An = np.maximum(A, 0.0), np.minimum(A, 0.0)
     Az = Ap * al[:, None, :] + An * au[:, None, :]  # one rounded product per entry
-    up = np.matmul(Ap, np.stack([bl, np.abs(bl), tol], axis=-1))
-    dn = np.matmul(An, np.stack([bu, np.abs(bu), tol], axis=-1))
+    finite = bool(np.isfinite(mag).all())
+    # |Az| mag = A+ (|a_l| mag) - A- (|a_u| mag) (one of A+, A- is 0 in each entry)
+    extra = [np.abs(al) * mag, np.abs(au) * mag] if finite else [np.zeros_like(al)] * 2
+    up = np.matmul(Ap, np.stack([bl, np.abs(bl), tol, extra[0]], axis=-1))
+    dn = np.matmul(An, np.stack([bu, np.abs(bu), tol, extra[1]], axis=-1))
     bound_err = gamma(bl.shape[-1] + 2, U64) * (up[..., 1] - dn[..., 1])
     bs.add_const(up[..., 0] + dn[..., 0], bound_err + up[..., 2] - dn[..., 2])
-    charge = U64 * times_mag(Az, mag)
+    charge = (U64 * (1.0 + SAFETY) * (up[..., 3] - dn[..., 3]) if finite
+              else U64 * times_mag(Az, mag))
     for rows, j, sb, pb in rounds:  # Az[rows, :, j] is (splits, R)
         Az[rows, :, j] = Az[rows, :, j] - sb[:, None]  # beta * s is exact (s = +-1)
         charge[rows] += U64 * times_mag(Az[rows, :, j][..., None], mag[rows, j][:, None])
@@ -471,11 +490,11 @@ def _lower_bound(ctx: Context, bt: Batch, start: int, A: np.ndarray,
         Ay = bs.coeffs.pop(node.output, None)
         if Ay is None:  # a beta term on an activation the coefficients skip
             Ay = np.zeros((B, R, ctx.graph.sizes[node.output]))
-        if bt.noise[node.output].any():  # (a ReLU's output has none)
-            bs.slack = bs.slack + times_mag(Ay, bt.noise[node.output])
         if isinstance(node, Affine):
-            _through_affine(bs, node, Ay, bt.boxes)
+            _through_affine(bs, node, Ay, bt.boxes, bt.noise[node.output])
         else:
+            if bt.noise[node.output].any():  # a sigmoid's or tanh's (a ReLU's is exact)
+                bs.slack = bs.slack + times_mag(Ay, bt.noise[node.output])
             assert a is not None
             act_lines, tol = lines(a)
             _through_activation(bs, node.input, Ay, act_lines, tol, betas.get(a, []),
@@ -491,20 +510,43 @@ def _lower_bound(ctx: Context, bt: Batch, start: int, A: np.ndarray,
 
 # -- the checks, a batch at a time -----------------------------------------------------------
 
-def _input_interval(ctx: Context, bt: Batch, a: int) -> Box:
-    """Bounds of activation a's input z over each leaf: CROWN over the verified earlier
-    lines, intersected with interval arithmetic and the path's constraints on z."""
+def _input_interval(ctx: Context, bt: Batch, a: int, lo: np.ndarray, hi: np.ndarray,
+                    full: np.ndarray) -> Box:
+    """Bounds of activation a's input z over each leaf: interval arithmetic and the path's
+    constraints on z, tightened by CROWN over the verified earlier lines on the sides that
+    interval arithmetic does not already show within the claim [lo, hi] (both sides of
+    every entry for the leaves marked ``full``, and where a claim is NaN)."""
     z, n = ctx.acts[a].input, ctx.graph.sizes[ctx.acts[a].input]
-    eye = np.eye(n)
-    lb = _lower_bound(ctx, bt, z, np.vstack([eye, -eye]), lambda b: bt.lines[("box", b)], {})
-    L, U = np.maximum(lb[:, :n], bt.boxes[z][0]), np.minimum(-lb[:, n:], bt.boxes[z][1])
+    L, U = (x.copy() for x in bt.boxes[z])
     for i, leaf in enumerate(bt.leaves):
         for b, j, s, p in leaf.region.constraints:
             if b == a and s > 0:
                 L[i, j] = max(L[i, j], p)
             elif b == a:
                 U[i, j] = min(U[i, j], p)
+    unknown = np.isnan(lo) | np.isnan(hi) | full[:, None]
+    need = np.concatenate([~(L >= lo), ~(U <= hi)], axis=1)
+    lower, upper = _sides(ctx.acts[a].op, lo, hi)
+    need &= np.concatenate([lower, upper], axis=1)
+    need |= np.concatenate([unknown, unknown], axis=1)
+    R = int(need.sum(axis=1).max(initial=0))
+    if R:  # one start row per needed side (a leaf's rows first, zero rows after them)
+        li, col = np.nonzero(need)
+        row = (np.cumsum(need, axis=1) - 1)[li, col]
+        A = np.zeros((bt.size, R, n))
+        A[li, row, col % n] = np.where(col < n, 1.0, -1.0)
+        lb = _lower_bound(ctx, bt, z, A, lambda b: bt.lines[("box", b)], {})[li, row]
+        low = col < n
+        L[li[low], col[low]] = np.maximum(L[li[low], col[low]], lb[low])
+        U[li[~low], col[~low] - n] = np.minimum(U[li[~low], col[~low] - n], -lb[~low])
     return L, U
+
+
+def _sides(op: str, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which sides of each claimed interval are checked: both, except for a ReLU entry
+    claimed at most 0, whose lines (0 on that side) need only its upper bound (its lower one
+    enters nothing but float64 rounding charges, from interval arithmetic's box)."""
+    return (~(hi <= 0) if op == "Relu" else np.ones(lo.shape, bool)), np.ones(lo.shape, bool)
 
 
 def _first_bad_line(op: str, sl: np.ndarray, ic: np.ndarray, L: np.ndarray, U: np.ndarray,
@@ -570,20 +612,22 @@ def _all_lines_hold(op: str, bt: Batch, sets: list[tuple[str, str, np.ndarray, n
 def _activation_step(ctx: Context, bt: Batch, a: int) -> None:
     """Verify activation a's claimed intervals and lines; drop the leaves found empty."""
     act, u = ctx.acts[a], ctx.graph.unit_roundoff
-    L, U = _input_interval(ctx, bt, a)
+    n, none = ctx.graph.sizes[act.input], np.zeros(bt.size, bool)
+    lo, hi = ctx.rows(bt, f"A{a}/lo", (n,), none), ctx.rows(bt, f"A{a}/hi", (n,), none)
+    claimed = np.array([leaf.infeasible_at == a for leaf in bt.leaves], bool)
+    L, U = _input_interval(ctx, bt, a, lo, hi, claimed)
     empty = np.any(L > U, axis=1)
     for e in np.flatnonzero(empty[:bt.limit]):
         j = int(np.flatnonzero(L[e] > U[e])[0])
         ctx.notes.append((int(bt.ks[e]), f"leaf {bt.ks[e]} is empty: activation {a}, entry {j} "
                           f"has no value ([{L[e, j]:.9g}, {U[e, j]:.9g}])"))
     live = ~empty
-    claimed = np.array([leaf.infeasible_at == a for leaf in bt.leaves], bool)
     if (i := bt.first(live & claimed)) is not None:
         bt.fail(i, f"leaf {bt.ks[i]} claims to be empty at activation {a}, but every entry of "
                 f"{act.z_name} has values")
-    n = L.shape[1]
     lo, hi = ctx.rows(bt, f"A{a}/lo", (n,), live), ctx.rows(bt, f"A{a}/hi", (n,), live)
-    out = ~((lo <= L) & (hi >= U))
+    lower, upper = _sides(act.op, lo, hi)
+    out = (lower & ~(lo <= L)) | (upper & ~(hi >= U))
     if (i := bt.first(live & out.any(axis=1))) is not None:
         j = int(np.flatnonzero(out[i])[0])
         bt.fail(i, f"leaf {bt.ks[i]}, activation {a} ({act.z_name}), entry {j}: claimed "

@@ -38,6 +38,28 @@ def test_narrowed_interval(relu_split: Instance) -> None:
     assert "does not contain the computed" in reason
 
 
+@pytest.mark.parametrize("sign", ["inactive", "active"])
+def test_false_stability_claim(relu_split: Instance, sign: str) -> None:
+    """A ReLU entry that takes both signs claimed stable, with the stable lines (0, or the
+    identity): the side that shows the sign is still bounded and checked, even though the
+    checker skips the other side of entries claimed stable."""
+    man, arrays = pg.load_proof(relu_split.proof)
+    k, j = next((k, j) for k in range(len(man["leaves"])) for j in range(16)
+                if f"L{k}/A1/lo" in arrays and arrays[f"L{k}/A1/lo"][j] < -0.01
+                and arrays[f"L{k}/A1/hi"][j] > 0.01)
+    lo, hi, box = (arrays[f"L{k}/A1/{m}"].copy() for m in ("lo", "hi", "box"))
+    if sign == "inactive":
+        hi[j], box[:, j] = -1e-3, 0.0
+    else:
+        lo[j], box[:, j] = 1e-3, [1.0, 0.0, 1.0, 0.0]
+    arrays[f"L{k}/A1/lo"], arrays[f"L{k}/A1/hi"], arrays[f"L{k}/A1/box"] = lo, hi, box
+    for name in [m for m in arrays if m.startswith(f"L{k}/D") and m.endswith("/A1")]:
+        arrays[name] = box  # the disjuncts' own lines, if any, the same stable ones
+    reason = _rejected(relu_split, man, arrays)
+    assert reason.startswith(f"leaf {k}, activation 1 (z1), entry {j}: claimed interval")
+    assert "does not contain the computed" in reason
+
+
 @pytest.mark.parametrize("row", [1, 3])
 def test_moved_relu_line(relu_split: Instance, row: int) -> None:
     """b_l or b_u of one neuron moved by 0.01 the wrong way."""
