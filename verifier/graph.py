@@ -82,14 +82,19 @@ class Graph:
     def node(self, name: str) -> Node:
         return self._by_name[name]
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The ONNX shape of tensor ``name`` (the input or a node's output)."""
+        return self.input_shape if name == self.input_name else self.node(name).shape
+
     def position(self, name: str) -> int:
         """The node's index in the topological order of ``nodes``."""
         return self._position[name]
 
-    def _run(self, seed: object, step: Callable[[Node, list], object]) -> dict[str, object]:
+    def _run(self, seed: object, step: Callable[[Node, list], object],
+             also: tuple[str, ...] = ()) -> dict[str, object]:
         values: dict[str, object] = {self.input_name: seed}
         remaining = {name: len(users) for name, users in self.users.items()}
-        keep = {self.output_name}
+        keep = {self.output_name, *also}
         for node in self.nodes:
             values[node.name] = step(node, [values[i] for i in node.inputs])
             for i in node.inputs:  # free what no later node needs
@@ -103,6 +108,16 @@ class Graph:
         x = x.reshape(x.shape[0], *self.input_shape)
         values = self._run(x, lambda node, xs: node.op.forward(*xs))
         return values[self.output_name]  # type: ignore[return-value]
+
+    def search_forward(self, x: Tensor, also: str | None = None
+                       ) -> tuple[Tensor, Tensor | None]:
+        """``forward`` with each op's ``search_forward`` (the values, with the gradients a
+        counterexample search follows), and the value of tensor ``also`` when named."""
+        x = x.reshape(x.shape[0], *self.input_shape)
+        values = self._run(x, lambda node, xs: node.op.search_forward(*xs),
+                           (also,) if also else ())
+        return (values[self.output_name],  # type: ignore[return-value]
+                values[also] if also else None)  # type: ignore[return-value]
 
     @property
     def largest_finite(self) -> float:

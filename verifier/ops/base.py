@@ -121,6 +121,11 @@ class Op:
         """Concrete evaluation on batched variable inputs (Tensors)."""
         raise NotImplementedError
 
+    def search_forward(self, *xs: Any) -> Tensor:
+        """``forward``'s values with the gradient a counterexample search follows: the true
+        one, unless the op overrides it (a step function's is 0 almost everywhere)."""
+        return self.forward(*xs)
+
     def ibp(self, *bounds: Any) -> Interval:
         """Interval bounds of the output given interval bounds of each variable input."""
         if self.monotone:

@@ -71,6 +71,12 @@ class StepOp(ScalarOp):
     #: f(p-) - p and f(p+) - p at every jump p (where f(x) - x lies, on a lattice)
     shift: ClassVar[tuple[float, float]] = (0.0, 0.0)
 
+    def search_forward(self, x: Tensor) -> Tensor:
+        """f's values with the identity's gradient (a straight-through estimator): f' is 0
+        wherever it exists, which leaves a gradient search of a binarised or quantised
+        network nothing to follow; ``x - x.detach()`` is exactly 0, so the values are f's."""
+        return self.forward(x).detach() + (x - x.detach())
+
     # -- the jumps -----------------------------------------------------------------------
     def jumps(self, lo: Tensor, hi: Tensor, open_left: bool) -> Jumps:
         """The first and last jump in (lo, hi] (``open_left``) or in [lo, hi)."""

@@ -17,6 +17,7 @@ import torch
 from verifier import ort
 from verifier.graph import Graph
 from verifier.importer.onnx_import import Model
+from verifier.ops.composite import PairDiff
 from verifier.problems import ProblemBatch
 from verifier.property.core import Property
 
@@ -46,12 +47,57 @@ class Counterexample:
                 "input": self.x.tolist(), "output": self.y.tolist(), "snapped": self.snapped}
 
 
-def violation(graph: Graph, batch: ProblemBatch, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def softmax_logits(graph: Graph) -> str | None:
+    """The tensor that the model's output is the softmax of, when the output is one softmax
+    over all of its entries (a single distribution); else None."""
+    if graph.output_name == graph.input_name:
+        return None
+    out = graph.node(graph.output_name)
+    if out.op_type != "Softmax":
+        return None
+    group = [n for n in graph.nodes if n.op_type == "Softmax" and n.onnx_name == out.onnx_name]
+    diffs = [n for n in group if isinstance(n.op, PairDiff)]
+    if len(diffs) != 1 or len(group) != 4:  # PairDiff, Exp, ReduceSum, Reciprocal
+        return None
+    (diff,) = diffs
+    shape = graph.shape(diff.inputs[0])
+    if shape[int(diff.op.attrs["axis"])] != math.prod(shape) or \
+            math.prod(shape) != math.prod(out.shape):
+        return None
+    return diff.inputs[0]
+
+
+def search_rows(batch: ProblemBatch) -> Tensor:
+    """(B, R): the rows that a search may evaluate on the softmax's input z instead of its
+    output y: ``y_i - y_j <= 0`` (d = 0, one coefficient +1 and one -1), which holds exactly
+    when ``z_i - z_j <= 0`` (softmax keeps the order of its entries), without the vanishing
+    gradient of a saturated softmax."""
+    C = batch.C
+    plus, minus = (C == 1).sum(dim=2), (C == -1).sum(dim=2)
+    return (batch.d == 0) & (plus == 1) & (minus == 1) & ((C != 0).sum(dim=2) == 2)
+
+
+def violation(graph: Graph, batch: ProblemBatch, x: Tensor, search: bool = False
+              ) -> tuple[Tensor, Tensor, Tensor]:
     """v(x), the most violated disjunct (both (B, K)) and every disjunct's violation
-    (B, K, D), for x of shape (B, K, n_in)."""
+    (B, K, D), for x of shape (B, K, n_in).  With ``search``, the values and signs are the
+    same but the gradients are a search's: step functions pass the gradient straight
+    through, and where the output is a softmax, order comparisons between its entries are
+    made on its input (``search_rows``)."""
     B, K, n = x.shape
-    y = graph.forward(x.reshape(B * K, n)).reshape(B, K, -1)
+    if search:
+        logits = softmax_logits(graph)
+        out, z = graph.search_forward(x.reshape(B * K, n), logits)
+        y = out.reshape(B, K, -1)
+    else:
+        y, z = graph.forward(x.reshape(B * K, n)).reshape(B, K, -1), None
     rows = torch.einsum("brm,bkm->bkr", batch.C, y) - batch.d.unsqueeze(1)  # (B, K, R)
+    if z is not None:
+        on_z = torch.einsum("brm,bkm->bkr", batch.C, z.reshape(B, K, -1))
+        use_z = search_rows(batch).unsqueeze(1)
+        if use_z.all():  # no gradient through the softmax (a saturated one's is NaN)
+            rows = rows.detach()
+        rows = torch.where(use_z, on_z, rows)
     D = max(batch.n_disjuncts)
     idx = torch.where(batch.row_disjunct < 0, D, batch.row_disjunct).unsqueeze(1).expand(B, K, -1)
     per = torch.full((B, K, D + 1), -math.inf, dtype=x.dtype, device=x.device)
@@ -75,12 +121,16 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
         x[:, 0] = ((batch.lower + batch.upper) / 2)
     best_x, best_v = x.clone(), torch.full((B, K), math.inf, dtype=lo.dtype, device=lo.device)
     best_k = torch.zeros((B, K), dtype=torch.long, device=lo.device)
-    # restarts take turns at the disjuncts (targeted), so each one is pursued on its own
+    # restarts alternate: the even ones follow v itself (whichever disjunct is nearest, as
+    # it changes), the odd ones take turns at the disjuncts (targeted), so that each one is
+    # pursued on its own too
     counts = torch.tensor(batch.n_disjuncts, device=lo.device).view(B, 1)
-    target = (torch.arange(K, device=lo.device).view(1, K) % counts).unsqueeze(-1)
+    k = torch.arange(K, device=lo.device).view(1, K)
+    target = ((k // 2) % counts).unsqueeze(-1)
+    untargeted = (k % 2 == 0).expand(B, K)
     for step in range(settings.steps):
         x = x.detach().requires_grad_(True)
-        v, which, per = violation(graph, batch, x)
+        v, which, per = violation(graph, batch, x, search=True)
         better = v.detach() < best_v
         best_v = torch.where(better, v.detach(), best_v)
         best_x = torch.where(better.unsqueeze(-1), x.detach(), best_x)
@@ -88,8 +138,9 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
         if (best_v < 0).any(dim=1).all() or expired():
             break
         goal = per.gather(2, target).squeeze(-1)
-        goal = torch.where(torch.isfinite(goal), goal, v)
+        goal = torch.where(torch.isfinite(goal) & ~untargeted, goal, v)
         (grad,) = torch.autograd.grad(goal.sum(), x)
+        grad = torch.nan_to_num(grad, nan=0.0)  # (0 * inf in a saturated op's gradient)
         size = 0.5 * (1 + math.cos(math.pi * step / settings.steps)) * 0.2 + 0.01
         x = torch.minimum(torch.maximum(x - size * (hi - lo) * grad.sign(), lo), hi)
     return best_x, best_v, best_k
