@@ -74,7 +74,7 @@ def test_activation_splitting_decides_where_crown_alone_cannot(act):
     true_min = _grid_min(model, lo, hi)
     prop = _prop(lo, hi, true_min - 0.1 * (abs(true_min) + 1))
     crown_only = verify(model, prop, Settings(timeout=20, methods=("crown",), bab=False))
-    bab = verify(model, prop, Settings(timeout=8, methods=("crown",),
+    bab = verify(model, prop, Settings(timeout=4, methods=("crown",),
                                        bab_settings=BabSettings(input_split_max_dims=0)))
     assert bab.verdict in ("verified", "timeout", "unknown"), bab.message  # it is safe
     if crown_only.verdict != "verified":

@@ -53,7 +53,7 @@ def test_bounds_sound_on_spec_box(model_path, spec_path, bench):
         try:  # the big 2024 image models take minutes on 2 cores: those bounds are benched
             lb = row_lower_bounds(model.graph, batch, method,
                                   alpha=AlphaSettings(iterations=5, early_stop=False),
-                                  expired=lambda t0=t0: time.monotonic() > t0 + 5)[0].numpy()
+                                  expired=lambda t0=t0: time.monotonic() > t0 + 2.5)[0].numpy()
         except Interrupted:
             break
         assert (rows >= lb - 1e-4 * (1 + np.abs(rows))).all(), method
