@@ -141,6 +141,23 @@ def test_domain_cap_is_respected(bench):
     assert result.domains <= 4 * cap.max_domains
 
 
+def test_input_splitting_cap_is_by_memory(bench):
+    """Input-split domains (a box and a few bounds) are capped by the memory they take,
+    ``input_domain_bytes``, not by the count meant for activation-split ones: with 40
+    allowed and no bytes, BaB stops near 40 open domains; with the default bytes the same
+    count does not stop it (acasxu 3_3 prop_9 needs a few thousand domains)."""
+    model = load_model(bench / "acasxu" / "onnx" / "ACASXU_run2a_3_3_batch_2000.onnx")
+    prop = parse_vnnlib_file(bench / "acasxu" / "vnnlib" / "prop_9.vnnlib",
+                             model.n_inputs, model.n_outputs)
+    by_count = BabSettings(max_domains=40, batch=16, input_domain_bytes=0)
+    result = verify(model, prop, Settings(timeout=60, bab_settings=by_count))
+    assert result.verdict == "unknown"
+    assert result.domains <= 4 * by_count.max_domains
+    by_bytes = BabSettings(max_domains=40, batch=16)
+    result = verify(model, prop, Settings(timeout=60, bab_settings=by_bytes))
+    assert result.verdict == "verified" and result.domains > 1000
+
+
 @pytest.mark.parametrize("act", ["Relu", "Gelu"])
 def test_activation_bab_from_alpha_crown_bounds_is_sound(act):
     """Activation splitting starting from alpha-CROWN's intermediate bounds (reused before the

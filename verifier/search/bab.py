@@ -41,6 +41,10 @@ Tensor = torch.Tensor
 class BabSettings:
     batch: int = 512  # domains split per round (children: twice as many)
     max_domains: int = 50_000  # open domains kept before giving up (memory cap)
+    #: input splitting's domains are a box and a few bounds (about a hundred bytes, where an
+    #: activation-split domain keeps bounds of whole layers): they may take this much
+    #: memory in all before the count above stops them
+    input_domain_bytes: int = 1 << 30
     input_split_max_dims: int = 16  # models with at most this many inputs split inputs
     beta_iterations: int = 10  # Adam steps on alpha and beta per activation-split round
 
@@ -62,6 +66,13 @@ class BabState:
     @property
     def size(self) -> int:
         return self.lower.shape[0]
+
+    def bytes_per_domain(self) -> int:
+        """Memory one domain takes in this state's tensors (at least one byte)."""
+        tensors = [self.lower, self.upper, self.case, self.per, self.score]
+        tensors += [t for pair in (*self.splits.values(), *self.boxes.values()) for t in pair]
+        total = sum(t.element_size() * t.numel() for t in tensors if t is not None)
+        return max(1, total // max(1, self.size))
 
     def take(self, idx: Tensor) -> BabState:
         return BabState(self.lower[idx], self.upper[idx], self.case[idx],
@@ -368,7 +379,7 @@ class BranchAndBound:
         while state.size:
             if self.expired():
                 return self._outcome("timeout", state, global_lb)
-            if state.size > self.settings.max_domains:
+            if state.size > self.domain_cap(state):
                 return self._outcome("unknown", state, global_lb)
             order = torch.argsort(state.per.min(dim=1).values)  # type: ignore[union-attr]
             k = min(self.batch, state.size)
@@ -403,6 +414,14 @@ class BranchAndBound:
             self.global_lb = global_lb
             self.progress(state.size, self.done, global_lb)
         return self._outcome("verified", state, global_lb)
+
+    def domain_cap(self, state: BabState) -> int:
+        """Open domains kept before giving up: ``max_domains``, or for input splitting as
+        many as ``input_domain_bytes`` holds, if that is more."""
+        cap = self.settings.max_domains
+        if self.mode == "input":
+            cap = max(cap, self.settings.input_domain_bytes // state.bytes_per_domain())
+        return cap
 
     def _adapt(self, seconds: float) -> None:
         """Keep a round between about 0.2 and 1 s, so deadlines are met within a second."""
