@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from verifier.bounds import forward
 from verifier.bounds.backward import NodeBounds, Slopes, Splits, bound
 from verifier.bounds.limits import Interrupted, check_memory, row_chunk
 from verifier.graph import Graph, Node, round_box
@@ -55,6 +56,9 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
     needed = {name for node in graph.nodes if not node.op.linear for name in node.inputs}
     crowned = {graph.input_name}
     limits = splits or {}
+    # forward bounds for few inputs (not for proofs: the checker re-derives backward ones)
+    first = forward.start(nb) if use_crown and loosen is None else None
+    forms: dict[str, forward.Form | None] = {graph.input_name: first}
     for i, node in enumerate(graph.nodes):
         if loosen is not None and i > 0:
             _loosen(nb, graph.nodes[i - 1].name, needed, limits, loosen)
@@ -70,13 +74,22 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
         if prior is not None:
             lo, hi = torch.fmax(lo, prior[0]), torch.fmin(hi, prior[1])  # NaN: the other
         nb.box[node.name] = _within(nb, limits.get(node.name), lo, hi)
+        form = forms[node.name] = forward.step(nb, node, forms) if first is not None else None
+        if form is not None:
+            f_lo, f_hi = forward.concretise(nb, form)
+            lo, hi = torch.fmax(lo, f_lo), torch.fmin(hi, f_hi)
+            nb.box[node.name] = _within(nb, limits.get(node.name), lo, hi)
         if not use_crown or node.name not in needed or node.name == graph.output_name:
             continue
         if node.op.exact_move and all(name in crowned for name in node.inputs):
             crowned.add(node.name)
             continue
-        if _rows(nb, node.name, *nb.box[node.name]).numel() == 0:
+        rows = _rows(nb, node.name, *nb.box[node.name]).numel()
+        if rows == 0:
             continue
+        if form is not None and slopes is None and \
+                forward.backward_cost(nb, node, rows) > forward.BACKWARD_BUDGET:
+            continue  # the forward bounds stand in for a costly backward pass
         if stop():
             raise Interrupted
         tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop)
