@@ -60,12 +60,18 @@ class Form:
     bu: Tensor
 
 
-def start(nb: NodeBounds) -> Form | None:
-    """The input's form (the identity), or None when the boxes have too many entries."""
+def start(nb: NodeBounds, needed: set[str]) -> Form | None:
+    """The input's form (the identity); None when the boxes have too many entries, or when
+    no ``needed`` node's backward pass, over all its entries, would pass the budget (the
+    forward pass, looser, would replace none: it costs time and buys little)."""
     B = nb.lower.shape[0]
     shape = nb.lower.shape[1:]
     n = math.prod(shape)
     if n > MAX_INPUTS:
+        return None
+    graph = nb.graph
+    if not any(backward_cost(nb, graph.node(name), math.prod(graph.node(name).shape))
+               > BACKWARD_BUDGET for name in needed if name != graph.input_name):
         return None
     eye = torch.eye(n, dtype=nb.lower.dtype, device=nb.lower.device)
     W = eye.reshape(1, n, *shape).expand(B, n, *shape)

@@ -57,7 +57,7 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
     crowned = {graph.input_name}
     limits = splits or {}
     # forward bounds for few inputs (not for proofs: the checker re-derives backward ones)
-    first = forward.start(nb) if use_crown and loosen is None else None
+    first = forward.start(nb, needed) if use_crown and loosen is None else None
     forms: dict[str, forward.Form | None] = {graph.input_name: first}
     for i, node in enumerate(graph.nodes):
         if loosen is not None and i > 0:
