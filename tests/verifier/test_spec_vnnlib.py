@@ -575,3 +575,13 @@ def test_parse_speed_smoke(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     assert sum(len(c.disjuncts) for c in prop.cases) == 4000
     assert len(text) / elapsed > 1e6  # > 1 MB/s even on a loaded machine
+
+
+def test_sizes_of_the_wrong_type_are_named() -> None:
+    """A caller passing something other than a count (say, the model itself) is told so,
+    not shown the object's repr in a size mismatch."""
+    text = ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 0))\n"
+            "(assert (<= X_0 1))\n(assert (<= Y_0 0))")
+    with pytest.raises(TypeError, match="n_inputs is the model's number of inputs"):
+        parse_vnnlib(text, object())  # type: ignore[arg-type]
+    assert parse_vnnlib(text, np.int64(1), 1).n_inputs == 1

@@ -14,6 +14,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from numbers import Integral
 from typing import BinaryIO, cast
 
 from verifier.property.core import Property
@@ -48,6 +49,14 @@ def _run_parser(read: Callable[[int], bytes], chunk_size: int, locate: int | Non
     return parser
 
 
+def _check_sizes(n_inputs: object, n_outputs: object) -> None:
+    """The sizes a caller gives are counts (a TypeError names the one that is not)."""
+    for name, size in (("n_inputs", n_inputs), ("n_outputs", n_outputs)):
+        if size is not None and (not isinstance(size, Integral) or isinstance(size, bool)):
+            raise TypeError(f"{name} is the model's number of {name[2:]} (an int or None), "
+                            f"not a {type(size).__name__}")
+
+
 def _parse_source(
     opener: Callable[[], AbstractContextManager[BinaryIO]],
     reader: Callable[[BinaryIO], Callable[[int], bytes]],
@@ -58,6 +67,7 @@ def _parse_source(
     """Parse a source that can be opened (again, to locate an error) with ``opener``."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
+    _check_sizes(n_inputs, n_outputs)
     with _collector_paused():
         return _parse_and_build(opener, reader, n_inputs, n_outputs, chunk_size)
 
