@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from verifier import Settings, load_model, parse_vnnlib_file, verify
+from verifier import Settings, load_model, ort, parse_vnnlib_file, verify
 from verifier.property.core import Case, Conjunction, Property
 from verifier.search.bab import BabSettings
 
@@ -156,6 +156,21 @@ def test_input_splitting_cap_is_by_memory(bench):
     by_bytes = BabSettings(max_domains=40, batch=16)
     result = verify(model, prop, Settings(timeout=60, bab_settings=by_bytes))
     assert result.verdict == "verified" and result.domains > 1000
+
+
+def test_a_point_box_ends_at_once():
+    """A box of one point (float32 values), thresholds just under onnxruntime's output
+    there: where float32 bounds cannot prove the margin, splitting cannot narrow the box,
+    so branch-and-bound stops at once (unknown) instead of splitting the point until the
+    deadline; never falsified."""
+    model = load_model(_net("Relu", 0))
+    x = np.array([0.25, -0.125])
+    y = float(ort.run(model, x)[0])
+    for rel in (1e-7, 1e-6, 1e-5):
+        t0 = time.monotonic()
+        result = verify(model, _prop(list(x), list(x), y - rel * abs(y)), Settings(timeout=20))
+        assert result.verdict in ("unknown", "verified"), result.message
+        assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize("act", ["Relu", "Gelu"])

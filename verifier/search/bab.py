@@ -386,6 +386,11 @@ class BranchAndBound:
             started = time.monotonic()
             pick, rest = state.take(order[:k]), state.take(order[k:])
             if self.mode == "input":
+                assert pick.score is not None
+                if bool((pick.score.max(dim=1).values < 0).any()):
+                    # a domain narrower than 1e-6 of its case in every input (a point box):
+                    # splitting it again would not change its bound
+                    return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                 children = self.split_inputs(pick)
             else:
                 maybe = self.split_activations(pick, pick.boxes)
