@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, load_from_string, numpy_helper
 
-from verifier import Settings, load_model, verify
+from verifier import Settings, load_model, ort, verify
 from verifier.bounds import forward, intermediate
 from verifier.property.core import Case, Conjunction, Property
 
@@ -144,3 +144,23 @@ def test_verdicts_with_forward_bounds_only_match_dense_gridding(
     assert safe.verdict in ("verified", "timeout", "unknown"), safe.message
     assert unsafe.verdict in ("falsified", "timeout", "unknown"), unsafe.message
     assert safe.verdict == "verified", safe.message  # splitting 3 inputs decides it
+
+
+def test_overflowing_forms_prove_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights near float32's limit: the forward functions overflow (inf, then inf - inf =
+    NaN) and must drop out, never stand as bounds; a threshold above onnxruntime's value at
+    the box's centre (a counterexample there) is never verified."""
+    monkeypatch.setattr(forward, "BACKWARD_BUDGET", 0)
+    data = _mlp("Relu", 3)
+    model_proto = load_from_string(data)
+    for init in model_proto.graph.initializer:
+        if init.name.startswith("W"):
+            big = numpy_helper.to_array(init) * np.float32(1e12)
+            init.CopyFrom(numpy_helper.from_array(big.astype(np.float32), init.name))
+    data = model_proto.SerializeToString()
+    model = load_model(data)
+    x = np.zeros(3)
+    y = float(ort.run(model, x)[0])
+    result = verify(model, _prop([-1e-3] * 3, [1e-3] * 3, y + 1e-3 * (abs(y) + 1)),
+                    Settings(timeout=5))
+    assert result.verdict != "verified", result.message

@@ -77,16 +77,15 @@ def search_rows(batch: ProblemBatch) -> Tensor:
     return (batch.d == 0) & (plus == 1) & (minus == 1) & ((C != 0).sum(dim=2) == 2)
 
 
-def violation(graph: Graph, batch: ProblemBatch, x: Tensor, search: bool = False
-              ) -> tuple[Tensor, Tensor, Tensor]:
+def violation(graph: Graph, batch: ProblemBatch, x: Tensor, search: bool = False,
+              logits: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """v(x), the most violated disjunct (both (B, K)) and every disjunct's violation
     (B, K, D), for x of shape (B, K, n_in).  With ``search``, the values and signs are the
     same but the gradients are a search's: step functions pass the gradient straight
     through, and where the output is a softmax, order comparisons between its entries are
-    made on its input (``search_rows``)."""
+    made on its input (``search_rows``; ``logits``: ``softmax_logits(graph)``)."""
     B, K, n = x.shape
     if search:
-        logits = softmax_logits(graph)
         out, z = graph.search_forward(x.reshape(B * K, n), logits)
         y = out.reshape(B, K, -1)
     else:
@@ -128,9 +127,10 @@ def pgd(graph: Graph, batch: ProblemBatch, settings: AttackSettings,
     k = torch.arange(K, device=lo.device).view(1, K)
     target = ((k // 2) % counts).unsqueeze(-1)
     untargeted = (k % 2 == 0).expand(B, K)
+    logits = softmax_logits(graph)
     for step in range(settings.steps):
         x = x.detach().requires_grad_(True)
-        v, which, per = violation(graph, batch, x, search=True)
+        v, which, per = violation(graph, batch, x, search=True, logits=logits)
         better = v.detach() < best_v
         best_v = torch.where(better, v.detach(), best_v)
         best_x = torch.where(better.unsqueeze(-1), x.detach(), best_x)
