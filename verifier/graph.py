@@ -113,11 +113,16 @@ class Graph:
                        ) -> tuple[Tensor, Tensor | None]:
         """``forward`` with each op's ``search_forward`` (the values, with the gradients a
         counterexample search follows), and the value of tensor ``also`` when named."""
+        out, kept = self.search_values(x, (also,) if also else ())
+        return out, kept[also] if also else None
+
+    def search_values(self, x: Tensor, names: tuple[str, ...]
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``search_forward``'s outputs and the values of the tensors ``names``."""
         x = x.reshape(x.shape[0], *self.input_shape)
-        values = self._run(x, lambda node, xs: node.op.search_forward(*xs),
-                           (also,) if also else ())
+        values = self._run(x, lambda node, xs: node.op.search_forward(*xs), names)
         return (values[self.output_name],  # type: ignore[return-value]
-                values[also] if also else None)  # type: ignore[return-value]
+                {name: values[name] for name in names})  # type: ignore[misc]
 
     @property
     def largest_finite(self) -> float:

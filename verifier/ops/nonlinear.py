@@ -723,6 +723,12 @@ class Clip(ScalarOp):
     def convex_before(self, lo: Tensor) -> Tensor:
         return torch.full_like(lo, math.isfinite(self.limits[0]), dtype=torch.bool)
 
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        """The kink of the piece (the lower limit on the convex one, the upper on the
+        concave one): with the ends, the kinks hold every extreme of f(x) - a x."""
+        low, high = self.limits
+        return torch.where(convex, torch.full_like(a, low), torch.full_like(a, high))
+
 
 class MaxMinConst(ScalarOp):
     """max(x, c) (convex) or min(x, c) (concave) for one variable and a constant."""
@@ -747,6 +753,18 @@ class MaxMinConst(ScalarOp):
 
     def convex_before(self, lo: Tensor) -> Tensor:
         return torch.full_like(lo, self.is_max, dtype=torch.bool)
+
+    def _kink(self, like: Tensor) -> Tensor:
+        """The constant c, broadcast like the output for ``like``."""
+        return torch.zeros_like(self.f(like)) + self.const(self.c_index, like)
+
+    def df(self, x: Tensor) -> Tensor:
+        c = self._kink(x)
+        return (x > c if self.is_max else x < c).to(x.dtype)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        """The kink: with the ends, it holds every extreme of f(x) - a x."""
+        return self._kink(a)
 
 
 @register

@@ -78,15 +78,21 @@ def search_rows(batch: ProblemBatch) -> Tensor:
 
 
 def violation(graph: Graph, batch: ProblemBatch, x: Tensor, search: bool = False,
-              logits: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+              logits: str | None = None, kept: dict[str, Tensor] | None = None
+              ) -> tuple[Tensor, Tensor, Tensor]:
     """v(x), the most violated disjunct (both (B, K)) and every disjunct's violation
     (B, K, D), for x of shape (B, K, n_in).  With ``search``, the values and signs are the
     same but the gradients are a search's: step functions pass the gradient straight
     through, and where the output is a softmax, order comparisons between its entries are
-    made on its input (``search_rows``; ``logits``: ``softmax_logits(graph)``)."""
+    made on its input (``search_rows``; ``logits``: ``softmax_logits(graph)``).  ``kept``
+    (search only): the values of the tensors it names are stored in it, (B * K, ...)."""
     B, K, n = x.shape
     if search:
-        out, z = graph.search_forward(x.reshape(B * K, n), logits)
+        names = tuple(kept or ()) + ((logits,) if logits else ())
+        out, values = graph.search_values(x.reshape(B * K, n), names)
+        z = values[logits] if logits else None
+        if kept is not None:
+            kept.update({name: values[name] for name in kept})
         y = out.reshape(B, K, -1)
     else:
         y, z = graph.forward(x.reshape(B * K, n)).reshape(B, K, -1), None

@@ -35,8 +35,9 @@ from verifier.graph import Graph, Node
 from verifier.importer.onnx_import import Model
 from verifier.problems import ProblemBatch
 from verifier.property.core import Property
-from verifier.search.attack import Counterexample, confirm
+from verifier.search.attack import NEAR_MISS_SLACK, NEAR_MISSES, Counterexample, confirm
 from verifier.search.clip import clip_boxes
+from verifier.search.guided import GuidedSettings, guided_points, start_points
 
 Tensor = torch.Tensor
 
@@ -52,6 +53,9 @@ class BabSettings:
     input_split_max_dims: int = 16  # models with at most this many inputs split inputs
     beta_iterations: int = 10  # Adam steps on alpha and beta per activation-split round
     clip_inputs: bool = True  # input splitting cuts boxes by their linear bounds (clip.py)
+    #: the counterexample search in the weakest activation-split domains (guided.py);
+    #: None: none
+    guided: GuidedSettings | None = field(default_factory=GuidedSettings)
 
 
 @dataclass
@@ -182,6 +186,9 @@ class BranchAndBound:
         self.batch = settings.batch if self.mode == "input" else 16
         self.batch_cap = settings.batch  # lowered each time a round meets the memory budget
         self.global_lb = -math.inf
+        self.started = time.monotonic()
+        self.search_seconds = 0.0  # spent in the guided search
+        self.searches = 0
         # the root's intermediate bounds, one row per case (activation splitting reuses them);
         # given ones (alpha-CROWN's) are intersected with the root's own
         self.root_boxes = root_boxes
@@ -385,6 +392,39 @@ class BranchAndBound:
                     self.found.append(cex)
                     return
 
+    def guided_search(self, state: BabState, b: DomainBounds) -> None:
+        """Search the weakest of the domains just bounded for a counterexample, with their
+        split limits as guides (guided.py), while that search has had less than its share
+        of the time."""
+        g = self.settings.guided
+        now = time.monotonic()
+        if g is None or not state.splits or state.per is None or \
+                self.search_seconds > g.share * (now - self.started):
+            return
+        order = torch.argsort(state.per.min(dim=1).values)[:g.domains]
+        picked = state.take(order)
+        sub = self._problems(picked)
+        splits = {k: (lo[order], hi[order]) for k, (lo, hi) in state.splits.items()}
+        A_x = None if b.A_x is None else b.A_x[order]
+        starts = start_points(sub, A_x, g.starts, g.seed + self.searches)
+        settings = GuidedSettings(g.domains, g.starts, g.steps, g.share, g.target,
+                                  g.seed + self.searches)
+        self.searches += 1
+        with torch.enable_grad():
+            xs, vs = guided_points(self.graph, sub, splits, starts, settings, self.expired)
+        flat = vs.reshape(-1)
+        for i in torch.argsort(flat)[:NEAR_MISSES].tolist():
+            v = flat[i]
+            if not bool(v <= NEAR_MISS_SLACK * (1 + v.abs())):
+                break
+            d, k = divmod(i, vs.shape[1])
+            case = self.root.cases[int(picked.case[d])]
+            cex = confirm(self.model, self.prop, case, xs[d, k].double().cpu().numpy())
+            if cex is not None:
+                self.found.append(cex)
+                break
+        self.search_seconds += time.monotonic() - now
+
     # -- the loop ------------------------------------------------------------------------
     def bound_and_score(self, state: BabState, inherited: Tensor | None = None
                         ) -> DomainBounds:
@@ -454,6 +494,8 @@ class BranchAndBound:
             self.done += children.size
             self._adapt(time.monotonic() - started)
             self.try_points(children, b)
+            if not self.found:
+                self.guided_search(children, b)
             if self.found:
                 return self._outcome("falsified", children, global_lb)
             keep = children.take(still_open(margin).nonzero().flatten())
