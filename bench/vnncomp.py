@@ -1,6 +1,7 @@
 """Run every instance of a VNN-COMP benchmark folder in one process and print the figures.
 
     python bench/vnncomp.py ../shared/benchmarks/acasxu [--cap 60] [--device cpu]
+        [--threads 2] [--no-guided-search]
 
 Prints one line per instance (verdict, seconds, BaB domains, the guard's milliseconds and,
 where ../shared/reference/vnncomp2024.md lists the instance, the published answer and
@@ -8,6 +9,8 @@ alpha-beta-CROWN's answer and seconds in VNN-COMP 2024; ``WRONG`` marks a verdic
 contradicts the published answer) and the totals.  A model the engine cannot import runs
 on onnxruntime alone (a search for counterexamples).  The model of
 consecutive instances is imported once (as a long-running worker would).
+``--no-guided-search`` turns off BaB's search in its weakest domains (guided.py), to
+measure what it costs in domains per second.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from verifier.cli import verify_safely  # noqa: E402
 from verifier.errors import NNVerifyError, UnsupportedOpError  # noqa: E402
 from verifier.importer.onnx_import import read_model_bytes  # noqa: E402
 from verifier.property import SpecError  # noqa: E402
+from verifier.search.bab import BabSettings  # noqa: E402
 from verifier.search.blackbox import opaque_model  # noqa: E402
 
 
-def run(folder: Path, cap: float, device: str) -> Counter:
+def run(folder: Path, cap: float, device: str, bab: BabSettings | None = None) -> Counter:
     rows = list(csv.reader((folder / "instances.csv").read_text().splitlines()))
     totals: Counter = Counter()
     times: list[float] = []
@@ -48,7 +52,8 @@ def run(folder: Path, cap: float, device: str) -> Counter:
             model = models.get(onnx_rel) or _load(folder / onnx_rel)
             models[onnx_rel] = model
             prop = parse_vnnlib_file(folder / spec_rel, model.n_inputs, model.n_outputs)
-            settings = Settings(timeout=min(float(timeout), cap), device=device)
+            settings = Settings(timeout=min(float(timeout), cap), device=device,
+                                bab_settings=bab or BabSettings())
             result = verify_safely(model, prop, settings)  # type: ignore[arg-type]
             verdict, domains = result.verdict, result.domains
             guard = result.guard_seconds
@@ -112,9 +117,12 @@ def main() -> int:
     parser.add_argument("--cap", type=float, default=60.0, help="cap on each timeout (s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-guided-search", action="store_true",
+                        help="BaB without its counterexample search in the weakest domains")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    run(args.folder, args.cap, args.device)
+    run(args.folder, args.cap, args.device,
+        BabSettings(guided=None) if args.no_guided_search else None)
     return 0
 
 
