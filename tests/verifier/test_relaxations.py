@@ -62,6 +62,10 @@ OPS = {
     "pow_half": (_op(PowConst, {}, [X[0], Const(np.array(0.5))]), (0.0, 100.0)),
     "pow_neg": (_op(PowConst, {}, [X[0], Const(np.array(-1.5))]), (1e-2, 100.0)),
     "clip": (_op(Clip, {}, [X[0], Const(np.array(-0.5)), Const(np.array(1.5))]), None),
+    # one limit only: the relaxation's extreme-point candidate is that limit's kink
+    "clip_min_only": (_op(Clip, {}, [X[0], Const(np.array(-0.5))]), None),
+    "clip_max_only": (_op(Clip, {}, [X[0], Const(np.array([], dtype=np.float32)),
+                                     Const(np.array(1.5))]), None),
     "max_const": (MaxMinConst({"_op_type": "Max"}, [X[0], Const(np.array(0.3))], ()), None),
     "min_const": (MaxMinConst({"_op_type": "Min"}, [X[0], Const(np.array(0.3))], ()), None),
     "rsqrt": (Rsqrt({"epsilon": 1e-5}, X, (1, 1)), (0.0, 1e3)),

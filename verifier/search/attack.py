@@ -192,12 +192,13 @@ NEAR_MISSES = 8  # candidates with a small positive margin confirmed with onnxru
 NEAR_MISS_SLACK = 1e-5
 
 
-def _candidates(vs: Tensor) -> list[tuple[int, int]]:
+def candidates(vs: Tensor, each_best: bool = True) -> list[tuple[int, int]]:
     """The (case, restart) points put to onnxruntime: every one that violates by our
     evaluation, most violating first; up to NEAR_MISSES that miss by a rounding error or
     so; and each case's best point whatever its margin (our evaluation rounds differently
     from onnxruntime's: another tanh kernel, another summation order, and a long sum that
-    cancels can differ by far more than an ulp; one run of the judge per case is cheap)."""
+    cancels can differ by far more than an ulp; one run of the judge per case is cheap).
+    Without ``each_best``, only the violating points and the near misses."""
     picks: list[tuple[int, int]] = []
     near = NEAR_MISSES
     K = vs.shape[1]
@@ -209,6 +210,8 @@ def _candidates(vs: Tensor) -> list[tuple[int, int]]:
                 break
             near -= 1
         picks.append((b, k))
+    if not each_best:
+        return picks
     best = vs.argmin(dim=1).tolist()
     picks += [(b, k) for b, k in enumerate(best)
               if (b, k) not in picks and bool(torch.isfinite(vs[b, k]))]
@@ -222,7 +225,7 @@ def falsify(model: Model, prop: Property, batch: ProblemBatch, settings: AttackS
     with torch.enable_grad():
         xs, vs, _ = pgd(model.graph, batch, settings, expired)
     found: dict[tuple[int, int], Counterexample] = {}
-    for b, k in _candidates(vs):
+    for b, k in candidates(vs):
         cex = confirm(model, prop, batch.cases[b], xs[b, k].detach().cpu().double().numpy())
         if cex is not None and (cex.case, cex.disjunct) not in found:
             found[(cex.case, cex.disjunct)] = cex

@@ -19,6 +19,7 @@ stops on proof, confirmed counterexample, deadline or cancellation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from verifier.graph import Graph, Node
 from verifier.importer.onnx_import import Model
 from verifier.problems import ProblemBatch
 from verifier.property.core import Property
-from verifier.search.attack import NEAR_MISS_SLACK, NEAR_MISSES, Counterexample, confirm
+from verifier.search.attack import Counterexample, candidates, confirm
 from verifier.search.clip import clip_boxes
 from verifier.search.guided import GuidedSettings, guided_points, start_points
 
@@ -375,10 +376,8 @@ class BranchAndBound:
         """Evaluate the box corners the CROWN bound is minimised at (and the centres)."""
         if b.A_x is None:
             return
-        A = b.A_x.sum(dim=1).reshape(state.size, -1)  # crude: all rows together
-        corner = torch.where(A > 0, state.lower, state.upper)
-        centre = (state.lower + state.upper) / 2
-        for pts in (corner, centre):
+        # crude: the corner of all rows' coefficients together
+        for pts in start_points(self._problems(state), b.A_x, 2, 0).unbind(dim=1):
             with torch.no_grad():
                 y = self.graph.forward(pts).reshape(state.size, -1)
             sub = self._problems(state)
@@ -406,18 +405,12 @@ class BranchAndBound:
         sub = self._problems(picked)
         splits = {k: (lo[order], hi[order]) for k, (lo, hi) in state.splits.items()}
         A_x = None if b.A_x is None else b.A_x[order]
-        starts = start_points(sub, A_x, g.starts, g.seed + self.searches)
-        settings = GuidedSettings(g.domains, g.starts, g.steps, g.share, g.target,
-                                  g.seed + self.searches)
+        settings = dataclasses.replace(g, seed=g.seed + self.searches)
+        starts = start_points(sub, A_x, g.starts, settings.seed)
         self.searches += 1
         with torch.enable_grad():
             xs, vs = guided_points(self.graph, sub, splits, starts, settings, self.expired)
-        flat = vs.reshape(-1)
-        for i in torch.argsort(flat)[:NEAR_MISSES].tolist():
-            v = flat[i]
-            if not bool(v <= NEAR_MISS_SLACK * (1 + v.abs())):
-                break
-            d, k = divmod(i, vs.shape[1])
+        for d, k in candidates(vs, each_best=False):
             case = self.root.cases[int(picked.case[d])]
             cex = confirm(self.model, self.prop, case, xs[d, k].double().cpu().numpy())
             if cex is not None:
