@@ -143,8 +143,9 @@ class _TripsFirst(MemoryBudget):
     def used(self) -> int:
         import inspect
 
-        in_bab = any(f.function == "bound_and_score" and f.frame.f_locals.get("inherited")
-                     is not None for f in inspect.stack()[1:12])  # a round, not the root
+        in_bab = any(f.function == "branch_inputs" or f.function == "bound_and_score"
+                     and f.frame.f_locals.get("inherited") is not None
+                     for f in inspect.stack()[1:12])  # a round, not the root
         if in_bab and self.left > 0:
             self.left -= 1
             return self.limit
