@@ -63,6 +63,8 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
         if loosen is not None and i > 0:
             _loosen(nb, graph.nodes[i - 1].name, needed, limits, loosen)
         check_memory()
+        if stop():  # every node: forward forms of a big node can take seconds too
+            raise Interrupted
         ins = [nb.box[name] for name in node.inputs]
         prior = known.reuse.get(node.name) if known.reuse is not None else None
         if prior is not None and i < known.before:
