@@ -554,13 +554,20 @@ class BranchAndBound:
         return cap
 
     def _adapt(self, seconds: float, picked: int) -> None:
-        """Aim the next round at about half a second, so deadlines are met within a second:
-        as many domains as this round's time per domain allows, at most twice as many as
-        this round took.  (Halving the batch once per slow round let cgan's 32x32 model,
-        0.3 s a domain, go from 4 domains a round to 64: the last round took 50 s.)"""
-        per = seconds / max(1, picked)
-        fits = int(0.5 / per) if per > 0 else self.batch_cap
-        self.batch = max(1, min(self.batch_cap, 2 * max(1, picked), fits))
+        """Keep a round near half a second to a second, so deadlines are met within a
+        second: twice the domains after a round under half a second, as many after one up
+        to a second, and after a longer one as many as half a second allows at its time per
+        domain.  (Halving once
+        per slow round let cgan's 32x32 model, 0.3 s a domain, go from 4 domains a round
+        to 64 while the batch came down from 512: a 30 s run ended at 76 s.  Sizing every
+        round by its time per domain starved tllverifybench, whose rounds cost 0.4 s of
+        walking its 2,600 nodes whatever their size.)"""
+        if seconds < 0.5:
+            self.batch = min(self.batch_cap, self.batch * 2)
+        elif seconds <= 1.0:
+            self.batch = max(1, min(self.batch, picked))
+        else:
+            self.batch = max(1, min(self.batch, int(picked * 0.5 / seconds)))
 
     def _outcome(self, verdict: str, state: BabState, lb: float) -> BabOutcome:
         self.global_lb = lb
