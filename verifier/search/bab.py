@@ -55,7 +55,8 @@ class BabSettings:
     beta_iterations: int = 10  # Adam steps on alpha and beta per activation-split round
     clip_inputs: bool = True  # input splitting cuts boxes by their linear bounds (clip.py)
     #: input splitting bounds the children of this many candidate dimensions per domain
-    #: (the best scored ones) and keeps the pair that lacks least (``branch_inputs``)
+    #: (the best scored ones) and keeps the pair that lacks least (``branch_inputs``);
+    #: models with fewer than 3 inputs split by the score alone
     input_candidates: int = 3
     #: the counterexample search in the weakest activation-split domains (guided.py);
     #: None: none
@@ -327,6 +328,8 @@ class BranchAndBound:
         assert state.score is not None and state.per is not None
         n = state.size
         k = max(1, min(self.settings.input_candidates, state.score.shape[1]))
+        if state.score.shape[1] < 3:
+            k = 1  # two inputs: the score's choice (tllverifybench N=40: 36 s -> 53 s with both)
         cand_score, cand = state.score.topk(k, dim=1)
         every = BabState.cat([self.split_inputs(state, cand[:, j]) for j in range(k)])
         b = self.bound_and_score(every)  # own bounds: the parent's would hide the choice
@@ -554,19 +557,16 @@ class BranchAndBound:
         return cap
 
     def _adapt(self, seconds: float, picked: int) -> None:
-        """Keep a round near half a second to a second, so deadlines are met within a
-        second: twice the domains after a round under half a second, as many after one up
-        to a second, and after a longer one as many as half a second allows at its time per
-        domain.  (Halving once
-        per slow round let cgan's 32x32 model, 0.3 s a domain, go from 4 domains a round
-        to 64 while the batch came down from 512: a 30 s run ended at 76 s.  Sizing every
-        round by its time per domain starved tllverifybench, whose rounds cost 0.4 s of
-        walking its 2,600 nodes whatever their size.)"""
-        if seconds < 0.5:
+        """Keep a round between about 0.2 s and a second, so deadlines are met within a
+        second: twice the domains after a round under 0.2 s; after one over a second, as
+        many as half a second allows at its time per domain.  (Halving once per slow round
+        let cgan's 32x32 model, 0.3 s a domain, go from 4 domains a round to 64 while the
+        batch came down from 512: a 30 s run ended at 76 s.  Holding or sizing every round
+        by its time per domain starved tllverifybench, whose rounds cost 0.4 s of walking
+        its 2,600 nodes whatever their size.)"""
+        if seconds < 0.2:
             self.batch = min(self.batch_cap, self.batch * 2)
-        elif seconds <= 1.0:
-            self.batch = max(1, min(self.batch, picked))
-        else:
+        elif seconds > 1.0:
             self.batch = max(1, min(self.batch, int(picked * 0.5 / seconds)))
 
     def _outcome(self, verdict: str, state: BabState, lb: float) -> BabOutcome:
