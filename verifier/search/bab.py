@@ -327,9 +327,9 @@ class BranchAndBound:
         proved (3.9, 4.0) along the fifth."""
         assert state.score is not None and state.per is not None
         n = state.size
-        k = max(1, min(self.settings.input_candidates, state.score.shape[1]))
-        if state.score.shape[1] < 3:
-            k = 1  # two inputs: the score's choice (tllverifybench N=40: 36 s -> 53 s with both)
+        dims = state.score.shape[1]
+        # two inputs: the score's choice (tllverifybench N=40: 36 s -> 53 s with both)
+        k = max(1, min(self.settings.input_candidates, dims)) if dims >= 3 else 1
         cand_score, cand = state.score.topk(k, dim=1)
         every = BabState.cat([self.split_inputs(state, cand[:, j]) for j in range(k)])
         b = self.bound_and_score(every)  # own bounds: the parent's would hide the choice
