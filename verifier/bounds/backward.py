@@ -24,7 +24,16 @@ import torch
 
 from verifier.bounds.limits import check_memory
 from verifier.graph import Graph, Node
-from verifier.ops.base import Interval, ParamInit, Params, Relaxation, Tensor, gamma, safe_mul
+from verifier.ops.base import (
+    Interval,
+    ParamInit,
+    Params,
+    Relaxation,
+    Tensor,
+    Window,
+    gamma,
+    safe_mul,
+)
 
 Noise = tuple[Tensor, bool]  # per node: the bound on its rounding noise (B, n, 1), all finite
 Splits = dict[str, Interval]  # branch-and-bound: per split node, per-domain limits (B, *shape)
@@ -170,7 +179,7 @@ def backward(nb: NodeBounds, start: str, A: Tensor, slopes: Slopes | None = None
         if final and betas is not None and node.name in betas.pairs:
             coeff, extra = betas.terms(node.name, coeff)
             bias = bias + extra
-        coeff, charge = _rounding(nb, node.name, coeff)
+        coeff, charge = rounding(nb, node.name, coeff)
         bias = bias - charge
         relaxation = nb.relaxation(node)
         params = None
@@ -184,15 +193,24 @@ def backward(nb: NodeBounds, start: str, A: Tensor, slopes: Slopes | None = None
     return pending.get(graph.input_name), bias
 
 
-def _rounding(nb: NodeBounds, name: str, A: Tensor) -> tuple[Tensor, Tensor | float]:
+def rounding(nb: NodeBounds, name: str, A: Tensor, window: Window | None = None
+             ) -> tuple[Tensor, Tensor | float]:
     """The node's floating-point value v = op(inputs) + eta, |eta| <= noise, or for a
     non-negative op that rounds relatively v = f (1 + delta), |delta| <= k u: the
-    coefficients on f (A v >= A' f) and what the noise takes off the bound, |A| . noise."""
+    coefficients on f (A v >= A' f) and what the noise takes off the bound, |A| . noise
+    (A over ``window`` of an (N, C, H, W) node: the noise bound cut to it)."""
     ku = nb.relative.get(name)
     if ku is not None:
         A = A.clamp(min=0) * (1 - ku) + A.clamp(max=0) * (1 + ku)
     noise = nb.noise.get(name)
-    return A, (0.0 if noise is None else _noise_term(A, noise))
+    if noise is None:
+        return A, 0.0
+    if window is not None:
+        column, finite = noise
+        (y0, y1), (x0, x1) = window
+        cut = column.reshape(column.shape[0], *nb.graph.node(name).shape)[..., y0:y1, x0:x1]
+        noise = cut.reshape(cut.shape[0], -1, 1), finite
+    return A, _noise_term(A, noise)
 
 
 def _noise_term(A: Tensor, noise: Noise) -> Tensor:

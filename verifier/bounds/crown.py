@@ -55,7 +55,8 @@ def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
     """CROWN lower bounds (B, R) of C y - d over the boxes, over the intermediate bounds
     ``nb`` (computed here when None; raises Interrupted when ``expired`` turns true)."""
     if nb is None:
-        nb = intermediate.compute(graph, lower, upper, stop=expired)
+        nb = intermediate.compute(graph, lower, upper, stop=expired,
+                                  reach=intermediate.reached(graph, C))
     return bound(nb, graph.output_name, _coefficients(graph, C)) - d
 
 
@@ -71,25 +72,29 @@ def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: T
     recording the tightest bound of every intermediate node met on the way (each is sound,
     so their intersection is); then the final rows' slopes alone over those tightest
     bounds, a pass from the output only, so its iterations are cheap."""
-    nb = intermediate.compute(graph, lower, upper, stop=expired)
+    reach = intermediate.reached(graph, C)
+    nb = intermediate.compute(graph, lower, upper, stop=expired, reach=reach)
     tightest: dict[str, Interval] = {}
     _tighten(tightest, nb.box)
     best = crown_rows(graph, lower, upper, C, d, nb).detach()
     if not ((settings.early_stop and bool((best > 0).all())) or settings.iterations == 0):
-        best = _optimise(nb, _coefficients(graph, C), d, best, settings, tightest, expired)
+        best = _optimise(nb, _coefficients(graph, C), d, best, settings, tightest, expired,
+                         reach)
     if boxes_out is not None:
         boxes_out.update(tightest)  # CROWN's boxes, tightened by every iteration
     return best
 
 
 def _optimise(nb: NodeBounds, A: Tensor, d: Tensor, best: Tensor, settings: AlphaSettings,
-              tightest: dict[str, Interval], expired: Callable[[], bool]) -> Tensor:
+              tightest: dict[str, Interval], expired: Callable[[], bool],
+              reach: dict[str, Tensor]) -> Tensor:
     graph = nb.graph
     slopes = Slopes(settings.memory_budget)
     last = [nb]
 
     def joint() -> Tensor:
-        last[0] = intermediate.compute(graph, nb.lower, nb.upper, slopes=slopes, stop=expired)
+        last[0] = intermediate.compute(graph, nb.lower, nb.upper, slopes=slopes, stop=expired,
+                                       reach=reach)
         _tighten(tightest, last[0].box)
         return bound(last[0], graph.output_name, A, slopes) - d
 

@@ -12,12 +12,13 @@ sensitive (``Op.insensitive``: a stable ReLU's lines are exact whatever its boun
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from verifier.bounds import forward
+from verifier.bounds import forward, window
 from verifier.bounds.backward import NodeBounds, Slopes, Splits, bound
 from verifier.bounds.limits import Interrupted, check_memory, row_chunk
 from verifier.graph import Graph, Node, round_box
@@ -46,12 +47,14 @@ class Known:
 def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = True,
             splits: Splits | None = None, known: Known = Known(),
             slopes: Slopes | None = None, stop: Callable[[], bool] = never,
-            loosen: Callable[[str, Interval], Interval] | None = None) -> NodeBounds:
+            loosen: Callable[[str, Interval], Interval] | None = None,
+            reach: dict[str, Tensor] | None = None) -> NodeBounds:
     """Bounds of every node over the boxes ``lower``/``upper`` (B, n): IBP, tightened by the
     backward pass for the inputs of nonlinear ops (``slopes``: alpha-CROWN's parameters for
     those passes), within branch-and-bound's split limits.  ``loosen`` widens the bounds
     of each input of a nonlinear op before later nodes use them (proofs: see prove.py).
-    Raises Interrupted once ``stop()`` holds."""
+    ``reach`` (see ``reached``): only the entries it holds get backward passes, the rest
+    keep their interval bounds.  Raises Interrupted once ``stop()`` holds."""
     nb = _empty(graph, graph.to_input_shape(lower), graph.to_input_shape(upper))
     needed = {name for node in graph.nodes if not node.op.linear for name in node.inputs}
     crowned = {graph.input_name}
@@ -83,18 +86,19 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
             nb.box[node.name] = _within(nb, limits.get(node.name), lo, hi)
         if not use_crown or node.name not in needed or node.name == graph.output_name:
             continue
-        if node.op.exact_move and all(name in crowned for name in node.inputs):
-            crowned.add(node.name)
+        if node.op.exact_move and all(name in crowned for name in node.inputs) or \
+                node.op.linear and node.inputs == [graph.input_name]:
+            crowned.add(node.name)  # an affine map of the box: its interval bounds are exact
             continue
-        rows = _rows(nb, node.name, *nb.box[node.name]).numel()
-        if rows == 0:
+        rows = _rows(nb, node.name, *nb.box[node.name], reach)
+        if rows.numel() == 0:
             continue
         if form is not None and slopes is None and \
-                forward.backward_cost(nb, node, rows) > forward.BACKWARD_BUDGET:
+                forward.backward_cost(nb, node, rows.numel()) > forward.BACKWARD_BUDGET:
             continue  # the forward bounds stand in for a costly backward pass
         if stop():
             raise Interrupted
-        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop)
+        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop, rows)
         nb.box[node.name] = _within(nb, limits.get(node.name), *tight)
         crowned.add(node.name)
     if loosen is not None and graph.nodes:
@@ -116,13 +120,13 @@ def _empty(graph: Graph, lower: Tensor, upper: Tensor) -> NodeBounds:
 
 def _tightened(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                fixed: dict[str, Interval] | None, slopes: Slopes | None,
-               stop: Callable[[], bool]) -> Interval:
+               stop: Callable[[], bool], rows: Tensor) -> Interval:
     given = fixed.get(node.name) if fixed is not None else None
     if given is not None:
         return torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
     if node.op.ibp_exact:
         return lo, hi
-    return _node_bounds(nb, node, lo, hi, slopes, stop)
+    return _node_bounds(nb, node, lo, hi, slopes, stop, rows)
 
 
 def _note_rounding(nb: NodeBounds, node: Node, ins: list[Interval], out: Interval
@@ -165,9 +169,50 @@ def _within(nb: NodeBounds, limit: Interval | None, lo: Tensor, hi: Tensor) -> I
     return lo, torch.maximum(hi, lo)
 
 
-def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
+def reached(graph: Graph, C: Tensor) -> dict[str, Tensor]:
+    """Per node, the entries (flat, bool) to which the backward pass of the final rows
+    ``C`` (B, R, m) on the output can give a coefficient, i.e. whose bounds can matter to
+    them (a detector's few outputs see a small part of each feature map).  Linear ops carry
+    a random positive probe through their transpose (an exact zero by cancellation costs an
+    entry its backward bounds, never soundness); elementwise ops pass the entries through;
+    other nonlinear ops reach every entry of their inputs."""
+    generator = torch.Generator().manual_seed(0)
+    found = {graph.output_name: (C != 0).flatten(0, 1).any(dim=0).reshape(graph.output_shape)}
+    for node in reversed(graph.nodes):
+        mask = found.get(node.name)
+        if mask is None:
+            continue
+        if node.op.linear:
+            probe = torch.rand(mask.shape, generator=generator, dtype=torch.float64) + 0.5
+            probe = (probe.to(C.device, C.dtype) * mask).reshape(1, 1, *mask.shape)
+            op: Any = node.op
+            ins = [a.reshape(a.shape[2:]) != 0 for a in op.backward(probe)]
+        elif node.op.elementwise:
+            ins = [mask]
+        else:
+            ins = [torch.ones(_shape(graph, i), dtype=torch.bool, device=C.device)
+                   for i in node.inputs]
+        for name, m in zip(node.inputs, ins, strict=True):
+            found[name] = found[name] | m if name in found else m
+    return {name: m.flatten() for name, m in found.items()}
+
+
+def _shape(graph: Graph, name: str) -> tuple[int, ...]:
+    return graph.input_shape if name == graph.input_name else graph.node(name).shape
+
+
+def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor,
+          reach: dict[str, Tensor] | None = None) -> Tensor:
     """Flat indices of the node's entries some user's relaxation is sensitive to anywhere
-    in the batch (given the node's bounds lo, hi): the rows its backward pass bounds."""
+    in the batch (given the node's bounds lo, hi) and, with ``reach``, that it holds: the
+    rows its backward pass bounds."""
+    mask = _sensitive(nb, name, lo, hi)
+    if reach is not None and name in reach:
+        mask = mask & reach[name]
+    return mask.nonzero().flatten()
+
+
+def _sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
     graph = nb.graph
     sensitive = None
     for user in graph.users[name]:
@@ -178,12 +223,12 @@ def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
                 continue
             flat = node.op.insensitive(k, ins)  # type: ignore[arg-type]
             if flat is None:
-                return torch.arange(lo[0].numel(), device=lo.device)
+                return torch.ones(lo[0].numel(), dtype=torch.bool, device=lo.device)
             mask = (~flat).reshape(flat.shape[0], -1).any(dim=0)
             sensitive = mask if sensitive is None else sensitive | mask
     if sensitive is None:
-        return torch.arange(lo[0].numel(), device=lo.device)
-    return sensitive.nonzero().flatten()
+        return torch.ones(lo[0].numel(), dtype=torch.bool, device=lo.device)
+    return sensitive
 
 
 class _UserInputs(Sequence[Interval]):
@@ -221,17 +266,14 @@ def _bytes_per_row(nb: NodeBounds, node: Node, kept: bool) -> int:
 
 
 def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
-                 slopes: Slopes | None, stop: Callable[[], bool]) -> Interval:
-    """Backward-pass bounds of the node intersected with (lo, hi), for the rows some user
-    is sensitive to (in chunks of ROW_CHUNK rows: +e_i and -e_i)."""
+                 slopes: Slopes | None, stop: Callable[[], bool], rows: Tensor) -> Interval:
+    """Backward-pass bounds of the node intersected with (lo, hi), for ``rows`` (in chunks
+    of ROW_CHUNK rows: +e_i and -e_i; alpha-CROWN keeps those of its first pass)."""
     name, shape, B = node.name, node.shape, nb.size
     n = math.prod(shape)
     lo_f, hi_f = lo.reshape(B, n), hi.reshape(B, n)
-    rows = slopes.rows_of_node.get(name) if slopes is not None else None
-    if rows is None:  # fixed on first use, so the slopes' shapes stay put
-        rows = _rows(nb, name, lo, hi)
-        if slopes is not None:
-            slopes.rows_of_node[name] = rows
+    if slopes is not None:  # fixed on first use, so the slopes' shapes stay put
+        rows = slopes.rows_of_node.setdefault(name, rows)
     new_lo, new_hi = lo_f.clone(), hi_f.clone()
     half = slopes.chunk_of_node.get(name) if slopes is not None else None
     if half is None:
@@ -239,15 +281,34 @@ def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                                 ROW_CHUNK) // 2)
         if slopes is not None:
             slopes.chunk_of_node[name] = half
-    for chunk, start in enumerate(range(0, len(rows), half)):
+    groups = window.tiles(nb.graph, name, rows) if slopes is None and len(rows) else None
+    for idx, lb in _passes(nb, node, rows, half, slopes, groups):
         if stop():
             raise Interrupted
-        idx = rows[start:start + half]
         k = len(idx)
-        eye = torch.zeros(k, n, dtype=lo.dtype, device=lo.device)
-        eye[torch.arange(k), idx] = 1
-        A = torch.cat([eye, -eye]).reshape(1, 2 * k, *shape).expand(B, -1, *shape)
-        lb = bound(nb, name, A, slopes, chunk)
         new_lo[:, idx] = torch.fmax(lo_f[:, idx], lb[:, :k])  # a NaN side is ignored
         new_hi[:, idx] = torch.fmin(hi_f[:, idx], -lb[:, k:])
     return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+
+
+def _passes(nb: NodeBounds, node: Node, rows: Tensor, half: int, slopes: Slopes | None,
+            groups: list[tuple[window.Plan, Tensor]] | None
+            ) -> Iterator[tuple[Tensor, Tensor]]:
+    """Per chunk of at most ``half`` rows: the rows and the lower bounds (B, 2k) of +e_i
+    then -e_i, by passes on windows (``groups``: rows by tile, with their plans) or on
+    the whole tensors (chunk c of ``slopes``' parameters)."""
+    shape, B, n = node.shape, nb.size, math.prod(node.shape)
+    if groups is not None:
+        for plan, tile_rows in groups:
+            for start in range(0, len(tile_rows), half):
+                idx = tile_rows[start:start + half]
+                A = window.unit_rows(shape, idx, plan[node.name], B, nb.lower.dtype)
+                yield idx, window.bound(nb, node.name, A, plan)
+        return
+    for chunk, start in enumerate(range(0, len(rows), half)):
+        idx = rows[start:start + half]
+        k = len(idx)
+        eye = torch.zeros(k, n, dtype=nb.lower.dtype, device=nb.lower.device)
+        eye[torch.arange(k), idx] = 1
+        A = torch.cat([eye, -eye]).reshape(1, 2 * k, *shape).expand(B, -1, *shape)
+        yield idx, bound(nb, node.name, A, slopes, chunk)

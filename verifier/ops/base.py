@@ -22,6 +22,8 @@ import torch
 
 Tensor = torch.Tensor
 Interval = tuple[Tensor, Tensor]
+#: half-open (start, stop) rows and columns of the last two axes of an (N, C, H, W) tensor
+Window = tuple[tuple[int, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,22 @@ class Op:
         if self.monotone:
             return self.forward(*(b[0] for b in bounds)), self.forward(*(b[1] for b in bounds))
         raise NotImplementedError(f"{type(self).__name__} has no interval rule")
+
+    # -- windows (verifier/bounds/window.py) ---------------------------------------------
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        """The window of variable input k that the output entries in window ``out`` depend
+        on, within the input; None when the op cannot say (its passes then run on whole
+        tensors).  Elementwise ops with scalar constants: ``out`` itself."""
+        if self.elementwise and all(np.size(v) == 1 for v in self._consts.values()):
+            return out
+        return None
+
+    def window_transpose(self, A: Tensor, out: Window) -> list[Tensor]:
+        """A linear op's transpose for coefficients A (B, R, N, C, h, w) over the output
+        window ``out``: the coefficients over each input's ``window_of_input``.  The
+        default, ``backward`` as it is, holds for ops that act entry by entry."""
+        op: Any = self
+        return op.backward(A)
 
     # -- linear bounds (the backward pass) ------------------------------------------------
     def relax(self, ins: list[Interval], out: Interval) -> Relaxation:

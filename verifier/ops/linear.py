@@ -23,6 +23,7 @@ from verifier.ops.base import (
     OpFormError,
     Tensor,
     Var,
+    Window,
     affine_rounding,
     align,
     register,
@@ -92,8 +93,9 @@ def sum_to_shape(A: Tensor, shape: tuple[int, ...]) -> Tensor:
     return A.sum(dim=dims, keepdim=True) if dims else A
 
 
-def bias_term(op: Op, A: Tensor) -> Tensor:
-    """A . f(0) summed over the output entries: (B, R)."""
+def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
+    """A . f(0) summed over the output entries (those in ``window`` when A covers only
+    that window of an (N, C, H, W) output): (B, R)."""
     key = (-1, A.device, A.dtype)
     offset = op._cache.get(key)
     if offset is None:
@@ -103,6 +105,9 @@ def bias_term(op: Op, A: Tensor) -> Tensor:
         op._cache[key] = offset
     if not bool((offset != 0).any()):
         return A.new_zeros(A.shape[:2])
+    if window is not None:
+        (y0, y1), (x0, x1) = window
+        offset = offset[..., y0:y1, x0:x1]
     return (A * offset.unsqueeze(1)).flatten(2).sum(-1)
 
 
@@ -283,6 +288,41 @@ class Conv(AffineOp):
         B, R = A.shape[:2]
         return [(A.reshape(B * R, -1) @ W).reshape(B, R, *self.var_shapes[0])]
 
+    def _geometry(self) -> tuple[list[int], list[int], list[int]] | None:
+        """Strides, dilations and leading pads of a 2-d convolution; None for others."""
+        w = self.const_np(1)
+        if w.ndim != 4:
+            return None
+        strides = list(self.attrs.get("strides", [1, 1]))
+        dil = list(self.attrs.get("dilations", [1, 1]))
+        pads = _conv_pads(self.attrs, tuple(self.var_shapes[0][-2:]), tuple(w.shape[2:]),
+                          strides, dil)
+        return strides, dil, pads[:2]
+
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        geometry = self._geometry()
+        if geometry is None:
+            return None
+        kernel, sizes = self.const_np(1).shape[2:], self.var_shapes[0][-2:]
+        return tuple(  # type: ignore[return-value]
+            (max(0, a * s - p), min(size, (b - 1) * s - p + (kk - 1) * d + 1))
+            for (a, b), size, kk, s, d, p in zip(out, sizes, kernel, *geometry, strict=True))
+
+    def window_transpose(self, A: Tensor, out: Window) -> list[Tensor]:
+        """The transposed convolution of the window's coefficients covers the input from
+        row ``a * stride - pad`` on; the part inside the input is the input's window."""
+        strides, dil, pads = self._geometry()  # type: ignore[misc]
+        inner = self.window_of_input(0, out)
+        assert inner is not None
+        flat = A.reshape(-1, *A.shape[-3:])
+        full = F.conv_transpose2d(flat, self.const(1, A), None, strides, 0, 0,
+                                  int(self.attrs.get("group", 1)), dil)
+        (y0, y1), (x0, x1) = inner
+        oy, ox = (lo - (a * s - p) for lo, (a, _), s, p in
+                  zip((y0, x0), out, strides, pads, strict=True))
+        part = full[..., oy:oy + y1 - y0, ox:ox + x1 - x0]
+        return [part.reshape(*A.shape[:-3], *part.shape[1:])]
+
     def _dense(self, like: Tensor) -> Tensor | None:
         """(n_out, n_in): d output / d input, or None when too large."""
         n_in, n_out = math.prod(self.var_shapes[0]), math.prod(self.out_shape)
@@ -378,6 +418,9 @@ class BatchNormalization(AffineOp):
     def backward(self, A: Tensor) -> list[Tensor]:
         return [A * self._scale_shift(A[:, 0])[0]]
 
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        return out  # per channel
+
 
 @register
 class Add(AffineOp):
@@ -418,6 +461,12 @@ class Add(AffineOp):
     def backward(self, A: Tensor) -> list[Tensor]:
         return [sum_to_shape(A * s if s != 1.0 else A, shape)
                 for s, shape in zip(self._signs(), self.var_shapes, strict=True)]
+
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        return out if tuple(self.var_shapes[k]) == tuple(self.out_shape) else None
+
+    def window_transpose(self, A: Tensor, out: Window) -> list[Tensor]:
+        return [A * s if s != 1.0 else A for s in self._signs()]
 
 
 @register

@@ -20,6 +20,7 @@ from verifier.ops.base import (
     OpFormError,
     Tensor,
     Var,
+    Window,
     affine_rounding,
     align,
     axis,
@@ -110,6 +111,9 @@ class Identity(MoveOp):
 
     def bias_term(self, A: Tensor) -> Tensor:
         return A.new_zeros(A.shape[:2])
+
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        return out
 
 
 @register
@@ -316,6 +320,41 @@ class Pad(MoveOp):
         return x
 
 
+    def _shift(self) -> tuple[int, int] | None:
+        """The leading pads of rows and columns when the op pads only those, with
+        zeros, of an (N, C, H, W) tensor; else None."""
+        rank = len(self.var_shapes[0])
+        pads = self.attr_or_input("pads", 1) or [0] * (2 * rank)
+        axes = [axis(a, rank) - 1 for a in (self.attr_or_input("axes", 3) or range(rank))]
+        n = len(axes)
+        mode = self.attrs.get("mode", "constant")
+        value = float(self.attrs.get("value", 0.0))
+        if self.has_const(2) and self.const_np(2).size:
+            value = float(self.const_np(2).ravel()[0])
+        if rank != 4 or mode not in ("constant", b"constant") or min(pads) < 0:
+            return None
+        by_axis = {a: (pads[i], pads[i + n]) for i, a in enumerate(axes)}
+        if any(by_axis.get(a, (0, 0)) != (0, 0) for a in (0, 1)) or \
+                (value != 0 and any(pads)):
+            return None
+        return by_axis.get(2, (0, 0))[0], by_axis.get(3, (0, 0))[0]
+
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        shift = self._shift()
+        if shift is None:
+            return None
+        return tuple((max(0, a - p), min(size, b - p)) for (a, b), p, size in  # type: ignore
+                     zip(out, shift, self.var_shapes[0][-2:], strict=True))
+
+    def window_transpose(self, A: Tensor, out: Window) -> list[Tensor]:
+        """The output entries that copy the input's window; the rest are the pads."""
+        shift, inner = self._shift(), self.window_of_input(0, out)
+        assert shift is not None and inner is not None
+        (y0, y1), (x0, x1) = inner
+        oy, ox = y0 + shift[0] - out[0][0], x0 + shift[1] - out[1][0]
+        return [A[..., oy:oy + y1 - y0, ox:ox + x1 - x0]]
+
+
 def _pad_index(size: int, begin: int, end: int, mode: str) -> list[int]:
     """For each output position along one axis, the input entry it copies: ``edge`` repeats
     the end entries, ``wrap`` is periodic, ``reflect`` mirrors about the end entries (which
@@ -424,6 +463,44 @@ class AveragePool(MoveOp):
             include = bool(self.attrs.get("count_include_pad", 0))
             y = _avg_pool(xb, k, strides, dil, pads, include)
         return y.reshape(*x.shape[:2], *y.shape[1:])
+
+
+    def _geometry(self) -> tuple[list[int], list[int], list[int], list[int]] | None:
+        """Kernel, strides, dilations and leading pads of a 2-d pool that divides by its
+        whole kernel everywhere; None for others."""
+        if self.attrs["_op_type"] == "GlobalAveragePool" or len(self.var_shapes[0]) != 4:
+            return None
+        k = [int(v) for v in self.attrs["kernel_shape"]]
+        pads = [int(v) for v in self.attrs.get("pads", [0] * 4)]
+        if any(pads) and not self.attrs.get("count_include_pad", 0):
+            return None
+        strides = [int(v) for v in self.attrs.get("strides", [1, 1])]
+        dil = [int(v) for v in self.attrs.get("dilations", [1, 1])]
+        return k, strides, dil, pads[:2]
+
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        geometry = self._geometry()
+        if geometry is None:
+            return None
+        return tuple(  # type: ignore[return-value]
+            (max(0, a * s - p), min(size, (b - 1) * s - p + (kk - 1) * d + 1))
+            for (a, b), size, kk, s, d, p in zip(out, self.var_shapes[0][-2:], *geometry,
+                                                   strict=True))
+
+    def window_transpose(self, A: Tensor, out: Window) -> list[Tensor]:
+        """A transposed depthwise convolution with the weights 1 / kernel size, cut to the
+        input's window (as Conv's)."""
+        k, strides, dil, pads = self._geometry()  # type: ignore[misc]
+        inner = self.window_of_input(0, out)
+        assert inner is not None
+        flat = A.reshape(-1, 1, *A.shape[-2:])
+        kernel = flat.new_full((1, 1, *k), 1.0 / math.prod(k))
+        full = F.conv_transpose2d(flat, kernel, None, strides, 0, 0, 1, dil)
+        (y0, y1), (x0, x1) = inner
+        oy, ox = (lo - (a * s - p) for lo, (a, _), s, p in
+                  zip((y0, x0), out, strides, pads, strict=True))
+        part = full[..., oy:oy + y1 - y0, ox:ox + x1 - x0]
+        return [part.reshape(*A.shape[:-2], *part.shape[-2:])]
 
 
 def _avg_pool(x: Tensor, k: list[int], strides: list[int], dil: list[int], pads: list[int],

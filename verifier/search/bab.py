@@ -197,6 +197,7 @@ class BranchAndBound:
         # the root's intermediate bounds, one row per case (activation splitting reuses them);
         # given ones (alpha-CROWN's) are intersected with the root's own
         self.root_boxes = root_boxes
+        self.reach = intermediate.reached(self.graph, root.C)  # entries the rows can see
 
     # -- bounding ------------------------------------------------------------------------
     def _problems(self, state: BabState) -> ProblemBatch:
@@ -211,7 +212,7 @@ class BranchAndBound:
         with torch.no_grad():
             nb = intermediate.compute(self.graph, state.lower, state.upper,
                                       splits=state.splits, known=self._reusable(state),
-                                      stop=self.expired)
+                                      stop=self.expired, reach=self.reach)
         if self.mode == "activation" and not state.splits:  # the root: keep its bounds
             self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
                                nb.box.items()}
