@@ -30,6 +30,7 @@ from verifier.importer.onnx_import import Sizes
 from verifier.ort import JUDGE_OPTIMIZATION
 from verifier.property.core import Property
 from verifier.search.attack import Counterexample, confirm
+from verifier.search.discrete import enumerate_cases
 from verifier.verify import MethodRecord, Result
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -92,6 +93,17 @@ def verify_opaque(model: OpaqueModel, prop: Property, timeout: float) -> Result:
     else ``unknown`` saying why nothing could be proven."""
     start = time.monotonic()
     why = model.reason.splitlines()[0] if model.reason else "the model cannot be imported"
+    enumerated = enumerate_cases(model, prop, start + timeout)
+    if enumerated is not None:
+        verdict, cex, message = enumerated
+        seconds = time.monotonic() - start
+        record = MethodRecord("integer-classes", seconds, len(prop.cases),
+                              0 if verdict != "timeout" else len(prop.cases))
+        if cex is not None:
+            message = ("counterexample found by evaluating every integer class of the "
+                       "inputs the model reads only through casts to integers")
+        return Result(verdict, message, counterexamples=[cex] if cex else [],
+                      methods=[record], seconds=seconds)
     record = MethodRecord("onnxruntime-search", 0.0, len(prop.cases), len(prop.cases))
     found = search(model, prop, start + timeout)
     record.seconds = time.monotonic() - start
