@@ -48,13 +48,16 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
             splits: Splits | None = None, known: Known = Known(),
             slopes: Slopes | None = None, stop: Callable[[], bool] = never,
             loosen: Callable[[str, Interval], Interval] | None = None,
-            reach: dict[str, Tensor] | None = None) -> NodeBounds:
+            reach: dict[str, Tensor] | None = None,
+            backward_budget: float = forward.BACKWARD_BUDGET) -> NodeBounds:
     """Bounds of every node over the boxes ``lower``/``upper`` (B, n): IBP, tightened by the
     backward pass for the inputs of nonlinear ops (``slopes``: alpha-CROWN's parameters for
     those passes), within branch-and-bound's split limits.  ``loosen`` widens the bounds
     of each input of a nonlinear op before later nodes use them (proofs: see prove.py).
     ``reach`` (see ``reached``): only the entries it holds get backward passes, the rest
-    keep their interval bounds.  Raises Interrupted once ``stop()`` holds."""
+    keep their interval bounds.  Where forward bounds are at hand, a backward pass costing
+    more than ``backward_budget`` coefficient entries per domain is left to them.  Raises
+    Interrupted once ``stop()`` holds."""
     nb = _empty(graph, graph.to_input_shape(lower), graph.to_input_shape(upper))
     needed = {name for node in graph.nodes if not node.op.linear for name in node.inputs}
     crowned = {graph.input_name}
@@ -94,7 +97,7 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
         if rows.numel() == 0:
             continue
         if form is not None and slopes is None and \
-                forward.backward_cost(nb, node, rows.numel()) > forward.BACKWARD_BUDGET:
+                _pass_cost(nb, node, rows) > backward_budget:
             continue  # the forward bounds stand in for a costly backward pass
         if stop():
             raise Interrupted
@@ -116,6 +119,15 @@ def _empty(graph: Graph, lower: Tensor, upper: Tensor) -> NodeBounds:
     return NodeBounds(graph, lower, upper, {graph.input_name: (lower, upper)}, {}, {},
                       torch.zeros(lower.shape[0], dtype=torch.bool, device=lower.device),
                       graph.rounding(lower.dtype), torch.finfo(lower.dtype).eps / 2)
+
+
+def _pass_cost(nb: NodeBounds, node: Node, rows: Tensor) -> int:
+    """Coefficient entries the passes bounding ``rows`` of the node touch per domain (on
+    windows where they run on windows)."""
+    groups = window.tiles(nb.graph, node.name, rows)
+    if groups is None:
+        return forward.backward_cost(nb, node, rows.numel())
+    return window.cost(nb.graph, groups)
 
 
 def _tightened(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
@@ -302,7 +314,9 @@ def _passes(nb: NodeBounds, node: Node, rows: Tensor, half: int, slopes: Slopes 
         for plan, tile_rows in groups:
             for start in range(0, len(tile_rows), half):
                 idx = tile_rows[start:start + half]
-                A = window.unit_rows(shape, idx, plan[node.name], B, nb.lower.dtype)
+                tile = plan[node.name]
+                assert tile is not None
+                A = window.unit_rows(shape, idx, tile, B, nb.lower.dtype)
                 yield idx, window.bound(nb, node.name, A, plan)
         return
     for chunk, start in enumerate(range(0, len(rows), half)):

@@ -7,8 +7,10 @@ feature map a dense pass spends nearly all its work on those zeros.  The rows of
 positions (every channel) are bounded together here with coefficients held only on the
 window of each node that the tile reaches (``Op.window_of_input``, unioned over a node's
 users), and the result is the same lower bound as the dense pass's (same relaxations, same
-rounding charges, the input box cut to its window).  A pass that meets an op without a
-window rule, or a node that is not (N, C, H, W), is not planned: it runs densely.
+rounding charges, the input box cut to its window).  Below an op without a window rule,
+or a node that is not (N, C, H, W), the pass goes on over whole tensors (a generator's
+first layers, a Gemm and a Reshape, are small anyway); a start node that is not (N, C, H,
+W) or has no rule is not planned at all.
 """
 
 from __future__ import annotations
@@ -24,32 +26,46 @@ from verifier.graph import Graph
 from verifier.ops.base import Interval, Tensor, Window
 from verifier.ops.linear import bias_term
 
-Plan = dict[str, Window]  # per node the pass reaches: the window its coefficients cover
+Plan = dict[str, Window | None]  # per node the pass reaches: its coefficients' window
+#                                   (None: the whole tensor)
 
 #: tiles per side of a node's map (fewer, larger tiles: fewer passes, wider windows)
 TILES_PER_SIDE = 8
 
 
 def plan(graph: Graph, start: str, tile: Window) -> Plan | None:
-    """The window of every node the pass from ``tile`` of node ``start`` reaches; None when
-    an op on the way has no window rule or a node is not (N, C, H, W)."""
-    windows: Plan = {start: tile}
-    if len(graph.node(start).shape) != 4:
-        return None
+    """The window of every node the pass from ``tile`` of node ``start`` reaches, None for
+    the nodes it crosses on whole tensors: those below an op without a window rule, or not
+    (N, C, H, W), and all they reach.  None when the start node itself cannot be windowed
+    (or a window would be empty: outputs only padding reaches)."""
+    windows: dict[str, Window | None] = {start: tile}
     for node in reversed(graph.nodes[: graph.position(start) + 1]):
-        out = windows.get(node.name)
-        if out is None:
+        if node.name not in windows:
             continue
-        for k, name in enumerate(node.inputs):
-            shape = graph.input_shape if name == graph.input_name else graph.node(name).shape
-            inner = node.op.window_of_input(k, out) if len(shape) == 4 else None
-            if inner is None:
+        out = windows[node.name]
+        inners = [node.op.window_of_input(k, out) if out is not None and
+                  len(_shape(graph, name)) == 4 else None
+                  for k, name in enumerate(node.inputs)]
+        if any(inner is not None and any(a >= b for a, b in inner) for inner in inners):
+            return None
+        if out is not None and None in inners:  # this op runs on whole tensors
+            if node.name == start:
                 return None
-            old = windows.get(name)
-            windows[name] = inner if old is None else (
-                (min(old[0][0], inner[0][0]), max(old[0][1], inner[0][1])),
-                (min(old[1][0], inner[1][0]), max(old[1][1], inner[1][1])))
+            windows[node.name] = out = None
+            inners = [None] * len(inners)
+        for name, inner in zip(node.inputs, inners, strict=True):
+            if name not in windows:
+                windows[name] = inner
+            else:
+                old = windows[name]
+                windows[name] = None if old is None or inner is None else (
+                    (min(old[0][0], inner[0][0]), max(old[0][1], inner[0][1])),
+                    (min(old[1][0], inner[1][0]), max(old[1][1], inner[1][1])))
     return windows if graph.input_name in windows else None
+
+
+def _shape(graph: Graph, name: str) -> tuple[int, ...]:
+    return graph.input_shape if name == graph.input_name else graph.node(name).shape
 
 
 def tiles(graph: Graph, start: str, rows: Tensor) -> list[tuple[Plan, Tensor]] | None:
@@ -73,6 +89,20 @@ def tiles(graph: Graph, start: str, rows: Tensor) -> list[tuple[Plan, Tensor]] |
     return groups
 
 
+def cost(graph: Graph, groups: list[tuple[Plan, Tensor]]) -> int:
+    """Coefficient entries the passes of ``groups`` touch per domain, both signs of each
+    row over each node's window (``forward.backward_cost``'s measure)."""
+    total = 0
+    for windows, rows in groups:
+        entries = 0
+        for name, within in windows.items():
+            shape = _shape(graph, name)
+            entries += math.prod(shape) if within is None else math.prod(shape[:-2]) * (
+                (within[0][1] - within[0][0]) * (within[1][1] - within[1][0]))
+        total += 2 * len(rows) * entries
+    return total
+
+
 def unit_rows(shape: tuple[int, ...], idx: Tensor, window: Window, batch: int,
               dtype: torch.dtype) -> Tensor:
     """Rows +e_i then -e_i for the flat entries ``idx`` of a node of ``shape``, as
@@ -88,7 +118,8 @@ def unit_rows(shape: tuple[int, ...], idx: Tensor, window: Window, batch: int,
 
 def bound(nb: NodeBounds, start: str, A: Tensor, windows: Plan) -> Tensor:
     """Lower bound (B, R) of A . v_start over the input boxes, A (B, R, N, C, h, w) over
-    ``windows[start]``: ``backward.bound``'s, from coefficients held on windows."""
+    ``windows[start]``: ``backward.bound``'s, from coefficients held on windows (on whole
+    tensors where the plan says None)."""
     graph = nb.graph
     bias = A.new_zeros(A.shape[:2])
     pending = {start: A}
@@ -100,24 +131,32 @@ def bound(nb: NodeBounds, start: str, A: Tensor, windows: Plan) -> Tensor:
         out = windows[node.name]
         coeff, charge = rounding(nb, node.name, coeff, out)
         bias = bias - charge
-        if node.op.linear:
-            ins = node.op.window_transpose(coeff, out)
-            bias = bias + bias_term(node.op, coeff, out)
+        if out is None:
+            ins, b = nb.relaxation(node).backward(coeff)
+        elif node.op.linear:
+            ins, b = node.op.window_transpose(coeff, out), bias_term(node.op, coeff, out)
         else:  # elementwise: its relaxation over the window's bounds
-            relaxation = node.op.relax([_cut(nb.box[i], out) for i in node.inputs],
-                                       _cut(nb.box[node.name], out))
-            ins, b = relaxation.backward(coeff)
-            bias = bias + b
+            ins, b = node.op.relax([_cut(nb.box[i], out) for i in node.inputs],
+                                   _cut(nb.box[node.name], out)).backward(coeff)
+        bias = bias + b
         for k, (name, Ai) in enumerate(zip(node.inputs, ins, strict=True)):
-            inner = node.op.window_of_input(k, out)
-            assert inner is not None
-            Ai = _embed(Ai, inner, windows[name])
+            if out is not None:
+                inner = node.op.window_of_input(k, out)
+                assert inner is not None
+                Ai = _embed(Ai, inner, windows[name] or _whole(_shape(graph, name)))
             pending[name] = pending[name] + Ai if name in pending else Ai
     A_x = pending.get(graph.input_name)
     if A_x is None:
         return bias
-    box = _cut((nb.lower, nb.upper), windows[graph.input_name])
+    within = windows[graph.input_name]
+    if within is None:
+        return concretise(nb, A_x, bias)
+    box = _cut((nb.lower, nb.upper), within)
     return concretise(replace(nb, lower=box[0], upper=box[1]), A_x, bias)
+
+
+def _whole(shape: tuple[int, ...]) -> Window:
+    return (0, shape[-2]), (0, shape[-1])
 
 
 def _cut(box: Interval, window: Window) -> Interval:

@@ -385,6 +385,41 @@ class ConvTranspose(AffineOp):
     def abs_linear(self, r: Tensor) -> Tensor:
         return self._conv(r, self.const(1, r).abs())
 
+    def _geometry(self) -> tuple[list[int], list[int], list[int], list[int]] | None:
+        """Kernel, strides, dilations and leading pads of a 2-d one; None for others."""
+        w = self.const_np(1)
+        if w.ndim != 4:
+            return None
+        pads = list(self.attrs.get("pads", [0] * 4))
+        return (list(w.shape[2:]), list(self.attrs.get("strides", [1, 1])),
+                list(self.attrs.get("dilations", [1, 1])), pads[:2])
+
+    def window_of_input(self, k: int, out: Window) -> Window | None:
+        """Input i reaches outputs i * stride + j * dilation - pad (j < kernel)."""
+        geometry = self._geometry()
+        if geometry is None:
+            return None
+        return tuple(  # type: ignore[return-value]
+            (max(0, -(-(a + p - (kk - 1) * d) // s)), min(size, (b - 1 + p) // s + 1))
+            for (a, b), size, kk, s, d, p in zip(out, self.var_shapes[0][-2:], *geometry,
+                                                   strict=True))
+
+    def window_transpose(self, A: Tensor, out: Window) -> list[Tensor]:
+        """A convolution of the coefficients, padded (or cut) to the outputs the input's
+        window reaches."""
+        kernel, strides, dil, pads = self._geometry()  # type: ignore[misc]
+        inner = self.window_of_input(0, out)
+        assert inner is not None
+        torch_pads: list[int] = []
+        for (i0, i1), (a, b), kk, s, d, p in reversed(list(zip(inner, out, kernel, strides,
+                                                               dil, pads, strict=True))):
+            first, end = i0 * s - p, (i1 - 1) * s - p + (kk - 1) * d + 1
+            torch_pads += [a - first, end - b]
+        flat = F.pad(A.reshape(-1, *A.shape[-3:]), torch_pads)
+        part = F.conv2d(flat, self.const(1, A), None, strides, 0, dil,
+                        int(self.attrs.get("group", 1)))
+        return [part.reshape(*A.shape[:-3], *part.shape[1:])]
+
 
 @register
 class BatchNormalization(AffineOp):

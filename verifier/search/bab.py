@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from verifier.bounds import intermediate
+from verifier.bounds import forward, intermediate
 from verifier.bounds.backward import NodeBounds, backward, concretise
 from verifier.bounds.crown import optimise_final
 from verifier.bounds.limits import Interrupted, MemoryExceeded
@@ -42,6 +42,11 @@ from verifier.search.guided import GuidedSettings, guided_points, start_points
 
 Tensor = torch.Tensor
 
+
+#: coefficient entries per domain a backward pass may cost at the root before forward
+#: bounds stand in for it (each later domain: ``forward.BACKWARD_BUDGET``); the root's
+#: bounds hold on every domain, which intersects its own with them
+ROOT_BACKWARD_BUDGET = 1_000_000_000
 
 @dataclass(frozen=True)
 class BabSettings:
@@ -209,11 +214,13 @@ class BranchAndBound:
 
     def bound(self, state: BabState) -> tuple[Tensor, Tensor, DomainBounds]:
         """Per-domain disjunct bounds (N, D) and the weakest one (N,)."""
+        root = self.root_boxes is None or self.mode == "activation" and not state.splits
         with torch.no_grad():
-            nb = intermediate.compute(self.graph, state.lower, state.upper,
-                                      splits=state.splits, known=self._reusable(state),
-                                      stop=self.expired, reach=self.reach)
-        if self.mode == "activation" and not state.splits:  # the root: keep its bounds
+            nb = intermediate.compute(
+                self.graph, state.lower, state.upper, splits=state.splits,
+                known=self._reusable(state), stop=self.expired, reach=self.reach,
+                backward_budget=ROOT_BACKWARD_BUDGET if root else forward.BACKWARD_BUDGET)
+        if root:  # keep the root's bounds: every domain's are intersected with them
             self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
                                nb.box.items()}
         C, d = self.root.C[state.case], self.root.d[state.case]
@@ -241,10 +248,12 @@ class BranchAndBound:
         taken as they are: a split only changes the bounds of its node and those after it,
         so nodes before the earliest split node keep the root's bounds (when the domains'
         input boxes are their case's root box)."""
-        if self.root_boxes is None or self.mode != "activation":
+        if self.root_boxes is None:
             return intermediate.Known()
         case = state.case
         known = {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}
+        if self.mode == "input":  # sub-boxes of the root's
+            return intermediate.Known(known)
         same = bool((state.lower == self.root.lower[case]).all()) and \
             bool((state.upper == self.root.upper[case]).all())
         if not state.splits or not same:
