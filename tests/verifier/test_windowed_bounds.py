@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from verifier import load_model
 from verifier.bounds import intermediate, window
-from verifier.bounds.crown import crown_rows
+from verifier.bounds.crown import AlphaSettings, alpha_crown_rows, crown_rows
 
 
 def _net(seed: int, size: int = 12, head: int = 2) -> bytes:
@@ -255,3 +255,20 @@ def test_bounds_where_the_rows_look_give_the_same_final_bound(tmp_path, monkeypa
     name = relu_inputs[-1]  # outside the reach: interval bounds, looser
     assert ((nb.box[name][1] - nb.box[name][0]) >= (full.box[name][1] - full.box[name][0])
             - 1e-12).all()
+
+
+def test_alpha_crown_passes_without_parameters_run_on_windows(tmp_path, monkeypatch):
+    """Where no intermediate pass would get alpha-CROWN's parameters (budget 0), its
+    passes run on windows, and its bound is the one of passes on whole tensors."""
+    _, model = _load(tmp_path, _net(5))
+    lo, hi = _box(model, 5, 0.05)
+    C = torch.eye(model.n_outputs, dtype=torch.float64)[:4].expand(2, 4, -1)
+    d = torch.full((2, 4), 1e3, dtype=torch.float64)  # every row open: all iterations run
+    settings = AlphaSettings(iterations=5, refine_iterations=3, memory_budget=0)
+    planned = []
+    real_tiles = window.tiles
+    monkeypatch.setattr(window, "tiles", lambda *a: planned.append(1) or real_tiles(*a))
+    windowed = alpha_crown_rows(model.graph, lo, hi, C, d, settings)
+    assert len(planned) > 4
+    dense = _dense(monkeypatch, lambda: alpha_crown_rows(model.graph, lo, hi, C, d, settings))
+    assert torch.allclose(windowed, dense, rtol=1e-7, atol=1e-9)  # Adam on rounding noise

@@ -293,7 +293,10 @@ def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                                 ROW_CHUNK) // 2)
         if slopes is not None:
             slopes.chunk_of_node[name] = half
-    groups = window.tiles(nb.graph, name, rows) if slopes is None and len(rows) else None
+    groups = window.tiles(nb.graph, name, rows) if len(rows) else None
+    if slopes is not None and groups is not None and \
+            not _slopeless(nb, groups, 2 * min(half, len(rows)), slopes.budget):
+        groups = None  # alpha-CROWN's parameters apply: passes on whole tensors
     for idx, lb in _passes(nb, node, rows, half, slopes, groups):
         if stop():
             raise Interrupted
@@ -303,12 +306,23 @@ def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
     return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
 
 
+def _slopeless(nb: NodeBounds, groups: list[tuple[window.Plan, Tensor]], rows: int,
+               budget: int) -> bool:
+    """Whether no nonlinear node the passes cross would get alpha-CROWN's parameters
+    (``Slopes.get``: over ``budget`` elements for a pass of ``rows`` rows), so that the
+    passes may run on windows, where there are none."""
+    graph = nb.graph
+    names = {name for plan, _ in groups for name in plan if name != graph.input_name}
+    return all(rows * math.prod(graph.node(name).shape) * nb.size > budget
+               for name in names if not graph.node(name).op.linear)
+
+
 def _passes(nb: NodeBounds, node: Node, rows: Tensor, half: int, slopes: Slopes | None,
             groups: list[tuple[window.Plan, Tensor]] | None
             ) -> Iterator[tuple[Tensor, Tensor]]:
     """Per chunk of at most ``half`` rows: the rows and the lower bounds (B, 2k) of +e_i
     then -e_i, by passes on windows (``groups``: rows by tile, with their plans) or on
-    the whole tensors (chunk c of ``slopes``' parameters)."""
+    the whole tensors (chunk c of ``slopes``' parameters; none on windows)."""
     shape, B, n = node.shape, nb.size, math.prod(node.shape)
     if groups is not None:
         for plan, tile_rows in groups:
