@@ -45,7 +45,48 @@ class MoveOp(Op):
     monotone = True
 
     def backward(self, A: Tensor) -> list[Tensor]:
-        return vjp_backward(self, A)
+        """A move's transpose adds each output's coefficient to the input entry it copies
+        (``_sources``, found once); other ops, and moves it cannot read, by autograd."""
+        found = self._sources(A) if self.exact_move else None
+        if found is None:
+            return vjp_backward(self, A)
+        positions, sources = found
+        B, R = A.shape[:2]
+        sizes = [math.prod(s) for s in self.var_shapes]
+        out = A.new_zeros(B, R, sum(sizes))
+        out.index_add_(2, sources, A.reshape(B, R, -1).index_select(2, positions))
+        return [part.reshape(B, R, *shape) for part, shape in
+                zip(out.split(sizes, dim=2), self.var_shapes, strict=True)]
+
+    def _sources(self, like: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(output positions, the flat index of the input entry each copies, counted over
+        the variable inputs in turn), by running the op on numbered inputs twice, the
+        numbers shifted by their count the second time: an output that shifts with them is
+        a copy (one that does not, a constant).  None when an output is neither."""
+        key = (-4, like.device, torch.long)
+        found: Any = self._cache.get(key)
+        if found is None:
+            total = sum(math.prod(s) for s in self.var_shapes)
+
+            def numbered(first: float) -> Tensor:
+                xs, start = [], first
+                for shape in self.var_shapes:
+                    size = math.prod(shape)
+                    xs.append(torch.arange(start, start + size, dtype=torch.float64,
+                                           device=like.device).reshape(1, *shape))
+                    start += size
+                with torch.no_grad():
+                    return self.forward(*xs).reshape(-1)
+
+            y1, y2 = numbered(1.0), numbered(1.0 + total)
+            moved = (y2 - y1) == total
+            src = y1 - 1
+            valid = moved & (src == src.round()) & (src >= 0) & (src < total)
+            positions = valid.nonzero().flatten()
+            unread = bool((moved & ~valid).any()) or not torch.isfinite(y1[~moved]).all()
+            found = () if unread else (positions, src[positions].long())
+            self._cache[key] = found
+        return found or None
 
     def bias_term(self, A: Tensor) -> Tensor:
         return bias_term(self, A)
