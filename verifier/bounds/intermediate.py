@@ -202,15 +202,11 @@ def reached(graph: Graph, C: Tensor) -> dict[str, Tensor]:
         elif node.op.elementwise:
             ins = [mask]
         else:
-            ins = [torch.ones(_shape(graph, i), dtype=torch.bool, device=C.device)
+            ins = [torch.ones(graph.shape(i), dtype=torch.bool, device=C.device)
                    for i in node.inputs]
         for name, m in zip(node.inputs, ins, strict=True):
             found[name] = found[name] | m if name in found else m
     return {name: m.flatten() for name, m in found.items()}
-
-
-def _shape(graph: Graph, name: str) -> tuple[int, ...]:
-    return graph.input_shape if name == graph.input_name else graph.node(name).shape
 
 
 def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor,

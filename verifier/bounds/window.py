@@ -44,7 +44,7 @@ def plan(graph: Graph, start: str, tile: Window) -> Plan | None:
             continue
         out = windows[node.name]
         inners = [node.op.window_of_input(k, out) if out is not None and
-                  len(_shape(graph, name)) == 4 else None
+                  len(graph.shape(name)) == 4 else None
                   for k, name in enumerate(node.inputs)]
         if any(inner is not None and any(a >= b for a, b in inner) for inner in inners):
             return None
@@ -62,10 +62,6 @@ def plan(graph: Graph, start: str, tile: Window) -> Plan | None:
                     (min(old[0][0], inner[0][0]), max(old[0][1], inner[0][1])),
                     (min(old[1][0], inner[1][0]), max(old[1][1], inner[1][1])))
     return windows if graph.input_name in windows else None
-
-
-def _shape(graph: Graph, name: str) -> tuple[int, ...]:
-    return graph.input_shape if name == graph.input_name else graph.node(name).shape
 
 
 def tiles(graph: Graph, start: str, rows: Tensor) -> list[tuple[Plan, Tensor]] | None:
@@ -96,7 +92,7 @@ def cost(graph: Graph, groups: list[tuple[Plan, Tensor]]) -> int:
     for windows, rows in groups:
         entries = 0
         for name, within in windows.items():
-            shape = _shape(graph, name)
+            shape = graph.shape(name)
             entries += math.prod(shape) if within is None else math.prod(shape[:-2]) * (
                 (within[0][1] - within[0][0]) * (within[1][1] - within[1][0]))
         total += 2 * len(rows) * entries
@@ -143,7 +139,7 @@ def bound(nb: NodeBounds, start: str, A: Tensor, windows: Plan) -> Tensor:
             if out is not None:
                 inner = node.op.window_of_input(k, out)
                 assert inner is not None
-                Ai = _embed(Ai, inner, windows[name] or _whole(_shape(graph, name)))
+                Ai = _embed(Ai, inner, windows[name] or _whole(graph.shape(name)))
             pending[name] = pending[name] + Ai if name in pending else Ai
     A_x = pending.get(graph.input_name)
     if A_x is None:

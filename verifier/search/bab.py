@@ -199,8 +199,8 @@ class BranchAndBound:
         self.started = time.monotonic()
         self.search_seconds = 0.0  # spent in the guided search
         self.searches = 0
-        # the root's intermediate bounds, one row per case (activation splitting reuses them);
-        # given ones (alpha-CROWN's) are intersected with the root's own
+        # the root's intermediate bounds, one row per case (every later domain's are
+        # intersected with them); given ones (alpha-CROWN's) meet the root's own
         self.root_boxes = root_boxes
         self.reach = intermediate.reached(self.graph, root.C)  # entries the rows can see
 
