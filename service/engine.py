@@ -10,16 +10,29 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from verifier.importer.onnx_import import Model, load_model
+from verifier.errors import ModelError, UnsupportedOpError
+from verifier.importer.onnx_import import Model, load_model, read_model_bytes
 from verifier.property import parse_json_spec, parse_vnnlib
+from verifier.search.blackbox import OpaqueModel, opaque_model
 from verifier.verify import Settings
 
 PROPERTY_FORMATS = ("vnnlib", "json")
+EngineModel = Model | OpaqueModel
 
 
-def import_model(data: bytes) -> Model:
-    """The engine's model for ONNX bytes; raises verifier.errors.ModelError."""
-    return load_model(data)
+def import_model(data: bytes) -> EngineModel:
+    """The engine's model for ONNX bytes; where the engine refuses an op but onnxruntime
+    runs the model, the model as onnxruntime runs it (verification then searches for
+    counterexamples, or enumerates inputs read only as integers: search/blackbox.py).
+    Raises verifier.errors.ModelError (the importer's reason when onnxruntime cannot run
+    the model either)."""
+    try:
+        return load_model(data)
+    except UnsupportedOpError as refused:
+        try:
+            return opaque_model(read_model_bytes(data), str(refused))
+        except ModelError:
+            raise refused from None
 
 
 def canonical_property_text(fmt: str, value: Any) -> str:
@@ -29,7 +42,7 @@ def canonical_property_text(fmt: str, value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def parse_property(fmt: str, text: str, model: Model) -> Any:
+def parse_property(fmt: str, text: str, model: EngineModel) -> Any:
     """The engine's Property for stored text, checked against the model's sizes.
 
     Raises verifier.property.SpecError (a ValueError) saying what is wrong and where.
@@ -60,10 +73,10 @@ class ModelCache:
 
     def __init__(self, size: int = 8):
         self.size = size
-        self._items: OrderedDict[str, Model] = OrderedDict()
+        self._items: OrderedDict[str, EngineModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sha256: str, load: Callable[[], bytes]) -> Model:
+    def get(self, sha256: str, load: Callable[[], bytes]) -> EngineModel:
         """The model for ``sha256``, calling ``load()`` for its bytes when not cached."""
         with self._lock:
             if sha256 in self._items:

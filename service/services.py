@@ -27,7 +27,13 @@ from verifier.errors import ModelError
 from verifier.importer.onnx_import import Model
 
 from .api.schemas import JobCreate
-from .engine import ModelCache, canonical_property_text, import_model, parse_property
+from .engine import (
+    EngineModel,
+    ModelCache,
+    canonical_property_text,
+    import_model,
+    parse_property,
+)
 from .jobspec import JobSpec
 from .keys import Caller
 from .lipschitz_jobs import REGION_FORMAT, region_text, validate_job
@@ -130,7 +136,7 @@ def unexpected_model_error(exc: Exception) -> str:
             f"it with the model): {type(exc).__name__}: {exc}")
 
 
-def import_checked(data: bytes) -> Model:
+def import_checked(data: bytes) -> EngineModel:
     """The engine's model for uploaded bytes; 400 / 422 saying why it cannot be used."""
     check_is_onnx(data)
     try:
@@ -252,7 +258,7 @@ def create_job(session: Session, caller: Caller, body: JobCreate, settings: Serv
     return job
 
 
-def _engine_model(cache: ModelCache, row: ModelRecord) -> Model:
+def _engine_model(cache: ModelCache, row: ModelRecord) -> EngineModel:
     try:
         return cache.get(row.sha256, lambda: row.onnx_bytes)
     except ModelError as exc:  # stored before the engine changed what it accepts
@@ -287,11 +293,14 @@ def property_text(body: JobCreate) -> tuple[str, str]:
     return REGION_FORMAT, region_text(lip.center, lip.lower, lip.upper)
 
 
-def check_job(spec: JobSpec, fmt: str, text: str, model: Model) -> None:
+def check_job(spec: JobSpec, fmt: str, text: str, model: EngineModel) -> None:
     """422 when the property (verify) or the Lipschitz job does not fit the model."""
     what = "lipschitz job" if spec.kind == "lipschitz" else "property"
+    if spec.kind == "lipschitz" and not isinstance(model, Model):
+        raise Invalid("a Lipschitz job needs a model the engine can bound; it cannot import "
+                      f"this one: {model.reason}")
     try:
-        if spec.kind == "lipschitz":
+        if spec.kind == "lipschitz" and isinstance(model, Model):
             validate_job(fmt, text, spec, model)
         else:
             parse_property(fmt, text, model)

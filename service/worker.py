@@ -30,11 +30,12 @@ from verifier.importer.onnx_import import Model
 from verifier.lipschitz import LipschitzProgress
 from verifier.property import SpecError
 from verifier.property.core import Property
+from verifier.search.blackbox import OpaqueModel, verify_opaque
 from verifier.verify import Progress, verify
 
 from . import proofs
 from .db import session_scope
-from .engine import import_model, parse_property
+from .engine import EngineModel, import_model, parse_property
 from .jobspec import JobSpec
 from .lipschitz_jobs import run_lipschitz
 from .settings import ServiceSettings
@@ -138,7 +139,7 @@ class JobInputs:
     onnx_bytes: bytes
     fmt: str
     text: str
-    model: Model = field(repr=False)
+    model: EngineModel = field(repr=False)
 
 
 def _run_attempt(job_id: str, attempt: int, settings: ServiceSettings,
@@ -174,11 +175,18 @@ def _run_verify(inputs: JobInputs, spec: JobSpec, device: str | None,
     engine = spec.engine_settings(device)
     if engine.device == "cpu":  # a GPU's budget stays the engine's (85% of its memory)
         engine = dataclasses.replace(engine, memory_budget=settings.memory_per_worker)
-    result = verify(model, prop, engine, progress=monitor.report,
-                    cancel=monitor.cancelled.is_set)
+    if isinstance(model, OpaqueModel):  # on onnxruntime alone (search/blackbox.py)
+        result = verify_opaque(model, prop, engine.timeout)
+    else:
+        result = verify(model, prop, engine, progress=monitor.report,
+                        cancel=monitor.cancelled.is_set)
     outcome = Outcome(result.verdict, result.message, result.seconds, result.to_dict(),
                       make_certificate(model, inputs.text, engine, result))
     outcome.proof = proofs.not_searched(settings.proofs, result.verdict, inputs.fmt)
+    if outcome.proof is None and isinstance(model, OpaqueModel):
+        outcome.proof = proofs.ProofRecord(
+            "unavailable", "proofs cover models the engine can bound; this verdict comes "
+                           "from evaluating the model on onnxruntime")
     if outcome.proof is None and not monitor.cancelled.is_set():  # (cancelled: see _finish)
         outcome.proof = _prove(inputs, prop, engine.device, settings, monitor, result.seconds)
     if settings.proofs == "required" and result.verdict == "verified" and \
@@ -200,6 +208,7 @@ def _prove(inputs: JobInputs, prop: Property, device: str, settings: ServiceSett
         return monitor.cancelled.is_set()
 
     cancel()
+    assert isinstance(inputs.model, Model)  # (a model run on onnxruntime alone has none)
     try:
         return proofs.search_and_check(inputs.model, prop, inputs.onnx_bytes, inputs.text,
                                        settings.proof_timeout, device, cancel)
@@ -218,11 +227,15 @@ def _withheld(outcome: Outcome, record: proofs.ProofRecord | None) -> Outcome:
     return Outcome("unknown", message, outcome.seconds, result, certificate, record)
 
 
-def _run_lipschitz(model: Model, fmt: str, text: str, spec: JobSpec,
+def _run_lipschitz(model: EngineModel, fmt: str, text: str, spec: JobSpec,
                    monitor: JobMonitor) -> Outcome:
     """The Lipschitz bracket under the job's deadline and cancel flag (on the CPU, in
     float64: the engine's Lipschitz code runs there whatever the device).  A bracket that
-    is not finite fails the job with the reason (it bounds nothing)."""
+    is not finite fails the job with the reason (it bounds nothing), as does a model the
+    engine cannot import (refused when the job is created, unless the engine changed)."""
+    if isinstance(model, OpaqueModel):
+        return Outcome("error", "a Lipschitz job needs a model the engine can bound; it "
+                       f"cannot import this one: {model.reason}", 0.0, None, None)
     deadline = time.monotonic() + spec.timeout
 
     def stop() -> bool:

@@ -6,12 +6,15 @@ Identical (model, property, settings) give identical certificates apart from tim
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verifier import __version__
 from verifier.importer.onnx_import import Model
 from verifier.lipschitz import LipschitzResult
 from verifier.verify import Result, Settings
+
+if TYPE_CHECKING:
+    from verifier.search.blackbox import OpaqueModel
 
 
 def property_sha256(text: str | bytes) -> str:
@@ -19,7 +22,7 @@ def property_sha256(text: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def make_certificate(model: Model, property_text: str | bytes, settings: Settings,
+def make_certificate(model: Model | OpaqueModel, property_text: str | bytes, settings: Settings,
                      result: Result) -> dict[str, Any]:
     """A JSON-able certificate of one verification."""
     body = result.to_dict()

@@ -26,7 +26,9 @@ def model_public(row: ModelRecord, request: Request) -> ModelPublic:
         id=row.id, sha256=row.sha256, owner=row.owner, filename=row.filename,
         size_bytes=row.size_bytes, input_shape=s["input"]["shape"],
         output_shape=s["output"]["shape"], n_inputs=s["n_inputs"], n_outputs=s["n_outputs"],
-        op_census=s["op_census"], n_parameters=s["n_parameters"], created_at=row.created_at,
+        op_census=s["op_census"], n_parameters=s["n_parameters"],
+        bounded=s.get("bounded", True), not_bounded_because=s.get("reason"),
+        created_at=row.created_at,
         url=str(request.url_for("get_model", model_id=row.id)))
 
 

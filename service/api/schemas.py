@@ -24,6 +24,10 @@ class ModelPublic(BaseModel):
     n_outputs: int
     op_census: dict[str, int]
     n_parameters: int
+    # false for a model the engine cannot import but onnxruntime runs: its jobs search for
+    # counterexamples (or enumerate inputs read only as integers) on onnxruntime alone
+    bounded: bool = True
+    not_bounded_because: str | None = None
     created_at: datetime
     url: str
 

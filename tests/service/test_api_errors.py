@@ -51,7 +51,10 @@ def test_empty_upload(client):
 
 
 def test_unsupported_op(client):
-    assert_error(post_bytes(client, onnx_bytes_with("TopK")), 422, "unsupported", "TopK")
+    """An op neither the engine nor onnxruntime runs (one only the engine refuses is
+    accepted: tests/service/test_unbounded_models.py)."""
+    assert_error(post_bytes(client, onnx_bytes_with("NotAnOp")), 422, "unsupported",
+                 "NotAnOp")
 
 
 def test_external_data(client):

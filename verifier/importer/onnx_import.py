@@ -87,6 +87,7 @@ class Model(Sizes):
             "output": {"name": self.output_name, "shape": list(self.output_shape)},
             "op_census": self.op_census,
             "n_parameters": self.n_parameters,
+            "bounded": True,
         }
 
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime
 
 from verifier.errors import ModelError
@@ -52,6 +54,20 @@ class OpaqueModel(Sizes):
     output_shape: tuple[int, ...]
     reason: str = ""  # why the engine could not import it
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """``Model.describe``'s summary, with ``bounded`` false and the importer's reason."""
+        graph = onnx.load_from_string(self.onnx_bytes).graph
+        return {
+            "sha256": self.sha256,
+            "input": {"name": self.input_name, "shape": list(self.input_shape),
+                      "dtype": str(self.input_dtype)},
+            "output": {"name": self.output_name, "shape": list(self.output_shape)},
+            "op_census": dict(Counter(n.op_type for n in graph.node)),
+            "n_parameters": int(sum(math.prod(t.dims) for t in graph.initializer)),
+            "bounded": False,
+            "reason": self.reason,
+        }
 
 
 def opaque_model(data: bytes, reason: str) -> OpaqueModel:
