@@ -10,7 +10,7 @@ a Lipschitz job on it is refused (422) naming the reason.
 from __future__ import annotations
 
 import numpy as np
-from service_testkit import API, onnx_bytes_with, wait_finished
+from service_testkit import API, NANO_ONNX, onnx_bytes_with, wait_finished
 
 from tests.verifier.test_integer_inputs import OFFSET, _model, _spec
 
@@ -56,3 +56,12 @@ def test_a_lipschitz_job_on_it_is_refused_with_the_reason(client, tmp_path):
     refused = client.post(f"{API}/jobs", json=body)
     assert refused.status_code == 422, refused.text
     assert "TopK" in refused.text
+
+
+def test_its_dashboard_page_says_it_cannot_be_bounded(client, tmp_path):
+    model = _upload(client, tmp_path, onnx_bytes_with("TopK"), "topk.onnx").json()
+    page = client.get(f"/models/{model['id']}").text
+    assert "the engine cannot import it" in page and "TopK" in page
+    bounded = _upload(client, tmp_path, NANO_ONNX.read_bytes(), "nano.onnx").json()
+    assert bounded["bounded"] is True
+    assert "cannot import it" not in client.get(f"/models/{bounded['id']}").text
