@@ -43,9 +43,9 @@ from verifier.search.guided import GuidedSettings, guided_points, start_points
 Tensor = torch.Tensor
 
 
-#: coefficient entries per domain a backward pass may cost at the root before forward
-#: bounds stand in for it (each later domain: ``forward.BACKWARD_BUDGET``); the root's
-#: bounds hold on every domain, which intersects its own with them
+#: coefficient entries a backward pass may cost at the root (all its cases together)
+#: before forward bounds stand in for it (each later domain: ``forward.BACKWARD_BUDGET``);
+#: the root's bounds hold on every domain, which intersects its own with them
 ROOT_BACKWARD_BUDGET = 1_000_000_000
 
 @dataclass(frozen=True)
@@ -219,7 +219,8 @@ class BranchAndBound:
             nb = intermediate.compute(
                 self.graph, state.lower, state.upper, splits=state.splits,
                 known=self._reusable(state), stop=self.expired, reach=self.reach,
-                backward_budget=ROOT_BACKWARD_BUDGET if root else forward.BACKWARD_BUDGET)
+                backward_budget=ROOT_BACKWARD_BUDGET / state.size if root
+                else forward.BACKWARD_BUDGET)
         if root:  # keep the root's bounds: every domain's are intersected with them
             self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
                                nb.box.items()}
