@@ -68,7 +68,7 @@ def tiles(graph: Graph, start: str, rows: Tensor) -> list[tuple[Plan, Tensor]] |
     """The flat ``rows`` of node ``start`` grouped by tile of positions, each with its
     plan; None when the node's passes cannot run on windows."""
     shape = graph.node(start).shape
-    if len(shape) != 4:
+    if len(shape) != 4 or shape[0] != 1:  # (rows index one image's entries)
         return None
     _, C, H, W = shape
     th, tw = math.ceil(H / TILES_PER_SIDE), math.ceil(W / TILES_PER_SIDE)
