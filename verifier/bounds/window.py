@@ -30,7 +30,7 @@ Plan = dict[str, Window | None]  # per node the pass reaches: its coefficients' 
 #                                   (None: the whole tensor)
 
 #: tiles per side of a node's map (fewer, larger tiles: fewer passes, wider windows)
-TILES_PER_SIDE = 8
+TILES_PER_SIDE = 13
 
 
 def plan(graph: Graph, start: str, tile: Window) -> Plan | None:
