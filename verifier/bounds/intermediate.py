@@ -96,12 +96,15 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
         rows = _rows(nb, node.name, *nb.box[node.name], reach)
         if rows.numel() == 0:
             continue
+        # rows by tile of positions (None: passes on whole tensors); alpha-CROWN's
+        # passes keep their first rows, so theirs are planned in _node_bounds
+        groups = window.tiles(graph, node.name, rows) if slopes is None else None
         if form is not None and slopes is None and \
-                _pass_cost(nb, node, rows) > backward_budget:
+                _pass_cost(nb, node, rows, groups) > backward_budget:
             continue  # the forward bounds stand in for a costly backward pass
         if stop():
             raise Interrupted
-        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop, rows)
+        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop, rows, groups)
         nb.box[node.name] = _within(nb, limits.get(node.name), *tight)
         crowned.add(node.name)
     if loosen is not None and graph.nodes:
@@ -121,10 +124,10 @@ def _empty(graph: Graph, lower: Tensor, upper: Tensor) -> NodeBounds:
                       graph.rounding(lower.dtype), torch.finfo(lower.dtype).eps / 2)
 
 
-def _pass_cost(nb: NodeBounds, node: Node, rows: Tensor) -> int:
+def _pass_cost(nb: NodeBounds, node: Node, rows: Tensor,
+               groups: list[tuple[window.Plan, Tensor]] | None) -> int:
     """Coefficient entries the passes bounding ``rows`` of the node touch per domain (on
-    windows where they run on windows)."""
-    groups = window.tiles(nb.graph, node.name, rows)
+    the windows of ``groups`` where they run on windows)."""
     if groups is None:
         return forward.backward_cost(nb, node, rows.numel())
     return window.cost(nb.graph, groups)
@@ -132,13 +135,14 @@ def _pass_cost(nb: NodeBounds, node: Node, rows: Tensor) -> int:
 
 def _tightened(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                fixed: dict[str, Interval] | None, slopes: Slopes | None,
-               stop: Callable[[], bool], rows: Tensor) -> Interval:
+               stop: Callable[[], bool], rows: Tensor,
+               groups: list[tuple[window.Plan, Tensor]] | None) -> Interval:
     given = fixed.get(node.name) if fixed is not None else None
     if given is not None:
         return torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
     if node.op.ibp_exact:
         return lo, hi
-    return _node_bounds(nb, node, lo, hi, slopes, stop, rows)
+    return _node_bounds(nb, node, lo, hi, slopes, stop, rows, groups)
 
 
 def _note_rounding(nb: NodeBounds, node: Node, ins: list[Interval], out: Interval
@@ -274,9 +278,11 @@ def _bytes_per_row(nb: NodeBounds, node: Node, kept: bool) -> int:
 
 
 def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
-                 slopes: Slopes | None, stop: Callable[[], bool], rows: Tensor) -> Interval:
+                 slopes: Slopes | None, stop: Callable[[], bool], rows: Tensor,
+                 groups: list[tuple[window.Plan, Tensor]] | None) -> Interval:
     """Backward-pass bounds of the node intersected with (lo, hi), for ``rows`` (in chunks
-    of ROW_CHUNK rows: +e_i and -e_i; alpha-CROWN keeps those of its first pass)."""
+    of ROW_CHUNK rows: +e_i and -e_i; alpha-CROWN keeps those of its first pass), on the
+    windows of ``groups`` (CROWN's; alpha-CROWN's are planned here)."""
     name, shape, B = node.name, node.shape, nb.size
     n = math.prod(shape)
     lo_f, hi_f = lo.reshape(B, n), hi.reshape(B, n)
@@ -289,10 +295,11 @@ def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                                 ROW_CHUNK) // 2)
         if slopes is not None:
             slopes.chunk_of_node[name] = half
-    groups = window.tiles(nb.graph, name, rows) if len(rows) else None
-    if slopes is not None and groups is not None and \
-            not _slopeless(nb, groups, 2 * min(half, len(rows)), slopes.budget):
-        groups = None  # alpha-CROWN's parameters apply: passes on whole tensors
+    if slopes is not None and len(rows):
+        groups = window.tiles(nb.graph, name, rows)
+        if groups is not None and \
+                not _slopeless(nb, groups, 2 * min(half, len(rows)), slopes.budget):
+            groups = None  # alpha-CROWN's parameters apply: passes on whole tensors
     for idx, lb in _passes(nb, node, rows, half, slopes, groups):
         if stop():
             raise Interrupted
