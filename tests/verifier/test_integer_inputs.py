@@ -13,6 +13,7 @@ on, is checked on onnxruntime itself.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -117,3 +118,40 @@ def test_free_entries_are_those_holding_two_values_of_the_input_type():
     lo = np.array([0.1, 0.5, 1.0, 0.0])
     hi = np.array([0.1, 0.5 + 1e-12, 1.0 + 2e-7, 1.0])
     assert free_entries(lo, hi, np.dtype(np.float32)).tolist() == [False, False, True, True]
+
+
+def test_a_subgraph_reading_the_position_as_a_float_is_not_enumerated():
+    """An If's branch reads outer tensors without listing them as the node's inputs: the
+    position, read there as a float, makes the output unsafe at p = 0.25 only."""
+    table = np.zeros(17)
+    model = onnx.load_from_string(_model(table))
+    graph = model.graph
+    out = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
+    branch = helper.make_graph(  # b = 200 * p1 (p1: the position, Slice of x)
+        [helper.make_node("Mul", ["p1", "k200"], ["b"])], "then", [], [out],
+        [numpy_helper.from_array(np.array([200.0], dtype=np.float32), "k200")])
+    graph.initializer.append(numpy_helper.from_array(np.array(True), "yes"))
+    graph.node.insert(len(graph.node) - 1, helper.make_node(
+        "If", ["yes"], ["iff"], then_branch=branch, else_branch=branch))
+    graph.node.insert(len(graph.node) - 1, helper.make_node("Add", ["y0", "iff"], ["y2"]))
+    graph.node[-1].input[0] = "y2"
+    data = model.SerializeToString()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": np.array([0.25, 0.25, 0.5], np.float32)})[0].item() >= 10
+    result = verify_opaque(opaque_model(data, "Cast"), parse_vnnlib(_spec(-0.5, 0.5), 3, 1),
+                           timeout=3)
+    assert result.verdict != "verified", result.message
+    assert "integer classes" not in result.message
+
+
+def test_a_cast_to_a_narrow_integer_type_is_not_enumerated():
+    model = onnx.load_from_string(_model(np.zeros(17)))
+    for node in model.graph.node:
+        if node.op_type == "Cast":
+            node.attribute[0].i = TensorProto.INT8
+    model.graph.node.insert(3, helper.make_node("Cast", ["pi"], ["pi64"], to=TensorProto.INT64))
+    next(n for n in model.graph.node if n.op_type == "Add" and "pi" in n.input).input[0] = "pi64"
+    data = model.SerializeToString()
+    result = verify_opaque(opaque_model(data, "Cast"), parse_vnnlib(_spec(-6.5, 6.5), 3, 1),
+                           timeout=3)
+    assert "integer classes" not in result.message

@@ -32,8 +32,9 @@ from verifier.importer.onnx_import import _fold
 from verifier.property.core import Property
 from verifier.search.attack import Counterexample, confirm, into_box
 
-#: ONNX integer element types a float may be cast to
-INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
+#: ONNX integer element types a float may be cast to: int32 and int64, for entries within
+#: +-2^31 (narrower or unsigned targets wrap or saturate outside their range)
+INTEGER_TYPES = frozenset({6, 7})
 #: ops that only copy entries of their first input (the others are constant parameters)
 MOVES = frozenset({"Gather", "Slice", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                    "Transpose", "Identity"})
@@ -60,6 +61,9 @@ def integer_only(proto: onnx.ModelProto, input_name: str, free: np.ndarray) -> b
     # per tensor that copies input entries: the flat input index of each of its entries
     tracked: dict[str, np.ndarray] = {input_name: np.arange(free.size).reshape(shape)}
     for node in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+            return False  # a subgraph reads outer tensors its node does not list
         moved = [name for name in node.input if name in tracked]
         if not moved:
             if node.input and all(not n or n in consts for n in node.input) or \
@@ -72,7 +76,7 @@ def integer_only(proto: onnx.ModelProto, input_name: str, free: np.ndarray) -> b
             continue
         reads_free = any(free[tracked[n]].any() for n in moved)
         if node.op_type in MOVES and moved == [node.input[0]] and \
-                all(not n or n in consts for n in node.input[1:]):
+                all(not n or n in consts for n in node.input[1:]) and _evaluable(node, consts):
             args = [tracked[n] if n in tracked else consts[n] if n else None
                     for n in node.input]
             tracked[node.output[0]] = np.asarray(_fold(node, args, opset)[0])
@@ -82,6 +86,13 @@ def integer_only(proto: onnx.ModelProto, input_name: str, free: np.ndarray) -> b
         elif reads_free:
             return False
     return not any(free[tracked[o.name]].any() for o in graph.output if o.name in tracked)
+
+
+def _evaluable(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> bool:
+    """Whether ONNX's reference evaluator computes this movement's index map right (it
+    gets a Slice with negative steps wrong: verifier/importer/onnx_import.py)."""
+    steps = node.input[4] if node.op_type == "Slice" and len(node.input) > 4 else ""
+    return not steps or bool((np.asarray(consts[steps]) > 0).all())
 
 
 def _cast_to(node: onnx.NodeProto) -> int:
