@@ -27,13 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from verifier import Settings, load_model, parse_vnnlib_file  # noqa: E402
+from verifier import Settings, parse_vnnlib_file  # noqa: E402
 from verifier.cli import verify_safely  # noqa: E402
-from verifier.errors import NNVerifyError, UnsupportedOpError  # noqa: E402
-from verifier.importer.onnx_import import read_model_bytes  # noqa: E402
+from verifier.errors import NNVerifyError  # noqa: E402
 from verifier.property import SpecError  # noqa: E402
 from verifier.search.bab import BabSettings  # noqa: E402
-from verifier.search.blackbox import opaque_model  # noqa: E402
+from verifier.search.blackbox import load_or_opaque  # noqa: E402
 
 
 def run(folder: Path, cap: float, device: str, bab: BabSettings | None = None) -> Counter:
@@ -89,10 +88,7 @@ def run(folder: Path, cap: float, device: str, bab: BabSettings | None = None) -
 def _load(path: Path) -> object:
     """The imported model, or the model as onnxruntime runs it when the engine refuses an
     op (then only a search for counterexamples runs)."""
-    try:
-        return load_model(path)
-    except UnsupportedOpError as exc:
-        return opaque_model(read_model_bytes(path), str(exc))
+    return load_or_opaque(path)
 
 
 REFERENCE_2024 = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vnncomp2024.md"

@@ -10,10 +10,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from verifier.errors import ModelError, UnsupportedOpError
-from verifier.importer.onnx_import import Model, load_model, read_model_bytes
+from verifier.importer.onnx_import import Model
 from verifier.property import parse_json_spec, parse_vnnlib
-from verifier.search.blackbox import OpaqueModel, opaque_model
+from verifier.search.blackbox import OpaqueModel, load_or_opaque
 from verifier.verify import Settings
 
 PROPERTY_FORMATS = ("vnnlib", "json")
@@ -26,13 +25,7 @@ def import_model(data: bytes) -> EngineModel:
     counterexamples, or enumerates inputs read only as integers: search/blackbox.py).
     Raises verifier.errors.ModelError (the importer's reason when onnxruntime cannot run
     the model either)."""
-    try:
-        return load_model(data)
-    except UnsupportedOpError as refused:
-        try:
-            return opaque_model(read_model_bytes(data), str(refused))
-        except ModelError:
-            raise refused from None
+    return load_or_opaque(data)
 
 
 def canonical_property_text(fmt: str, value: Any) -> str:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from verifier.bounds.limits import parse_bytes
-from verifier.errors import NNVerifyError, UnsupportedOpError
-from verifier.importer.onnx_import import Model, load_model, read_model_bytes
+from verifier.errors import NNVerifyError
+from verifier.importer.onnx_import import Model, load_model
 from verifier.property import SpecError, parse_vnnlib_file
 from verifier.property.core import Property
-from verifier.search.blackbox import OpaqueModel, opaque_model, verify_opaque
+from verifier.search.blackbox import OpaqueModel, load_or_opaque, verify_opaque
 from verifier.verify import Result, Settings, verify
 
 
@@ -107,9 +107,7 @@ def load_instance(model_path: Path, spec_path: Path) -> tuple[Model | OpaqueMode
     with ops the engine does not support comes back as an OpaqueModel when onnxruntime runs
     it (only a search for counterexamples can run on it)."""
     try:
-        model: Model | OpaqueModel = load_model(model_path)
-    except UnsupportedOpError as exc:
-        model = _opaque(model_path, exc)
+        model = load_or_opaque(model_path)
     except Exception as exc:  # reported at this boundary, whatever it is
         raise InputError(describe_failure("model", model_path, exc)) from None
     try:
@@ -119,14 +117,6 @@ def load_instance(model_path: Path, spec_path: Path) -> tuple[Model | OpaqueMode
     if isinstance(model, Model):
         check_evaluates(model, model_path, prop)
     return model, prop
-
-
-def _opaque(path: Path, refused: UnsupportedOpError) -> OpaqueModel:
-    """The model as onnxruntime runs it, or InputError with the importer's refusal."""
-    try:
-        return opaque_model(read_model_bytes(path), str(refused))
-    except Exception:  # onnxruntime cannot run it either: the importer's reason stands
-        raise InputError(describe_failure("model", path, refused)) from None
 
 
 def check_evaluates(model: Model, path: Path, prop: Property) -> None:

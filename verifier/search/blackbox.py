@@ -21,14 +21,15 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime
 
-from verifier.errors import ModelError
-from verifier.importer.onnx_import import Sizes
+from verifier.errors import ModelError, UnsupportedOpError
+from verifier.importer.onnx_import import Model, Sizes, load_model, read_model_bytes
 from verifier.ort import JUDGE_OPTIMIZATION
 from verifier.property.core import Property
 from verifier.search.attack import Counterexample, confirm
@@ -102,6 +103,18 @@ def opaque_model(data: bytes, reason: str) -> OpaqueModel:
                         np.dtype(dtype), outputs[0].name, tuple(np.shape(y)) or (1,), reason)
     model.cache["ort"] = sess
     return model
+
+
+def load_or_opaque(source: bytes | str | Path) -> Model | OpaqueModel:
+    """The imported model, or, when the engine refuses an op but onnxruntime runs the
+    model, the model as onnxruntime runs it; raises the importer's error otherwise."""
+    try:
+        return load_model(source)
+    except UnsupportedOpError as refused:
+        try:
+            return opaque_model(read_model_bytes(source), str(refused))
+        except Exception:  # onnxruntime cannot run it either: the importer's reason stands
+            raise refused from None
 
 
 def verify_opaque(model: OpaqueModel, prop: Property, timeout: float) -> Result:
