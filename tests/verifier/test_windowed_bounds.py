@@ -272,3 +272,30 @@ def test_alpha_crown_passes_without_parameters_run_on_windows(tmp_path, monkeypa
     assert len(planned) > 4
     dense = _dense(monkeypatch, lambda: alpha_crown_rows(model.graph, lo, hi, C, d, settings))
     assert torch.allclose(windowed, dense, rtol=1e-7, atol=1e-9)  # Adam on rounding noise
+
+
+def test_infinite_input_sides_stay_sound(tmp_path, monkeypatch):
+    """An unbounded input entry: the dense pass's rounding term meets it with a zero
+    coefficient (0 * inf: NaN, so the interval bound stands); windows leave it out where
+    it is out of reach, so they may be tighter, never looser, and they hold at points with
+    that entry far out (onnxruntime)."""
+    path, model = _load(tmp_path, _net(2))
+    lo, hi = _box(model, 2, 0.05, torch.float32)
+    lo, hi = lo[:1], hi[:1]
+    lo[0, 5] = -torch.inf
+    monkeypatch.setattr(window, "TILES_PER_SIDE", 3)
+    tiled = intermediate.compute(model.graph, lo, hi)
+    dense = _dense(monkeypatch, lambda: intermediate.compute(model.graph, lo, hi))
+    for node in model.graph.nodes:
+        (t_lo, t_hi), (d_lo, d_hi) = tiled.box[node.name], dense.box[node.name]
+        assert not (t_lo < d_lo - 1e-5).any() and not (t_hi > d_hi + 1e-5).any(), node.name
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    low = lo.clone()
+    low[0, 5] = hi[0, 5] - 1e3
+    y_lo, y_hi = (t.reshape(-1).numpy() for t in tiled.box["y"])
+    for _ in range(200):
+        x = (low + torch.from_numpy(rng.uniform(size=low.shape).astype(np.float32))
+             * (hi - low)).numpy()
+        y = sess.run(None, {"x": x.reshape(1, 3, 12, 12)})[0].reshape(-1)
+        assert (y >= y_lo).all() and (y <= y_hi).all()
