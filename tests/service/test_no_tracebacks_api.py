@@ -126,7 +126,7 @@ def test_unexpected_exceptions_at_job_creation(client, monkeypatch):
     assert "TypeError" in detail and "bad arity" in detail
     monkeypatch.undo()
     client.app.state.model_cache._items.clear()  # the next job re-imports the model
-    monkeypatch.setattr("service.engine.load_model", _raise(IndexError("list index")))
+    monkeypatch.setattr("service.engine.load_or_opaque", _raise(IndexError("list index")))
     detail = _assert_refused(_job(client, model_id, vnnlib()), 422)
     assert "IndexError" in detail
 
