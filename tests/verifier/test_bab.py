@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import time
 
@@ -217,3 +219,78 @@ def test_activation_bab_from_alpha_crown_bounds_is_sound(act):
     assert [m.method for m in safe.methods] == ["ibp", "crown", "alpha-crown", "bab"]
     if act == "Relu":  # decided by splitting (about 15k domains, 3 s here)
         assert safe.verdict == "verified", safe.message
+
+
+@pytest.mark.parametrize("act", ["Relu", "Sigmoid"])
+def test_children_keep_their_parents_bounds_below_the_split_node(act):
+    """Activation-split children take their parent's bounds as they are below their split
+    node and intersect theirs with the parent's after it: never looser than bounds computed
+    afresh, and every sampled point of a child's domain (its input box, where its split
+    constraints hold) lies inside every node's bounds."""
+    from verifier.search.bab import BabState, BranchAndBound
+    from verifier.verify import make_batch
+
+    model = load_model(_net(act, 3, widths=(3, 16, 16, 16, 16, 1)))
+    lo, hi = [-1.0] * 3, [1.0] * 3
+    conj = Conjunction(np.array([[1.0]]), np.array([-1e3]))
+    prop = Property(3, 1, (Case(np.array(lo), np.array(hi), (conj,)),))
+    root = make_batch(prop, [0], torch.device("cpu"), torch.float64)
+    bab = BranchAndBound(model, prop, root, BabSettings(input_split_max_dims=0),
+                         lambda: False, lambda *a: None)
+    state = BabState(root.lower, root.upper, torch.zeros(1, dtype=torch.long))
+    parents = [state]
+    for _ in range(3):  # a few generations: children of children
+        bab.bound_and_score(state)
+        children = bab.split_activations(state, state.boxes)
+        assert children is not None and children.keep is not None
+        afresh = dataclasses.replace(children, keep=None, boxes={})
+        bab.bound_and_score(afresh, afresh.per)
+        kept, _ = bab.bound_children(children)
+        for name in kept.boxes:
+            order = torch.argsort(children.keep, stable=True)  # bound_children's regrouping
+            f_lo, f_hi = (t[order] for t in afresh.boxes[name])
+            k_lo, k_hi = kept.boxes[name]
+            assert (k_lo >= f_lo - 1e-9).all() and (k_hi <= f_hi + 1e-9).all(), name
+        state = kept
+        parents.append(kept)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.uniform(-1, 1, (20_000, 3)))
+    names = tuple(state.boxes)
+    with torch.no_grad():
+        _, values = model.graph.search_values(x, names)
+    for d in range(state.size):
+        inside = torch.ones(len(x), dtype=torch.bool)
+        for name, (s_lo, s_hi) in state.splits.items():
+            v = values[name].reshape(len(x), -1)
+            inside &= ((v >= s_lo[d].reshape(-1)) & (v <= s_hi[d].reshape(-1))).all(dim=1)
+        for name in names:
+            v = values[name].reshape(len(x), -1)[inside]
+            b_lo, b_hi = (t[d].reshape(-1) for t in state.boxes[name])
+            assert (v >= b_lo - 1e-9).all() and (v <= b_hi + 1e-9).all(), (d, name)
+
+
+def test_cases_with_fewer_disjuncts_than_others_branch_together():
+    """A property whose cases have different numbers of disjuncts: a batch of the smaller
+    case's domains keeps the root's width of per-disjunct bounds (padding: +inf), so the
+    bounds they inherit still meet theirs; and the whole property is decided soundly."""
+    from verifier.search.bab import BabState, BranchAndBound
+    from verifier.verify import make_batch
+
+    model = load_model(_net("Relu", 4, widths=(2, 10, 10, 1)))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    true_min = _grid_min(model, lo, hi)
+    low = true_min - 0.05 * (abs(true_min) + 1)
+    rows = [Conjunction(np.array([[1.0]]), np.array([low - k])) for k in range(3)]
+    prop = Property(2, 1, (Case(np.array(lo), np.array([0.0, 1.0]), tuple(rows[:2])),
+                           Case(np.array([0.0, -1.0]), np.array(hi), tuple(rows))))
+    root = make_batch(prop, [0, 1], torch.device("cpu"), torch.float64)
+    bab = BranchAndBound(model, prop, root, BabSettings(input_split_max_dims=0),
+                         lambda: False, lambda *a: None)
+    only_first = BabState(root.lower[:1].repeat(2, 1), root.upper[:1].repeat(2, 1),
+                          torch.zeros(2, dtype=torch.long))
+    bab.bound_and_score(only_first, torch.full((2, 3), -math.inf, dtype=torch.float64))
+    assert only_first.per is not None and only_first.per.shape == (2, 3)
+    assert torch.isinf(only_first.per[:, 2]).all()  # the padding: no third disjunct here
+    r = verify(model, prop, Settings(timeout=10, methods=("crown",),
+                                     bab_settings=BabSettings(input_split_max_dims=0)))
+    assert r.verdict in ("verified", "timeout"), r.message

@@ -14,7 +14,8 @@ stops on proof, confirmed counterexample, deadline or cancellation.
 * ReLU splitting: split the unstable neuron whose upper relaxation costs the bound most,
   ``max(0, -A) * (-l u / (u - l))`` (the BaBSR intercept score); the children clamp the
   neuron's pre-activation bounds to z >= 0 and z <= 0, and a domain whose clamped bounds
-  cross is empty, hence verified.
+  cross is empty, hence verified.  A child keeps its parent's bounds up to its split node
+  (they were computed under the same splits) and cuts its later ones by them.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class BabState:
     per: Tensor | None = None
     score: Tensor | None = None  # (N, K) branching scores (input dims or neurons)
     boxes: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)  # split nodes' bounds
+    #: (N,) activation splitting's children: the graph positions below which ``boxes`` (the
+    #: parent's) are the domain's own (every split on those nodes is its parent's too)
+    keep: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -88,7 +92,7 @@ class BabState:
 
     def bytes_per_domain(self) -> int:
         """Memory one domain takes in this state's tensors (at least one byte)."""
-        tensors = [self.lower, self.upper, self.case, self.per, self.score]
+        tensors = [self.lower, self.upper, self.case, self.per, self.score, self.keep]
         tensors += [t for pair in (*self.splits.values(), *self.boxes.values()) for t in pair]
         total = sum(t.element_size() * t.numel() for t in tensors if t is not None)
         return max(1, total // max(1, self.size))
@@ -98,7 +102,8 @@ class BabState:
                         {k: (v[0][idx], v[1][idx]) for k, v in self.splits.items()},
                         None if self.per is None else self.per[idx],
                         None if self.score is None else self.score[idx],
-                        {k: (v[0][idx], v[1][idx]) for k, v in self.boxes.items()})
+                        {k: (v[0][idx], v[1][idx]) for k, v in self.boxes.items()},
+                        None if self.keep is None else self.keep[idx])
 
     @staticmethod
     def cat(parts: list[BabState]) -> BabState:
@@ -107,6 +112,7 @@ class BabState:
             raise ValueError("no domains")
         margins = [p.per for p in parts]
         scores = [p.score for p in parts]
+        keeps = [p.keep for p in parts]
         return BabState(
             torch.cat([p.lower for p in parts]), torch.cat([p.upper for p in parts]),
             torch.cat([p.case for p in parts]),
@@ -114,7 +120,8 @@ class BabState:
             None if any(m is None for m in margins) else torch.cat(margins),  # type: ignore
             None if any(s is None for s in scores) else torch.cat(scores),  # type: ignore
             {k: (torch.cat([p.boxes[k][0] for p in parts]),
-                 torch.cat([p.boxes[k][1] for p in parts])) for k in parts[0].boxes})
+                 torch.cat([p.boxes[k][1] for p in parts])) for k in parts[0].boxes},
+            None if any(k is None for k in keeps) else torch.cat(keeps))  # type: ignore
 
 
 def _cat_splits(parts: list[BabState]) -> dict[str, tuple[Tensor, Tensor]]:
@@ -238,6 +245,9 @@ class BranchAndBound:
                                      record=recorded if self.mode == "activation" else None)
                 rows = concretise(nb, A_x, bias) - d
         per = self._problems(state).disjunct_bounds(proof_capable(rows))
+        # as wide as the root's (a batch of cases with fewer disjuncts than another: padding)
+        per = torch.nn.functional.pad(per, (0, max(self.root.n_disjuncts) - per.shape[1]),
+                                      value=math.inf)
         per = torch.where(nb.infeasible.unsqueeze(1), torch.inf, per)
         consistent = None if iterations else rows.detach()  # alpha's rows: other slopes
         return per, per.min(dim=1).values, DomainBounds(nb, A_x, recorded, consistent)
@@ -255,6 +265,9 @@ class BranchAndBound:
         known = {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}
         if self.mode == "input":  # sub-boxes of the root's
             return intermediate.Known(known)
+        if state.keep is not None and state.boxes:  # the parent's: within the root's
+            known.update(state.boxes)
+            return intermediate.Known(known, int(state.keep.min()))
         same = bool((state.lower == self.root.lower[case]).all()) and \
             bool((state.upper == self.root.upper[case]).all())
         if not state.splits or not same:
@@ -411,6 +424,7 @@ class BranchAndBound:
             return BabState.cat(parts)
         sizes = [math.prod(node.shape) for _, node in self.nodes]
         offsets = np.cumsum([0] + sizes)
+        keep = torch.zeros(state.size, dtype=torch.long, device=state.lower.device)
         left = {k: (v[0].clone(), v[1].clone()) for k, v in state.splits.items()}
         right = {k: (v[0].clone(), v[1].clone()) for k, v in state.splits.items()}
         for i, (name, node) in enumerate(self.nodes):
@@ -425,10 +439,13 @@ class BranchAndBound:
             j = pos[sel] - int(offsets[i])
             lo, hi = (t.reshape(state.size, -1)[sel, j] for t in b_box[name])
             point = node.op.split_point(lo, hi)  # type: ignore[attr-defined]
+            keep[sel] = self.graph.position(name) + 1
             left[name][1].reshape(state.size, -1)[sel, j] = point
             right[name][0].reshape(state.size, -1)[sel, j] = point
-        return BabState.cat([BabState(state.lower, state.upper, state.case, left, state.per),
-                             BabState(state.lower, state.upper, state.case, right, state.per)])
+        return BabState.cat([BabState(state.lower, state.upper, state.case, left, state.per,
+                                      boxes=b_box, keep=keep),
+                             BabState(state.lower, state.upper, state.case, right, state.per,
+                                      boxes=b_box, keep=keep)])
 
     # -- falsification -------------------------------------------------------------------
     def try_points(self, state: BabState, A_x: Tensor | None) -> None:
@@ -450,7 +467,7 @@ class BranchAndBound:
                     self.found.append(cex)
                     return
 
-    def guided_search(self, state: BabState, b: DomainBounds) -> None:
+    def guided_search(self, state: BabState, A_x: Tensor | None) -> None:
         """Search the weakest of the domains just bounded for a counterexample, with their
         split limits as guides (guided.py), while that search has had less than its share
         of the time."""
@@ -463,7 +480,7 @@ class BranchAndBound:
         picked = state.take(order)
         sub = self._problems(picked)
         splits = {k: (lo[order], hi[order]) for k, (lo, hi) in state.splits.items()}
-        A_x = None if b.A_x is None else b.A_x[order]
+        A_x = None if A_x is None else A_x[order]
         settings = dataclasses.replace(g, seed=g.seed + self.searches)
         starts = start_points(sub, A_x, g.starts, settings.seed)
         self.searches += 1
@@ -491,6 +508,23 @@ class BranchAndBound:
             state.score = self.activation_scores(state, b)
             state.boxes = {name: b.nodes.box[name] for name, _ in self.nodes}
         return b
+
+    def bound_children(self, children: BabState) -> tuple[BabState, Tensor | None]:
+        """Bound and score activation-split children, those that keep their parent's bounds
+        below the same node together (each group's intermediate bounds start at its split
+        node); the children, regrouped, and their coefficients on the input."""
+        keep = children.keep
+        values = [None] if keep is None else keep.unique().tolist()
+        parts, coefficients = [], []
+        for value in values:
+            part = children if value is None else \
+                children.take((keep == value).nonzero().flatten())  # type: ignore[union-attr]
+            coefficients.append(self.bound_and_score(part, part.per).A_x)
+            part.keep = None  # its boxes are its own now
+            parts.append(part)
+        A_x = None if any(a is None for a in coefficients) else \
+            torch.cat(coefficients)  # type: ignore[arg-type]
+        return BabState.cat(parts), A_x
 
     def run(self, state: BabState) -> BabOutcome:
         try:
@@ -528,14 +562,11 @@ class BranchAndBound:
                         # box): splitting it again would not change its bound
                         return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                     children, A_x = self.branch_inputs(pick)
-                    b = None
                 else:
                     maybe = self.split_activations(pick, pick.boxes)
                     if maybe is None:
                         return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
-                    children = maybe
-                    b = self.bound_and_score(children, children.per)
-                    A_x = b.A_x
+                    children, A_x = self.bound_children(maybe)
             except MemoryExceeded:
                 if self.batch == 1:
                     raise
@@ -548,8 +579,8 @@ class BranchAndBound:
             self.done += children.size
             self._adapt(time.monotonic() - started, k)
             self.try_points(children, A_x)
-            if not self.found and b is not None:
-                self.guided_search(children, b)
+            if not self.found and self.mode == "activation":
+                self.guided_search(children, A_x)
             if self.found:
                 return self._outcome("falsified", children, global_lb)
             keep = children.take(still_open(margin).nonzero().flatten())
