@@ -8,6 +8,7 @@ come from one call.  A disjunct is refuted when the lower bound of one of its ro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,10 +64,13 @@ def exactly_representable(a: np.ndarray, dtype: torch.dtype) -> bool:
     return bool(np.array_equal(torch.as_tensor(a, dtype=dtype).double().numpy(), a))
 
 
-def case_rows(case: Case, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All rows of a case's disjuncts: C (R, n_out), d (R,), disjunct index per row (R,)."""
-    Cs = [c.C.reshape(-1, n_out) for c in case.disjuncts]
-    ds = [c.d.reshape(-1) for c in case.disjuncts]
+def case_rows(case: Case, n_out: int, keep: Sequence[bool] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All rows of a case's disjuncts (those ``keep`` marks, when given, numbered from 0 in
+    order): C (R, n_out), d (R,), disjunct index per row (R,)."""
+    disjuncts = [c for k, c in enumerate(case.disjuncts) if keep is None or keep[k]]
+    Cs = [c.C.reshape(-1, n_out) for c in disjuncts]
+    ds = [c.d.reshape(-1) for c in disjuncts]
     which = [np.full(len(d), i) for i, d in enumerate(ds)]
     if not Cs:
         return np.zeros((0, n_out)), np.zeros(0), np.zeros(0, dtype=np.int64)
@@ -74,9 +78,14 @@ def case_rows(case: Case, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def make_batch(prop: Property, indices: list[int], device: torch.device,
-               dtype: torch.dtype) -> ProblemBatch:
-    """Stack the given cases of ``prop`` into one batch."""
-    rows = [case_rows(prop.cases[i], prop.n_outputs) for i in indices]
+               dtype: torch.dtype, open_disjuncts: Sequence[Sequence[bool]] | None = None
+               ) -> ProblemBatch:
+    """Stack the given cases of ``prop`` into one batch; with ``open_disjuncts`` (per case
+    given, a flag per disjunct) only the flagged disjuncts of each case, renumbered from 0
+    (the others refuted on the case's whole box already, so on every part of it too)."""
+    keeps = open_disjuncts if open_disjuncts is not None else [None] * len(indices)
+    rows = [case_rows(prop.cases[i], prop.n_outputs, keep)
+            for i, keep in zip(indices, keeps, strict=True)]
     R = max(1, max(len(r[1]) for r in rows))
     B, m = len(indices), prop.n_outputs
     C = np.zeros((B, R, m))
@@ -95,7 +104,8 @@ def make_batch(prop: Property, indices: list[int], device: torch.device,
         C=t(C), d=rounded(d, dtype, device, +1),
         row_disjunct=torch.as_tensor(which, device=device),
         cases=list(indices),
-        n_disjuncts=[len(prop.cases[i].disjuncts) for i in indices],
+        n_disjuncts=[len(prop.cases[i].disjuncts) if keep is None else int(sum(keep))
+                     for i, keep in zip(indices, keeps, strict=True)],
     )
 
 

@@ -317,7 +317,9 @@ def _branch_and_bound(model: Model, prop: Property, settings: Settings, clock: C
                       device: torch.device, dtype: torch.dtype) -> Result | None:
     """BaB over the cases still open; a Result when it decides, else None."""
     open_cases = state.open_cases()
-    root = make_batch(prop, open_cases, device, dtype)
+    # only the disjuncts still open: a refuted one is refuted on every domain of its case
+    root = make_batch(prop, open_cases, device, dtype,
+                      [state.open[c].tolist() for c in open_cases])
     t0, before = time.monotonic(), state.n_open()
 
     def report(n_open: int, done: int, lb: float) -> None:

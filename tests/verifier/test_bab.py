@@ -294,3 +294,30 @@ def test_cases_with_fewer_disjuncts_than_others_branch_together():
     r = verify(model, prop, Settings(timeout=10, methods=("crown",),
                                      bab_settings=BabSettings(input_split_max_dims=0)))
     assert r.verdict in ("verified", "timeout"), r.message
+
+
+def test_branch_and_bound_bounds_only_the_disjuncts_still_open():
+    """The root batch of branch-and-bound holds the rows of the disjuncts still open only,
+    renumbered in order; a property of which the methods refuted some disjuncts is still
+    decided as dense gridding says, both ways."""
+    from verifier.problems import make_batch
+
+    rows = [Conjunction(np.full((k + 1, 1), k + 1.0), np.arange(k + 1.0)) for k in range(3)]
+    prop = Property(2, 1, (Case(np.zeros(2), np.ones(2), tuple(rows)),))
+    full = make_batch(prop, [0], torch.device("cpu"), torch.float64)
+    part = make_batch(prop, [0], torch.device("cpu"), torch.float64, [[True, False, True]])
+    assert full.n_disjuncts == [3] and part.n_disjuncts == [2]
+    assert part.row_disjunct[0].tolist() == [0, 1, 1, 1]
+    assert torch.equal(part.C[0, 1:], full.C[0, 3:]) and torch.equal(part.d[0, 1:], full.d[0, 3:])
+
+    model = load_model(_net("Relu", 6, widths=(2, 10, 10, 1)))
+    lo, hi = [-1.0, -1.0], [1.0, 1.0]
+    true_min = _grid_min(model, lo, hi)
+    spread = abs(true_min) + 1.0
+    settings = Settings(timeout=10, bab_settings=BabSettings(input_split_max_dims=0))
+    for offset, verdicts in ((-0.05, ("verified", "timeout")), (0.02, ("falsified", "timeout"))):
+        easy = Conjunction(np.array([[1.0]]), np.array([true_min - 10 * spread]))
+        near = Conjunction(np.array([[1.0]]), np.array([true_min + offset * spread]))
+        prop = Property(2, 1, (Case(np.array(lo), np.array(hi), (easy, near, easy)),))
+        r = verify(model, prop, settings)
+        assert r.verdict in verdicts, (offset, r.message)
