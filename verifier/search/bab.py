@@ -599,17 +599,19 @@ class BranchAndBound:
         return cap
 
     def _adapt(self, seconds: float, picked: int) -> None:
-        """Keep a round between about 0.2 s and a second, so deadlines are met within a
-        second: twice the domains after a round under 0.2 s; after one over a second, as
-        many as half a second allows at its time per domain.  (Halving once per slow round
-        let cgan's 32x32 model, 0.3 s a domain, go from 4 domains a round to 64 while the
-        batch came down from 512: a 30 s run ended at 76 s.  Holding or sizing every round
-        by its time per domain starved tllverifybench, whose rounds cost 0.4 s of walking
-        its 2,600 nodes whatever their size.)"""
-        if seconds < 0.2:
+        """Keep a round between about half a second and two: twice the domains after a round
+        under half a second; after one over two seconds, as many as a second allows at its
+        time per domain.  (A round's fixed cost is large where each bounding call walks
+        many nodes or relaxes smooth functions: eran's sigmoid 6x200 took 0.6 s a round
+        for 4 domains as for 16, so rounds held under a second ran 4 domains each, 11 a
+        second.  Deadlines do not need short rounds: bounding stops at every node and
+        every ascent step once the deadline passes.  Halving once per slow round let
+        cgan's 32x32 model, 0.3 s a domain, go from 4 domains a round to 64: sizing a slow
+        round by its time per domain does not.)"""
+        if seconds < 0.5:
             self.batch = min(self.batch_cap, self.batch * 2)
-        elif seconds > 1.0:
-            self.batch = max(1, min(self.batch, int(picked * 0.5 / seconds)))
+        elif seconds > 2.0:
+            self.batch = max(1, min(self.batch, int(picked * 1.0 / seconds)))
 
     def _outcome(self, verdict: str, state: BabState, lb: float) -> BabOutcome:
         self.global_lb = lb
