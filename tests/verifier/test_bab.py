@@ -168,6 +168,11 @@ def test_domain_cap_is_respected(bench):
     result = verify(model, prop, Settings(timeout=60, methods=("crown",), bab_settings=cap))
     assert result.verdict == "unknown"
     assert result.domains <= 4 * cap.max_domains
+    # by memory: room for about 40 domains of this model (bounds, limits, parameters)
+    by_bytes = BabSettings(batch=16, activation_domain_bytes=40 * 50_000)
+    result = verify(model, prop, Settings(timeout=60, methods=("crown",),
+                                          bab_settings=by_bytes))
+    assert result.verdict == "unknown" and 0 < result.domains <= 400, result.domains
 
 
 def test_input_splitting_cap_is_by_memory(bench):
@@ -224,9 +229,10 @@ def test_activation_bab_from_alpha_crown_bounds_is_sound(act):
 @pytest.mark.parametrize("act", ["Relu", "Sigmoid"])
 def test_children_keep_their_parents_bounds_below_the_split_node(act):
     """Activation-split children take their parent's bounds as they are below their split
-    node and intersect theirs with the parent's after it: never looser than bounds computed
-    afresh, and every sampled point of a child's domain (its input box, where its split
-    constraints hold) lies inside every node's bounds."""
+    node and intersect theirs with the parent's after it, and start their slopes and split
+    multipliers from their parent's: never looser than bounds computed afresh, and every
+    sampled point of a child's domain (its input box, where its split constraints hold)
+    lies inside every node's bounds and above the domain's final bound."""
     from verifier.search.bab import BabState, BranchAndBound
     from verifier.verify import make_batch
 
@@ -253,11 +259,13 @@ def test_children_keep_their_parents_bounds_below_the_split_node(act):
             assert (k_lo >= f_lo - 1e-9).all() and (k_hi <= f_hi + 1e-9).all(), name
         state = kept
         parents.append(kept)
+    assert state.warm is not None  # the children started from their parents' parameters
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.uniform(-1, 1, (20_000, 3)))
     names = tuple(state.boxes)
     with torch.no_grad():
-        _, values = model.graph.search_values(x, names)
+        y, values = model.graph.search_values(x, names)
+    checked = 0
     for d in range(state.size):
         inside = torch.ones(len(x), dtype=torch.bool)
         for name, (s_lo, s_hi) in state.splits.items():
@@ -267,6 +275,12 @@ def test_children_keep_their_parents_bounds_below_the_split_node(act):
             v = values[name].reshape(len(x), -1)[inside]
             b_lo, b_hi = (t[d].reshape(-1) for t in state.boxes[name])
             assert (v >= b_lo - 1e-9).all() and (v <= b_hi + 1e-9).all(), (d, name)
+        # the final bound too (the row: y + 1000)
+        assert state.per is not None
+        if inside.any():
+            assert float(state.per[d, 0]) <= float(y.reshape(-1)[inside].min()) + 1e3 + 1e-9
+            checked += 1
+    assert checked >= state.size // 2
 
 
 def test_cases_with_fewer_disjuncts_than_others_branch_together():
@@ -321,3 +335,18 @@ def test_branch_and_bound_bounds_only_the_disjuncts_still_open():
         prop = Property(2, 1, (Case(np.array(lo), np.array(hi), (easy, near, easy)),))
         r = verify(model, prop, settings)
         assert r.verdict in verdicts, (offset, r.message)
+
+
+def test_warm_parameters_stack_with_zero_multipliers_where_a_part_has_none():
+    from verifier.bounds.crown import Warm
+
+    slope = {("y", 0, "a0"): (torch.rand(2, 1, 4), torch.rand(2, 1, 4), False)}
+    one = Warm(slope, {"h0": (torch.rand(2, 1, 4), torch.rand(2, 1, 4))})
+    other = Warm({k: (lo[:1], hi[:1], f) for k, (lo, hi, f) in slope.items()},
+                 {"h1": (torch.rand(1, 1, 3), torch.rand(1, 1, 3))})
+    both = Warm.cat([one, other], [2, 1])
+    assert both is not None and set(both.betas) == {"h0", "h1"}
+    assert torch.equal(both.betas["h0"][0][:2], one.betas["h0"][0])
+    assert not both.betas["h0"][0][2:].any() and not both.betas["h1"][1][:2].any()
+    assert torch.equal(both.take(torch.tensor([2])).betas["h1"][0], other.betas["h1"][0])
+    assert Warm.cat([one, None], [2, 1]) is None

@@ -351,8 +351,8 @@ def test_nan_branch_and_bound_margin_never_closes_a_domain(monkeypatch):
     the fix a NaN margin failed ``margin <= 0`` and the domain was dropped as refuted)."""
     import verifier.search.bab as bab
 
-    def nan_rows(nb, C, d, splits, iterations, lr=0.1, expired=lambda: False):
-        return torch.full(C.shape[:2], math.nan, dtype=C.dtype, device=C.device)
+    def nan_rows(nb, C, d, splits, iterations, lr=0.1, expired=lambda: False, start=None):
+        return torch.full(C.shape[:2], math.nan, dtype=C.dtype, device=C.device), None
 
     def nan_concretise(nb, A_x, bias):
         return torch.full_like(bias, math.nan)

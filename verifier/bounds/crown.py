@@ -29,7 +29,8 @@ from verifier.bounds.optimise import Ascent, ascend
 from verifier.graph import Graph
 from verifier.ops.base import Interval, Tensor
 
-__all__ = ["AlphaSettings", "Interrupted", "alpha_crown_rows", "crown_rows", "optimise_final"]
+__all__ = ["AlphaSettings", "Interrupted", "Warm", "alpha_crown_rows", "crown_rows",
+           "optimise_final"]
 
 
 @dataclass(frozen=True)
@@ -121,17 +122,71 @@ def _tighten(tightest: dict[str, Interval], box: dict[str, Interval]) -> None:
             (torch.fmax(lo, old[0]), torch.fmin(hi, old[1]))
 
 
+@dataclass
+class Warm:
+    """The optimised parameters of a batch of domains' final bound (slopes of the final
+    rows' pass and split multipliers, detached, first dimension: domain), for a later bound
+    of the same domains or their subdomains to start from: any values are sound, so a
+    child may start from its parent's (a multiplier of a split the parent lacked: 0)."""
+
+    slopes: dict[tuple[str, int, str], tuple[Tensor, Tensor, bool]]  # (lower, upper, free)
+    betas: dict[str, tuple[Tensor, Tensor]]
+
+    def take(self, idx: Tensor) -> Warm:
+        return Warm({k: (lo[idx], hi[idx], free) for k, (lo, hi, free) in self.slopes.items()},
+                    {k: (lo[idx], hi[idx]) for k, (lo, hi) in self.betas.items()})
+
+    def nbytes(self) -> int:
+        tensors = [t for lo, hi, _ in self.slopes.values() for t in (lo, hi)]
+        tensors += [t for pair in self.betas.values() for t in pair]
+        return sum(t.element_size() * t.numel() for t in tensors)
+
+    @staticmethod
+    def cat(parts: list[Warm | None], sizes: list[int]) -> Warm | None:
+        """The parts stacked (None unless every part has the same slopes); a multiplier
+        one part lacks is 0 there."""
+        if not parts or any(p is None for p in parts):
+            return None
+        warm = [p for p in parts if p is not None]
+        keys = warm[0].slopes.keys()
+        if any(p.slopes.keys() != keys for p in warm):
+            return None
+        slopes = {k: (torch.cat([p.slopes[k][0] for p in warm]),
+                      torch.cat([p.slopes[k][1] for p in warm]), warm[0].slopes[k][2])
+                  for k in keys}
+        betas = {}
+        for name in {k for p in warm for k in p.betas}:
+            like = next(p.betas[name][0] for p in warm if name in p.betas)
+            pairs = [p.betas.get(name) or (like.new_zeros((n, *like.shape[1:])),) * 2
+                     for p, n in zip(warm, sizes, strict=True)]
+            betas[name] = (torch.cat([q[0] for q in pairs]), torch.cat([q[1] for q in pairs]))
+        return Warm(slopes, betas)
+
+
 def optimise_final(nb: NodeBounds, C: Tensor, d: Tensor, splits: Splits, iterations: int,
-                   lr: float = 0.1, expired: Callable[[], bool] = never) -> Tensor:
+                   lr: float = 0.1, expired: Callable[[], bool] = never,
+                   start: Warm | None = None) -> tuple[Tensor, Warm | None]:
     """Bound of C y - d with the intermediate bounds ``nb`` held fixed, tightened by
     optimising the final rows' slopes (alpha) and the split constraints' multipliers
-    (beta) by gradient ascent.  Every iterate is sound; the best per row is returned."""
+    (beta) by gradient ascent from ``start`` (else CROWN's slopes and zeros).  Every
+    iterate is sound; the best per row is returned, with the last parameters."""
     graph = nb.graph
     A = _coefficients(graph, C)
-    with torch.no_grad():
-        best = bound(nb, graph.output_name, A) - d
-    if iterations <= 0:
-        return best
     slopes, betas = Slopes(budget=0), Betas.zeros(splits, C.shape[1])
-    return ascend(lambda: bound(nb, graph.output_name, A, slopes, betas=betas) - d,
+    if start is not None:
+        slopes.pairs = {k: (lo.clone().requires_grad_(True), hi.clone().requires_grad_(free))
+                        for k, (lo, hi, free) in start.slopes.items()}
+        for name, (lo, hi) in start.betas.items():
+            if name in betas.pairs:
+                betas.pairs[name] = (lo.clone().requires_grad_(True),
+                                     hi.clone().requires_grad_(True))
+    with torch.no_grad():
+        best = bound(nb, graph.output_name, A, slopes, betas=betas) - d
+    if iterations <= 0:
+        return best, start
+    best = ascend(lambda: bound(nb, graph.output_name, A, slopes, betas=betas) - d,
                   [slopes, betas], best, Ascent(iterations, lr), expired)
+    warm = Warm({k: (lo.detach(), hi.detach(), hi.requires_grad)
+                 for k, (lo, hi) in slopes.pairs.items()},
+                {k: (lo.detach(), hi.detach()) for k, (lo, hi) in betas.pairs.items()})
+    return best, warm

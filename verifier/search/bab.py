@@ -31,7 +31,7 @@ import torch
 
 from verifier.bounds import forward, intermediate
 from verifier.bounds.backward import NodeBounds, backward, concretise
-from verifier.bounds.crown import optimise_final
+from verifier.bounds.crown import Warm, optimise_final
 from verifier.bounds.limits import Interrupted, MemoryExceeded
 from verifier.graph import Graph, Node
 from verifier.importer.onnx_import import Model
@@ -57,6 +57,10 @@ class BabSettings:
     #: activation-split domain keeps bounds of whole layers): they may take this much
     #: memory in all before the count above stops them
     input_domain_bytes: int = 1 << 30
+    #: activation-split domains (bounds of every split node's input, split limits, the
+    #: optimised parameters of their bound) may take this much memory in all, if that is
+    #: fewer than ``max_domains``
+    activation_domain_bytes: int = 4 << 30
     input_split_max_dims: int = 16  # models with at most this many inputs split inputs
     beta_iterations: int = 10  # Adam steps on alpha and beta per activation-split round
     clip_inputs: bool = True  # input splitting cuts boxes by their linear bounds (clip.py)
@@ -85,6 +89,9 @@ class BabState:
     #: (N,) activation splitting's children: the graph positions below which ``boxes`` (the
     #: parent's) are the domain's own (every split on those nodes is its parent's too)
     keep: Tensor | None = None
+    #: activation splitting: the optimised parameters of the domain's bound (its children
+    #: start theirs from them)
+    warm: Warm | None = None
 
     @property
     def size(self) -> int:
@@ -95,6 +102,7 @@ class BabState:
         tensors = [self.lower, self.upper, self.case, self.per, self.score, self.keep]
         tensors += [t for pair in (*self.splits.values(), *self.boxes.values()) for t in pair]
         total = sum(t.element_size() * t.numel() for t in tensors if t is not None)
+        total += self.warm.nbytes() if self.warm is not None else 0
         return max(1, total // max(1, self.size))
 
     def take(self, idx: Tensor) -> BabState:
@@ -103,7 +111,8 @@ class BabState:
                         None if self.per is None else self.per[idx],
                         None if self.score is None else self.score[idx],
                         {k: (v[0][idx], v[1][idx]) for k, v in self.boxes.items()},
-                        None if self.keep is None else self.keep[idx])
+                        None if self.keep is None else self.keep[idx],
+                        None if self.warm is None else self.warm.take(idx))
 
     @staticmethod
     def cat(parts: list[BabState]) -> BabState:
@@ -121,7 +130,8 @@ class BabState:
             None if any(s is None for s in scores) else torch.cat(scores),  # type: ignore
             {k: (torch.cat([p.boxes[k][0] for p in parts]),
                  torch.cat([p.boxes[k][1] for p in parts])) for k in parts[0].boxes},
-            None if any(k is None for k in keeps) else torch.cat(keeps))  # type: ignore
+            None if any(k is None for k in keeps) else torch.cat(keeps),  # type: ignore
+            Warm.cat([p.warm for p in parts], [p.size for p in parts]))
 
 
 def _cat_splits(parts: list[BabState]) -> dict[str, tuple[Tensor, Tensor]]:
@@ -236,7 +246,8 @@ class BranchAndBound:
         iterations = self.settings.beta_iterations if self.mode == "activation" else 0
         recorded: dict[str, Tensor] = {}
         if iterations:  # alpha and beta optimised, then CROWN's coefficients for branching
-            rows = optimise_final(nb, C, d, state.splits, iterations, expired=self.expired)
+            rows, state.warm = optimise_final(nb, C, d, state.splits, iterations,
+                                              expired=self.expired, start=state.warm)
             with torch.no_grad():
                 A_x, _ = backward(nb, self.graph.output_name, A, record=recorded)
         else:
@@ -443,9 +454,9 @@ class BranchAndBound:
             left[name][1].reshape(state.size, -1)[sel, j] = point
             right[name][0].reshape(state.size, -1)[sel, j] = point
         return BabState.cat([BabState(state.lower, state.upper, state.case, left, state.per,
-                                      boxes=b_box, keep=keep),
+                                      boxes=b_box, keep=keep, warm=state.warm),
                              BabState(state.lower, state.upper, state.case, right, state.per,
-                                      boxes=b_box, keep=keep)])
+                                      boxes=b_box, keep=keep, warm=state.warm)])
 
     # -- falsification -------------------------------------------------------------------
     def try_points(self, state: BabState, A_x: Tensor | None) -> None:
@@ -592,11 +603,12 @@ class BranchAndBound:
 
     def domain_cap(self, state: BabState) -> int:
         """Open domains kept before giving up: ``max_domains``, or for input splitting as
-        many as ``input_domain_bytes`` holds, if that is more."""
+        many as ``input_domain_bytes`` holds, if that is more; for activation splitting
+        as many as ``activation_domain_bytes`` holds, if that is fewer."""
         cap = self.settings.max_domains
         if self.mode == "input":
-            cap = max(cap, self.settings.input_domain_bytes // state.bytes_per_domain())
-        return cap
+            return max(cap, self.settings.input_domain_bytes // state.bytes_per_domain())
+        return min(cap, self.settings.activation_domain_bytes // state.bytes_per_domain())
 
     def _adapt(self, seconds: float, picked: int) -> None:
         """Keep a round between about half a second and two: twice the domains after a round
