@@ -136,14 +136,20 @@ def _root(shape: ScalarShape, lo: Tensor, hi: Tensor, a: Tensor, increasing: Ten
 
 
 @torch.no_grad()
-def extreme_points(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor
-                   ) -> tuple[Tensor, Tensor]:
-    """Candidates (P, *s) for the extremes of f(x) - a x on [l, u], and how far from each
-    the extreme it stands for may lie (0 at the ends and for closed-form roots)."""
+def extreme_points(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor,
+                   lower: bool | None = None) -> tuple[Tensor, Tensor]:
+    """Candidates (P, *s) for the extremes of h(x) = f(x) - a x on [l, u], and how far from
+    each the extreme it stands for may lie (0 at the ends and for closed-form roots).
+    ``lower`` True: for the minimum only, so pieces where f is concave everywhere are
+    skipped (h is concave there: its minimum on the piece is at an end, which is l, u or
+    the end of a convex piece whose own candidate is at most h there); False: for the
+    maximum only, convex pieces skipped alike."""
     pts, convex = _pieces(shape, l, u)
     cands = [l.unsqueeze(0), u.unsqueeze(0)]
     radii = [torch.zeros_like(l).unsqueeze(0)] * 2
     for i in range(pts.shape[0] - 1):
+        if lower is not None and not bool((convex[i] == lower).any()):
+            continue
         x, r = _root(shape, pts[i], pts[i + 1], a, convex[i])
         cands.append(x.unsqueeze(0))
         radii.append(r.unsqueeze(0))
@@ -157,7 +163,7 @@ def intercepts(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor, lower: bool)
     A root x found only to within r (bisection, which on a very wide piece leaves a wide
     bracket) counts as h(x) -+ |h'(x)| r: where h = f - a x is convex (the lower line's
     case) h(x*) >= h(x) + h'(x)(x* - x) >= h(x) - |h'(x)| r, concave alike for the upper."""
-    cands, radii = extreme_points(shape, l.detach(), u.detach(), a.detach())
+    cands, radii = extreme_points(shape, l.detach(), u.detach(), a.detach(), lower)
     roots, radii = cands[2:], radii[2:]
     xs = torch.cat([l.unsqueeze(0), u.unsqueeze(0), roots])  # the ends keep their gradient
     h = shape.f(xs) - a.unsqueeze(0) * xs
