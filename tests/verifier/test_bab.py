@@ -350,3 +350,34 @@ def test_warm_parameters_stack_with_zero_multipliers_where_a_part_has_none():
     assert not both.betas["h0"][0][2:].any() and not both.betas["h1"][1][:2].any()
     assert torch.equal(both.take(torch.tensor([2])).betas["h1"][0], other.betas["h1"][0])
     assert Warm.cat([one, None], [2, 1]) is None
+
+
+def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best():
+    """Of the best scored neurons, each domain splits the one whose weaker child's cheap
+    bound is highest (checked against every candidate split on its own); one candidate:
+    the best scored, as before."""
+    from verifier.search.bab import BabState, BranchAndBound
+    from verifier.verify import make_batch
+
+    model = load_model(_net("Relu", 8, widths=(3, 16, 16, 16, 1)))
+    conj = Conjunction(np.array([[1.0]]), np.array([-1e3]))
+    prop = Property(3, 1, (Case(-np.ones(3), np.ones(3), (conj,)),))
+    root = make_batch(prop, [0], torch.device("cpu"), torch.float64)
+    bab = BranchAndBound(model, prop, root, BabSettings(input_split_max_dims=0,
+                                                        activation_candidates=5),
+                         lambda: False, lambda *a: None)
+    state = BabState(root.lower, root.upper, torch.zeros(1, dtype=torch.long))
+    bab.bound_and_score(state)
+    state, _ = bab.bound_children(bab.split_activations(state, state.boxes))
+    chosen = bab.choose_neurons(state)
+    assert chosen is not None and state.score is not None
+    candidates = state.score.topk(5, dim=1).indices
+    for d in range(state.size):
+        one = state.take(torch.tensor([d]))
+        weaker = [float(bab._quick_bound(bab._split_at(one, c.reshape(1))).min())
+                  for c in candidates[d]]
+        assert int(chosen[d]) in candidates[d].tolist()
+        picked = weaker[candidates[d].tolist().index(int(chosen[d]))]
+        assert picked >= max(weaker) - 1e-9
+    bab.settings = BabSettings(input_split_max_dims=0, activation_candidates=1)
+    assert bab.choose_neurons(state) is None

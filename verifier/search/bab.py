@@ -11,8 +11,11 @@ stops on proof, confirmed counterexample, deadline or cancellation.
   ``|A_x|`` weighted by how near each row is to refuting a disjunct still open) are each
   bisected and bounded, and the pair of children that gains most is kept.  Each box is
   cut to where its linear bounds leave room for a violation (verifier/search/clip.py).
-* ReLU splitting: split the unstable neuron whose upper relaxation costs the bound most,
-  ``max(0, -A) * (-l u / (u - l))`` (the BaBSR intercept score); the children clamp the
+* ReLU splitting: of the neurons whose relaxation costs the bound most (the gap between
+  its lines at the interval's middle times ``|A|``, a BaBSR-like score), the one whose
+  weaker child bounds best in a cheap look-ahead (filtered smart branching: the children's
+  intermediate bounds the parent's, one backward pass with the parent's parameters;
+  ``choose_neurons``); the children clamp the
   neuron's pre-activation bounds to z >= 0 and z <= 0, and a domain whose clamped bounds
   cross is empty, hence verified.  A child keeps its parent's bounds up to its split node
   (they were computed under the same splits) and cuts its later ones by them.
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from verifier.bounds import forward, intermediate
-from verifier.bounds.backward import NodeBounds, backward, concretise
+from verifier.bounds.backward import Betas, NodeBounds, Slopes, backward, bound, concretise
 from verifier.bounds.crown import Warm, optimise_final
 from verifier.bounds.limits import Interrupted, MemoryExceeded
 from verifier.graph import Graph, Node
@@ -63,6 +66,9 @@ class BabSettings:
     activation_domain_bytes: int = 4 << 30
     input_split_max_dims: int = 16  # models with at most this many inputs split inputs
     beta_iterations: int = 10  # Adam steps on alpha and beta per activation-split round
+    #: activation splitting bounds the children of this many of the best scored neurons
+    #: cheaply per domain and splits the one whose weaker child is best (``choose_neurons``)
+    activation_candidates: int = 16
     clip_inputs: bool = True  # input splitting cuts boxes by their linear bounds (clip.py)
     #: input splitting bounds the children of this many candidate dimensions per domain
     #: (the best scored ones) and keeps the pair that lacks least (``branch_inputs``);
@@ -415,10 +421,53 @@ class BranchAndBound:
             scores.append(torch.where(splittable & (s > 0), s, -1.0).reshape(state.size, -1))
         return torch.cat(scores, dim=1)
 
-    def split_activations(self, state: BabState, b_box: dict[str, tuple[Tensor, Tensor]]
-                          ) -> BabState | None:
-        """Two children per domain, split at the chosen neuron's branching point."""
+    def choose_neurons(self, state: BabState) -> Tensor | None:
+        """(N,) the neuron (flat index over the split nodes) each domain splits: of the
+        ``activation_candidates`` best scored, the one whose weaker child has the better
+        bound when both are bounded cheaply (their intermediate bounds the parent's, the
+        split neuron's clamped; one backward pass with the parent's slopes and
+        multipliers).  None: the best scored (one candidate, or a domain with none)."""
+        k = self.settings.activation_candidates
         assert state.score is not None
+        if k <= 1 or bool((state.score.max(dim=1).values < 0).any()):
+            return None
+        cand_score, cand = state.score.topk(min(k, state.score.shape[1]), dim=1)
+        k = cand.shape[1]
+        every = BabState.cat([self._split_at(state, cand[:, j]) for j in range(k)])
+        weakest = self._quick_bound(every).reshape(k, 2, state.size).min(dim=1).values
+        weakest = torch.where((cand_score >= 0).T, weakest, -math.inf)  # (k, N)
+        # ties (every candidate's children unrefuted and equally weak): the best scored
+        choice = weakest.argmax(dim=0)
+        return cand.gather(1, choice.unsqueeze(1)).squeeze(1)
+
+    def _quick_bound(self, state: BabState) -> Tensor:
+        """(N,) a cheap bound of each domain's weakest disjunct: every split node's bounds
+        taken from ``boxes`` (within the domain's limits), one backward pass."""
+        known = dict(self._reusable(dataclasses.replace(state, keep=None)).reuse or {})
+        known.update(state.boxes)
+        with torch.no_grad():
+            nb = intermediate.compute(self.graph, state.lower, state.upper,
+                                      splits=state.splits, stop=self.expired,
+                                      known=intermediate.Known(known, len(self.graph.nodes)))
+            slopes, betas = Slopes(budget=0), None
+            if state.warm is not None:
+                slopes.pairs = {k: (lo, hi) for k, (lo, hi, _) in state.warm.slopes.items()}
+                betas = Betas(state.splits, {k: v for k, v in state.warm.betas.items()
+                                             if k in state.splits})
+            C, d = self.root.C[state.case], self.root.d[state.case]
+            A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
+            rows = bound(nb, self.graph.output_name, A, slopes, betas=betas) - d
+        per = self._problems(state).disjunct_bounds(proof_capable(rows))
+        per = torch.where(nb.infeasible.unsqueeze(1), torch.inf, per)
+        return per.min(dim=1).values
+
+    def split_activations(self, state: BabState, b_box: dict[str, tuple[Tensor, Tensor]],
+                          pos: Tensor | None = None) -> BabState | None:
+        """Two children per domain, split at the chosen neuron's branching point (``pos``,
+        default: the best scored)."""
+        assert state.score is not None
+        if pos is not None:
+            return self._split_at(state, pos)
         best, pos = state.score.max(dim=1)
         if bool((best < 0).any()):
             # nothing left to split in these domains (every neuron fixed or stable, yet the
@@ -433,6 +482,12 @@ class BranchAndBound:
                 sub = state.take(free)
                 parts.append(self.split_activations(sub, sub.boxes))  # type: ignore[arg-type]
             return BabState.cat(parts)
+        return self._split_at(state, pos)
+
+    def _split_at(self, state: BabState, pos: Tensor) -> BabState:
+        """Both children of each domain split at neuron ``pos`` (N,): the left ones (at or
+        below the branching point), then the right ones."""
+        b_box = state.boxes
         sizes = [math.prod(node.shape) for _, node in self.nodes]
         offsets = np.cumsum([0] + sizes)
         keep = torch.zeros(state.size, dtype=torch.long, device=state.lower.device)
@@ -574,7 +629,8 @@ class BranchAndBound:
                         return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                     children, A_x = self.branch_inputs(pick)
                 else:
-                    maybe = self.split_activations(pick, pick.boxes)
+                    maybe = self.split_activations(pick, pick.boxes,
+                                                   self.choose_neurons(pick))
                     if maybe is None:
                         return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                     children, A_x = self.bound_children(maybe)
