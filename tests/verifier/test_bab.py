@@ -352,7 +352,7 @@ def test_warm_parameters_stack_with_zero_multipliers_where_a_part_has_none():
     assert Warm.cat([one, None], [2, 1]) is None
 
 
-def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best():
+def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best(monkeypatch):
     """Of the best scored neurons, each domain splits the one whose weaker child's cheap
     bound is highest (checked against every candidate split on its own); one candidate:
     the best scored, as before."""
@@ -380,4 +380,10 @@ def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best():
         picked = weaker[candidates[d].tolist().index(int(chosen[d]))]
         assert picked >= max(weaker) - 1e-9
     bab.settings = BabSettings(input_split_max_dims=0, activation_candidates=1)
+    assert bab.choose_neurons(state) is None
+    # a model too big for the look-ahead's children: the best scored, too
+    import verifier.search.bab as bab_module
+
+    bab.settings = BabSettings(input_split_max_dims=0, activation_candidates=5)
+    monkeypatch.setattr(bab_module, "LOOKAHEAD_ENTRIES", 2 * state.size * 48)
     assert bab.choose_neurons(state) is None

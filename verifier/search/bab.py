@@ -51,6 +51,9 @@ Tensor = torch.Tensor
 #: before forward bounds stand in for it (each later domain: ``forward.BACKWARD_BUDGET``);
 #: the root's bounds hold on every domain, which intersects its own with them
 ROOT_BACKWARD_BUDGET = 1_000_000_000
+#: split-node entries the look-ahead's children may hold in all (``choose_neurons``): on
+#: big models fewer candidates are looked at
+LOOKAHEAD_ENTRIES = 50_000_000
 
 @dataclass(frozen=True)
 class BabSettings:
@@ -427,8 +430,9 @@ class BranchAndBound:
         bound when both are bounded cheaply (their intermediate bounds the parent's, the
         split neuron's clamped; one backward pass with the parent's slopes and
         multipliers).  None: the best scored (one candidate, or a domain with none)."""
-        k = self.settings.activation_candidates
         assert state.score is not None
+        k = min(self.settings.activation_candidates,
+                LOOKAHEAD_ENTRIES // (2 * state.size * state.score.shape[1]))
         if k <= 1 or bool((state.score.max(dim=1).values < 0).any()):
             return None
         cand_score, cand = state.score.topk(min(k, state.score.shape[1]), dim=1)
