@@ -437,7 +437,12 @@ class BranchAndBound:
             return None
         cand_score, cand = state.score.topk(min(k, state.score.shape[1]), dim=1)
         k = cand.shape[1]
-        every = BabState.cat([self._split_at(state, cand[:, j]) for j in range(k)])
+        # the children without the parent's parameters, which are indexed once for all
+        lean = dataclasses.replace(state, warm=None, per=None, score=None, keep=None)
+        every = BabState.cat([self._split_at(lean, cand[:, j]) for j in range(k)])
+        if state.warm is not None:
+            every.warm = state.warm.take(
+                torch.arange(state.size, device=state.lower.device).repeat(2 * k))
         weakest = self._quick_bound(every).reshape(k, 2, state.size).min(dim=1).values
         weakest = torch.where((cand_score >= 0).T, weakest, -math.inf)  # (k, N)
         # ties (every candidate's children unrefuted and equally weak): the best scored
