@@ -337,7 +337,7 @@ def test_branch_and_bound_bounds_only_the_disjuncts_still_open():
         assert r.verdict in verdicts, (offset, r.message)
 
 
-def test_warm_parameters_stack_with_zero_multipliers_where_a_part_has_none():
+def test_warm_parameters_stack_with_zeros_where_a_part_has_none():
     from verifier.bounds.crown import Warm
 
     slope = {("y", 0, "a0"): (torch.rand(2, 1, 4), torch.rand(2, 1, 4), False)}
@@ -350,6 +350,12 @@ def test_warm_parameters_stack_with_zero_multipliers_where_a_part_has_none():
     assert not both.betas["h0"][0][2:].any() and not both.betas["h1"][1][:2].any()
     assert torch.equal(both.take(torch.tensor([2])).betas["h1"][0], other.betas["h1"][0])
     assert Warm.cat([one, None], [2, 1]) is None
+    # a slope a part lacks (nothing to choose there in its batch): 0 for its domains
+    bare = Warm({}, {})
+    mixed = Warm.cat([one, bare], [2, 3])
+    assert mixed is not None and mixed.slopes[("y", 0, "a0")][0].shape == (5, 1, 4)
+    assert not mixed.slopes[("y", 0, "a0")][0][2:].any()
+    assert mixed.slopes[("y", 0, "a0")][2] is False
 
 
 def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best(monkeypatch):

@@ -143,23 +143,27 @@ class Warm:
 
     @staticmethod
     def cat(parts: list[Warm | None], sizes: list[int]) -> Warm | None:
-        """The parts stacked (None unless every part has the same slopes); a multiplier
-        one part lacks is 0 there."""
+        """The parts stacked (None if a part has none).  A slope a part lacks (its batch had
+        nothing to choose at that node: every neuron stable, say, which its subdomains
+        stay) or a multiplier it lacks (no split there) is 0 for its domains."""
         if not parts or any(p is None for p in parts):
             return None
         warm = [p for p in parts if p is not None]
-        keys = warm[0].slopes.keys()
-        if any(p.slopes.keys() != keys for p in warm):
-            return None
-        slopes = {k: (torch.cat([p.slopes[k][0] for p in warm]),
-                      torch.cat([p.slopes[k][1] for p in warm]), warm[0].slopes[k][2])
-                  for k in keys}
-        betas = {}
-        for name in {k for p in warm for k in p.betas}:
-            like = next(p.betas[name][0] for p in warm if name in p.betas)
-            pairs = [p.betas.get(name) or (like.new_zeros((n, *like.shape[1:])),) * 2
-                     for p, n in zip(warm, sizes, strict=True)]
-            betas[name] = (torch.cat([q[0] for q in pairs]), torch.cat([q[1] for q in pairs]))
+
+        def stacked(pairs: list[tuple[Tensor, Tensor] | None]) -> tuple[Tensor, Tensor]:
+            like = next(q[0] for q in pairs if q is not None)
+            full = [q or (like.new_zeros((n, *like.shape[1:])),) * 2
+                    for q, n in zip(pairs, sizes, strict=True)]
+            return torch.cat([q[0] for q in full]), torch.cat([q[1] for q in full])
+
+        slopes = {}
+        for key in {k for p in warm for k in p.slopes}:
+            have = [p.slopes.get(key) for p in warm]
+            free = next(h[2] for h in have if h is not None)
+            lo, hi = stacked([None if h is None else (h[0], h[1]) for h in have])
+            slopes[key] = (lo, hi, free)
+        betas = {name: stacked([p.betas.get(name) for p in warm])
+                 for name in {k for p in warm for k in p.betas}}
         return Warm(slopes, betas)
 
 
