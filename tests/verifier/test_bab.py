@@ -247,7 +247,7 @@ def test_children_keep_their_parents_bounds_below_the_split_node(act):
     parents = [state]
     for _ in range(3):  # a few generations: children of children
         bab.bound_and_score(state)
-        children = bab.split_activations(state, state.boxes)
+        children = bab.split_activations(state)
         assert children is not None and children.keep is not None
         afresh = dataclasses.replace(children, keep=None, boxes={})
         bab.bound_and_score(afresh, afresh.per)
@@ -374,7 +374,7 @@ def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best(monke
                          lambda: False, lambda *a: None)
     state = BabState(root.lower, root.upper, torch.zeros(1, dtype=torch.long))
     bab.bound_and_score(state)
-    state, _ = bab.bound_children(bab.split_activations(state, state.boxes))
+    state, _ = bab.bound_children(bab.split_activations(state))
     chosen = bab.choose_neurons(state)
     assert chosen is not None and state.score is not None
     candidates = state.score.topk(5, dim=1).indices

@@ -250,8 +250,7 @@ class BranchAndBound:
         if root:  # keep the root's bounds: every domain's are intersected with them
             self.root_boxes = {name: (lo.detach(), hi.detach()) for name, (lo, hi) in
                                nb.box.items()}
-        C, d = self.root.C[state.case], self.root.d[state.case]
-        A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
+        C, d, A = self._final_rows(state)
         iterations = self.settings.beta_iterations if self.mode == "activation" else 0
         recorded: dict[str, Tensor] = {}
         if iterations:  # alpha and beta optimised, then CROWN's coefficients for branching
@@ -264,15 +263,34 @@ class BranchAndBound:
                 A_x, bias = backward(nb, self.graph.output_name, A,
                                      record=recorded if self.mode == "activation" else None)
                 rows = concretise(nb, A_x, bias) - d
-        per = self._problems(state).disjunct_bounds(proof_capable(rows))
-        # as wide as the root's (a batch of cases with fewer disjuncts than another: padding)
-        per = torch.nn.functional.pad(per, (0, max(self.root.n_disjuncts) - per.shape[1]),
-                                      value=math.inf)
-        per = torch.where(nb.infeasible.unsqueeze(1), torch.inf, per)
+        per = self._disjunct_bounds(state, nb, rows)
         consistent = None if iterations else rows.detach()  # alpha's rows: other slopes
         return per, per.min(dim=1).values, DomainBounds(nb, A_x, recorded, consistent)
 
+    def _final_rows(self, state: BabState) -> tuple[Tensor, Tensor, Tensor]:
+        """The root's rows for each domain's case: C (N, R, m), d (N, R) and C as
+        coefficients on the output node."""
+        C, d = self.root.C[state.case], self.root.d[state.case]
+        return C, d, C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
+
+    def _disjunct_bounds(self, state: BabState, nb: NodeBounds, rows: Tensor) -> Tensor:
+        """(N, D) per-disjunct bounds from the rows' lower bounds: only finite ones count,
+        an empty domain is refuted, and the width is the root's (a batch of cases with
+        fewer disjuncts than another's: padding, +inf)."""
+        per = self._problems(state).disjunct_bounds(proof_capable(rows))
+        per = torch.nn.functional.pad(per, (0, max(self.root.n_disjuncts) - per.shape[1]),
+                                      value=math.inf)
+        return torch.where(nb.infeasible.unsqueeze(1), torch.inf, per)
+
     # -- branching -----------------------------------------------------------------------
+    def _root_known(self, state: BabState) -> dict[str, tuple[Tensor, Tensor]]:
+        """The root's intermediate bounds for each domain's case (none before the root's
+        own bound)."""
+        if self.root_boxes is None:
+            return {}
+        return {name: (lo[state.case], hi[state.case])
+                for name, (lo, hi) in self.root_boxes.items()}
+
     def _reusable(self, state: BabState) -> intermediate.Known:
         """The root's intermediate bounds (valid on every subdomain of the root box, so
         every domain's are intersected with them) and the node index before which they are
@@ -282,7 +300,7 @@ class BranchAndBound:
         if self.root_boxes is None:
             return intermediate.Known()
         case = state.case
-        known = {name: (lo[case], hi[case]) for name, (lo, hi) in self.root_boxes.items()}
+        known = self._root_known(state)
         if self.mode == "input":  # sub-boxes of the root's
             return intermediate.Known(known)
         if state.keep is not None and state.boxes:  # the parent's: within the root's
@@ -452,8 +470,7 @@ class BranchAndBound:
     def _quick_bound(self, state: BabState) -> Tensor:
         """(N,) a cheap bound of each domain's weakest disjunct: every split node's bounds
         taken from ``boxes`` (within the domain's limits), one backward pass."""
-        known = dict(self._reusable(dataclasses.replace(state, keep=None)).reuse or {})
-        known.update(state.boxes)
+        known = {**self._root_known(state), **state.boxes}
         with torch.no_grad():
             nb = intermediate.compute(self.graph, state.lower, state.upper,
                                       splits=state.splits, stop=self.expired,
@@ -463,15 +480,12 @@ class BranchAndBound:
                 slopes.pairs = {k: (lo, hi) for k, (lo, hi, _) in state.warm.slopes.items()}
                 betas = Betas(state.splits, {k: v for k, v in state.warm.betas.items()
                                              if k in state.splits})
-            C, d = self.root.C[state.case], self.root.d[state.case]
-            A = C.reshape(C.shape[0], C.shape[1], *self.graph.output_shape)
+            _, d, A = self._final_rows(state)
             rows = bound(nb, self.graph.output_name, A, slopes, betas=betas) - d
-        per = self._problems(state).disjunct_bounds(proof_capable(rows))
-        per = torch.where(nb.infeasible.unsqueeze(1), torch.inf, per)
-        return per.min(dim=1).values
+        return self._disjunct_bounds(state, nb, rows).min(dim=1).values
 
-    def split_activations(self, state: BabState, b_box: dict[str, tuple[Tensor, Tensor]],
-                          pos: Tensor | None = None) -> BabState | None:
+    def split_activations(self, state: BabState, pos: Tensor | None = None
+                          ) -> BabState | None:
         """Two children per domain, split at the chosen neuron's branching point (``pos``,
         default: the best scored)."""
         assert state.score is not None
@@ -489,7 +503,7 @@ class BranchAndBound:
             parts = [self.split_inputs(boxed)]
             if len(free):
                 sub = state.take(free)
-                parts.append(self.split_activations(sub, sub.boxes))  # type: ignore[arg-type]
+                parts.append(self.split_activations(sub))  # type: ignore[arg-type]
             return BabState.cat(parts)
         return self._split_at(state, pos)
 
@@ -638,8 +652,7 @@ class BranchAndBound:
                         return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                     children, A_x = self.branch_inputs(pick)
                 else:
-                    maybe = self.split_activations(pick, pick.boxes,
-                                                   self.choose_neurons(pick))
+                    maybe = self.split_activations(pick, self.choose_neurons(pick))
                     if maybe is None:
                         return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
                     children, A_x = self.bound_children(maybe)
