@@ -41,7 +41,7 @@ from verifier.importer.onnx_import import Model
 from verifier.problems import ProblemBatch
 from verifier.property.core import Property
 from verifier.search.attack import Counterexample, candidates, confirm
-from verifier.search.clip import clip_boxes
+from verifier.search.clip import clip_boxes, pair_bounds
 from verifier.search.guided import GuidedSettings, guided_points, start_points
 
 Tensor = torch.Tensor
@@ -319,9 +319,13 @@ class BranchAndBound:
             return
         assert state.per is not None
         sub = self._problems(state)
-        lower, upper, empty = clip_boxes(
-            state.lower, state.upper, b.A_x.reshape(state.size, b.A_x.shape[1], -1), b.rows,
-            sub.row_disjunct, torch.tensor(sub.n_disjuncts, device=state.lower.device))
+        A_x = b.A_x.reshape(state.size, b.A_x.shape[1], -1)
+        counts = torch.tensor(sub.n_disjuncts, device=state.lower.device)
+        pairs = pair_bounds(state.lower, state.upper, A_x, b.rows, sub.row_disjunct, state.per)
+        if pairs is not None:  # two rows of a disjunct together
+            state.per = torch.maximum(state.per, pairs)
+        lower, upper, empty = clip_boxes(state.lower, state.upper, A_x, b.rows,
+                                         sub.row_disjunct, counts)
         state.lower, state.upper = lower, upper
         state.per = torch.where(empty.unsqueeze(1), torch.inf, state.per)
 

@@ -78,3 +78,63 @@ def _cast(t: Tensor, dtype: torch.dtype, direction: int) -> Tensor:
     wrong = back > t if direction < 0 else back < t
     toward = torch.full_like(out, -torch.inf if direction < 0 else torch.inf)
     return torch.where(wrong, torch.nextafter(out, toward), out)
+
+
+def pair_bounds(lower: Tensor, upper: Tensor, A_x: Tensor, rows: Tensor,
+                row_disjunct: Tensor, per: Tensor) -> Tensor | None:
+    """(N, D) per disjunct, a lower bound of ``min over the box of max(L_j, L_k)`` for the
+    best pair of its rows (-inf where it has no pair or ``per``, its bound so far, is
+    above 0 already), or None where no disjunct has two rows.  A point violates a
+    disjunct only where all its rows are <= 0, so a disjunct is refuted where
+    ``max_r L_r(x) > 0`` on the whole box; the largest row minimum (``disjunct_bounds``)
+    only sees one row at a time.  For two rows the exact value is ``max over w in [0, 1]
+    of min over the box of (w L_j + (1 - w) L_k)`` (LP duality), a concave piecewise
+    linear function of w whose kinks lie where a coefficient of the combination changes
+    sign; every kink and both ends are tried.  On lsnc each disjunct is a bad output
+    within the Lyapunov sublevel set (``V(x) <= rho``): a box across the level set's
+    boundary is refuted by neither row alone.
+
+    ``L_r(x) = a_r . x + c_r`` with ``c_r = m_r - min_box(a_r . x)``: the minimum over the
+    box is ``m_r``, the row's sound bound (as in ``clip_boxes``).  Any weights give a
+    sound bound; the float64 arithmetic's error is subtracted: every term is at most the
+    sum ``S`` of the magnitudes below, and each of the value's ``2 n + 6`` roundings costs
+    at most ``2^-53`` of a partial sum, so ``S (2 n + 12) 2^-52`` covers them and the
+    weights' own rounding (``1 - w`` within ``2^-53`` of exact)."""
+    N, R, n = A_x.shape
+    rd = row_disjunct
+    upper_tri = torch.ones(R, R, dtype=torch.bool, device=rd.device).triu(1)
+    same = (rd.unsqueeze(2) == rd.unsqueeze(1)) & (rd >= 0).unsqueeze(2) & upper_tri
+    pj, pk = same.any(dim=0).nonzero(as_tuple=True)
+    if pj.numel() == 0:
+        return None
+    finite = torch.isfinite(rows) & torch.isfinite(A_x).all(dim=2) & \
+        torch.isfinite(lower).all(dim=1, keepdim=True) & \
+        torch.isfinite(upper).all(dim=1, keepdim=True)
+    slot = rd[:, pj].clamp(min=0)  # (N, P)
+    wanted = same[:, pj, pk] & finite[:, pj] & finite[:, pk] & (per.gather(1, slot) <= 0)
+    dom, pair = wanted.nonzero(as_tuple=True)  # the (domain, pair) entries worth a look
+    out = torch.full(per.shape, -torch.inf, dtype=torch.float64, device=per.device)
+    if dom.numel():
+        lo, hi = lower.double()[dom].unsqueeze(1), upper.double()[dom].unsqueeze(1)  # (M,1,n)
+        aj, ak = A_x[dom, pj[pair]].double(), A_x[dom, pk[pair]].double()  # (M, n)
+        mj, mk = rows[dom, pj[pair]].double(), rows[dom, pk[pair]].double()  # (M,)
+        size = torch.maximum(lo.abs(), hi.abs()).squeeze(1)
+        # each row's constant: its minimum less its linear part's minimum over the box
+        lin_j = torch.minimum(aj * lo[:, 0], aj * hi[:, 0]).sum(dim=1)
+        lin_k = torch.minimum(ak * lo[:, 0], ak * hi[:, 0]).sum(dim=1)
+        den = ak - aj
+        kinks = torch.where(den != 0, ak / den, 0.0).clamp(0, 1)
+        ends = torch.tensor([0.0, 1.0], dtype=kinks.dtype, device=kinks.device)
+        w1 = torch.cat([ends.expand(kinks.shape[0], 2), kinks], dim=1)  # (M, C)
+        w2 = 1 - w1
+        b = w1.unsqueeze(2) * aj.unsqueeze(1) + w2.unsqueeze(2) * ak.unsqueeze(1)  # (M,C,n)
+        g = w1 * (mj - lin_j).unsqueeze(1) + w2 * (mk - lin_k).unsqueeze(1) + \
+            torch.minimum(b * lo, b * hi).sum(dim=2)
+        S = w1 * (mj.abs() + 2 * (aj.abs() * size).sum(dim=1)).unsqueeze(1) + \
+            w2 * (mk.abs() + 2 * (ak.abs() * size).sum(dim=1)).unsqueeze(1)
+        g = g - S * (2 * n + 12) * 2.0 ** -52 - 1e-300
+        best = g.nan_to_num(nan=-torch.inf).amax(dim=1)
+        D = per.shape[1]  # a disjunct's best pair
+        out = out.view(-1).scatter_reduce(0, dom * D + slot[dom, pair], best, reduce="amax",
+                                          include_self=True).view(N, D)
+    return _cast(out, rows.dtype, -1)
