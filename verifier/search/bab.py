@@ -225,6 +225,7 @@ class BranchAndBound:
         self.started = time.monotonic()
         self.search_seconds = 0.0  # spent in the guided search
         self.searches = 0
+        self.points: list[BabState] = []  # input splitting's point boxes, set aside open
         # the root's intermediate bounds, one row per case (every later domain's are
         # intersected with them); given ones (alpha-CROWN's) meet the root's own
         self.root_boxes = root_boxes
@@ -566,7 +567,7 @@ class BranchAndBound:
         of the time."""
         g = self.settings.guided
         now = time.monotonic()
-        if g is None or not state.splits or state.per is None or \
+        if g is None or self.mode == "activation" and not state.splits or state.per is None or \
                 self.search_seconds > g.share * (now - self.started):
             return
         order = torch.argsort(state.per.min(dim=1).values)[:g.domains]
@@ -650,10 +651,18 @@ class BranchAndBound:
             try:
                 if self.mode == "input":
                     assert pick.score is not None
-                    if bool((pick.score.max(dim=1).values < 0).any()):
-                        # a domain narrower than 1e-6 of its case in every input (a point
-                        # box): splitting it again would not change its bound
-                        return self._outcome("unknown", BabState.cat([pick, rest]), global_lb)
+                    point = pick.score.max(dim=1).values < 0
+                    if bool(point.any()):
+                        # domains narrower than 1e-6 of their case in every input (point
+                        # boxes): splitting them again would not change their bounds, so
+                        # the run can end `unknown` at best, but the others may still hold
+                        # a counterexample (one hidden in a tiny ball: the point boxes at
+                        # its rim, where the bound meets 0, came first)
+                        self.points.append(pick.take(point.nonzero().flatten()))
+                        pick = pick.take((~point).nonzero().flatten())
+                        if not pick.size:
+                            state = rest
+                            continue
                     children, A_x = self.branch_inputs(pick)
                 else:
                     maybe = self.split_activations(pick, self.choose_neurons(pick))
@@ -672,7 +681,7 @@ class BranchAndBound:
             self.done += children.size
             self._adapt(time.monotonic() - started, k)
             self.try_points(children, A_x)
-            if not self.found and self.mode == "activation":
+            if not self.found:
                 self.guided_search(children, A_x)
             if self.found:
                 return self._outcome("falsified", children, global_lb)
@@ -681,7 +690,7 @@ class BranchAndBound:
             global_lb = float(state.per.min()) if state.size else math.inf  # type: ignore
             self.global_lb = global_lb
             self.progress(state.size, self.done, global_lb)
-        return self._outcome("verified", state, global_lb)
+        return self._outcome("unknown" if self.points else "verified", state, global_lb)
 
     def domain_cap(self, state: BabState) -> int:
         """Open domains kept before giving up: ``max_domains``, or for input splitting as
@@ -708,6 +717,9 @@ class BranchAndBound:
             self.batch = max(1, min(self.batch, int(picked * 1.0 / seconds)))
 
     def _outcome(self, verdict: str, state: BabState, lb: float) -> BabOutcome:
+        if self.points and verdict != "falsified":  # the point boxes set aside stay open
+            state = BabState.cat([state, *self.points])
+            lb = min(lb, float(state.per.min()))  # type: ignore[union-attr]
         self.global_lb = lb
         cases = {self.root.cases[int(i)] for i in state.case.unique().tolist()} if state.size \
             else set()
