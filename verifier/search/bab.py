@@ -226,6 +226,7 @@ class BranchAndBound:
         self.search_seconds = 0.0  # spent in the guided search
         self.searches = 0
         self.points: list[BabState] = []  # input splitting's point boxes, set aside open
+        self.points_lb = math.inf  # their weakest bound
         # the root's intermediate bounds, one row per case (every later domain's are
         # intersected with them); given ones (alpha-CROWN's) meet the root's own
         self.root_boxes = root_boxes
@@ -659,6 +660,8 @@ class BranchAndBound:
                         # a counterexample (one hidden in a tiny ball: the point boxes at
                         # its rim, where the bound meets 0, came first)
                         self.points.append(pick.take(point.nonzero().flatten()))
+                        self.points_lb = min(self.points_lb,
+                                             float(self.points[-1].per.min()))  # type: ignore
                         pick = pick.take((~point).nonzero().flatten())
                         if not pick.size:
                             state = rest
@@ -688,6 +691,7 @@ class BranchAndBound:
             keep = children.take(still_open(margin).nonzero().flatten())
             state = BabState.cat([keep, rest]) if keep.size + rest.size else keep
             global_lb = float(state.per.min()) if state.size else math.inf  # type: ignore
+            global_lb = min(global_lb, self.points_lb)
             self.global_lb = global_lb
             self.progress(state.size, self.done, global_lb)
         return self._outcome("unknown" if self.points else "verified", state, global_lb)
