@@ -58,6 +58,9 @@ LOOKAHEAD_ENTRIES = 50_000_000
 @dataclass(frozen=True)
 class BabSettings:
     batch: int = 512  # domains split per round (children: twice as many)
+    #: input splitting's rounds may grow to this many domains (each round's fixed cost,
+    #: walking the graph node by node, is spread over more of its small domains)
+    input_batch: int = 16384
     max_domains: int = 50_000  # open domains kept before giving up (memory cap)
     #: input splitting's domains are a box and a few bounds (about a hundred bytes, where an
     #: activation-split domain keeps bounds of whole layers): they may take this much
@@ -220,7 +223,8 @@ class BranchAndBound:
         self.done = 0
         self.found: list[Counterexample] = []
         self.batch = settings.batch if self.mode == "input" else 16
-        self.batch_cap = settings.batch  # lowered each time a round meets the memory budget
+        # lowered each time a round meets the memory budget
+        self.batch_cap = settings.input_batch if self.mode == "input" else settings.batch
         self.global_lb = -math.inf
         self.started = time.monotonic()
         self.search_seconds = 0.0  # spent in the guided search
