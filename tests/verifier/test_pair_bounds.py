@@ -101,6 +101,9 @@ def test_no_pairs_refuted_or_non_finite():
     assert out is not None and 0.09 < float(out[0, 0]) <= 0.1  # w = 1/2: 0.1 everywhere
     done = torch.ones(1, 1, dtype=torch.float64)  # already refuted: not looked at
     assert float(pair_bounds(lo, hi, A, m, both, done)[0, 0]) == -np.inf  # type: ignore
+    wide = hi.clone()
+    wide[0, 1] = float("inf")  # an unbounded input: nothing to conclude
+    assert float(pair_bounds(lo, wide, A, m, both, _per(both.numpy(), 1))[0, 0]) == -np.inf  # type: ignore[index]
     bad = A.clone()
     bad[0, 1, 1] = float("nan")
     assert float(pair_bounds(lo, hi, bad, m, both, _per(both.numpy(), 1))[0, 0]) == -np.inf  # type: ignore[index]

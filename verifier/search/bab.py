@@ -10,7 +10,9 @@ stops on proof, confirmed counterexample, deadline or cancellation.
   ``|A_x| * width`` (how much of the bound's looseness that dimension carries; the rows'
   ``|A_x|`` weighted by how near each row is to refuting a disjunct still open) are each
   bisected and bounded, and the pair of children that gains most is kept.  Each box is
-  cut to where its linear bounds leave room for a violation (verifier/search/clip.py).
+  cut to where its linear bounds leave room for a violation, and a disjunct's rows are
+  also bounded two at a time (verifier/search/clip.py).  A box too narrow to split again
+  is set aside open: the run goes on for counterexamples and can no longer prove.
 * ReLU splitting: of the neurons whose relaxation costs the bound most (the gap between
   its lines at the interval's middle times ``|A|``, a BaBSR-like score), the one whose
   weaker child bounds best in a cheap look-ahead (filtered smart branching: the children's
@@ -568,8 +570,9 @@ class BranchAndBound:
 
     def guided_search(self, state: BabState, A_x: Tensor | None) -> None:
         """Search the weakest of the domains just bounded for a counterexample, with their
-        split limits as guides (guided.py), while that search has had less than its share
-        of the time."""
+        split limits as guides (guided.py; input splitting's boxes have none: the violation
+        alone leads, from boxes clipping has cut), while that search has had less than its
+        share of the time."""
         g = self.settings.guided
         now = time.monotonic()
         if g is None or self.mode == "activation" and not state.splits or state.per is None or \
@@ -667,7 +670,8 @@ class BranchAndBound:
                         self.points_lb = min(self.points_lb,
                                              float(self.points[-1].per.min()))  # type: ignore
                         pick = pick.take((~point).nonzero().flatten())
-                        if not pick.size:
+                        k = pick.size  # the round's size, for _adapt
+                        if not k:
                             state = rest
                             continue
                     children, A_x = self.branch_inputs(pick)

@@ -4,7 +4,10 @@ A domain of activation splitting is a box plus limits on the inputs of some
 nonlinearities (``z_j >= l_j`` or ``z_j <= u_j``).  The weakest domains are where the bounds
 still see room for a violation, and a counterexample that a plain attack misses (hidden in
 a narrow bump, with no gradient outside it) lies in one of them; there the split limits
-point at it even where the property's violation ``v`` (attack.py) has no gradient.  From
+point at it even where the property's violation ``v`` (attack.py) has no gradient.  A
+domain of input splitting has no limits (phi is the violation's term alone): its box,
+cut by clipping to where the bounds leave room for a violation, is what narrows the
+search.  From
 the corner where the domain's linear bound is lowest, the box's centre and random points,
 each step drives
 
