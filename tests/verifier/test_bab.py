@@ -393,3 +393,31 @@ def test_the_chosen_neuron_is_the_candidate_whose_weaker_child_bounds_best(monke
     bab.settings = BabSettings(input_split_max_dims=0, activation_candidates=5)
     monkeypatch.setattr(bab_module, "LOOKAHEAD_ENTRIES", 2 * state.size * 48)
     assert bab.choose_neurons(state) is None
+
+
+def test_a_point_box_set_aside_is_bounded_on_its_own_box():
+    """Clipping cuts a box after it was bounded, so a point box may carry its larger
+    parent's bound.  Set aside, it is bounded again: one whose own box refutes it is
+    dropped (a stale -1 where onnxruntime's margin is 0.3), one whose own bound cannot
+    refute it stays open, with its bound in the run's global one."""
+    from verifier.search.bab import BabState, BranchAndBound
+    from verifier.verify import make_batch
+
+    model = load_model(_net("Relu", 0))
+    x = np.array([0.25, -0.125])
+    y = float(ort.run(model, x)[0])
+    for threshold, kept in ((y - 0.3, False), (y - 1e-7 * abs(y), True)):
+        prop = _prop([-1.0, -1.0], [1.0, 1.0], threshold)
+        root = make_batch(prop, [0], torch.device("cpu"), torch.float64)
+        bab = BranchAndBound(model, prop, root, BabSettings(), lambda: False,
+                             lambda *a: None)
+        assert bab.mode == "input"
+        point = torch.tensor(x[None], dtype=torch.float64)
+        stale = torch.full((1, 1), -1.0, dtype=torch.float64)
+        bab._set_aside(BabState(point, point.clone(), torch.zeros(1, dtype=torch.long),
+                                per=stale))
+        assert len(bab.points) == int(kept)
+        if kept:
+            assert -1.0 < bab.points_lb <= 0
+        else:
+            assert bab.points_lb == math.inf
