@@ -1,7 +1,7 @@
 """Run every instance of a VNN-COMP benchmark folder in one process and print the figures.
 
     python bench/vnncomp.py ../shared/benchmarks/acasxu [--cap 60] [--device cpu]
-        [--threads 2] [--no-guided-search]
+        [--threads 2] [--no-guided-search] [--no-probe]
 
 Prints one line per instance (verdict, seconds, BaB domains, the guard's milliseconds and,
 where ../shared/reference/vnncomp2024.md lists the instance, the published answer and
@@ -10,7 +10,8 @@ contradicts the published answer) and the totals.  A model the engine cannot imp
 on onnxruntime alone (a search for counterexamples).  The model of
 consecutive instances is imported once (as a long-running worker would).
 ``--no-guided-search`` turns off BaB's search in its weakest domains (guided.py), to
-measure what it costs in domains per second.
+measure what it costs in domains per second; ``--no-probe`` turns off the probe of the
+sides of nonlinearities no sample reached (probe.py), to measure what it costs.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from verifier.errors import NNVerifyError  # noqa: E402
 from verifier.property import SpecError  # noqa: E402
 from verifier.search.bab import BabSettings  # noqa: E402
 from verifier.search.blackbox import load_or_opaque  # noqa: E402
+from verifier.search.probe import ProbeSettings  # noqa: E402
 
 
-def run(folder: Path, cap: float, device: str, bab: BabSettings | None = None) -> Counter:
+def run(folder: Path, cap: float, device: str, bab: BabSettings | None = None,
+        probe: bool = True) -> Counter:
     rows = list(csv.reader((folder / "instances.csv").read_text().splitlines()))
     totals: Counter = Counter()
     times: list[float] = []
@@ -52,7 +55,8 @@ def run(folder: Path, cap: float, device: str, bab: BabSettings | None = None) -
             models[onnx_rel] = model
             prop = parse_vnnlib_file(folder / spec_rel, model.n_inputs, model.n_outputs)
             settings = Settings(timeout=min(float(timeout), cap), device=device,
-                                bab_settings=bab or BabSettings())
+                                bab_settings=bab or BabSettings(),
+                                probe=ProbeSettings() if probe else None)
             result = verify_safely(model, prop, settings)  # type: ignore[arg-type]
             verdict, domains = result.verdict, result.domains
             guard = result.guard_seconds
@@ -115,10 +119,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-guided-search", action="store_true",
                         help="BaB without its counterexample search in the weakest domains")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="without the probe of the sides no sample reached")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run(args.folder, args.cap, args.device,
-        BabSettings(guided=None) if args.no_guided_search else None)
+        BabSettings(guided=None) if args.no_guided_search else None, not args.no_probe)
     return 0
 
 

@@ -24,6 +24,7 @@ from verifier.problems import ProblemBatch, batches, exactly_representable, make
 from verifier.property.core import Property
 from verifier.search.attack import AttackSettings, Counterexample, falsify
 from verifier.search.bab import BabSettings, run_bab
+from verifier.search.probe import ProbeSettings, probe
 
 VERDICTS = ("verified", "falsified", "unknown", "timeout", "error")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -40,6 +41,8 @@ class Settings:
     dtype: str = "auto"
     methods: tuple[str, ...] = ("ibp", "crown", "alpha-crown")
     attack: AttackSettings = field(default_factory=AttackSettings)
+    # after the bound methods, the sides of nonlinearities no sample reached (None: off)
+    probe: ProbeSettings | None = field(default_factory=ProbeSettings)
     bab: bool = True
     bab_settings: BabSettings = field(default_factory=BabSettings)
     batch_cases: int = 64
@@ -277,6 +280,20 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
                           lower_bound=state.weakest()))
         if state.n_open() == 0:
             return _finish(result, "verified", state, f"all disjuncts refuted by {method}")
+
+    if settings.probe is not None and not clock.expired():
+        stop = time.monotonic() + settings.probe.share * max(0.0, clock.deadline -
+                                                             time.monotonic())
+        for batch in open_batches():
+            result.counterexamples += probe(model, prop, batch,
+                                            state.root_boxes(batch.cases), settings.probe,
+                                            _until(clock, stop))
+            if clock.expired() or time.monotonic() > stop:
+                break
+        if result.counterexamples:
+            return _finish(result, "falsified", state, "counterexample found by probing "
+                           "the sides of nonlinearities no sample reached, confirmed by "
+                           "onnxruntime" + _snapped(result))
 
     if settings.bab and not clock.expired():
         decided = _branch_and_bound(model, prop, settings, clock, state, result, progress,

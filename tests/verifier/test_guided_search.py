@@ -83,13 +83,14 @@ FOUND_BY_GUIDED = ("relu", "leaky_relu", "sigmoid", "exp", "log", "sqrt", "recip
 
 @pytest.mark.parametrize("name", FOUND_BY_GUIDED)
 def test_hidden_counterexample_found_with_20_inputs(name: str):
-    """verify() finds the planted counterexample (found here in 0.1-1.1 s; the timeout
-    leaves room for a loaded machine), and onnxruntime confirms it."""
+    """verify() finds the planted counterexample by the guided search alone (the probe is
+    off) in 0.1-1.1 s here (the timeout leaves room for a loaded machine), and onnxruntime
+    confirms it."""
     bump = next(b for b in BUMPS if b.name == name)
     data = bump.build(N)
     model = load_model(data)
     prop = parse_vnnlib(_spec(bump, N, bump.hidden), model.n_inputs, model.n_outputs)
-    result = verify(model, prop, Settings(timeout=20))
+    result = verify(model, prop, Settings(timeout=20, probe=None))
     assert result.verdict == "falsified", result.message
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     for cex in result.counterexamples:
@@ -105,7 +106,8 @@ def test_branch_and_bound_without_the_guided_search_misses_it():
     bump = next(b for b in BUMPS if b.name == "relu")
     model = load_model(bump.build(N))
     prop = parse_vnnlib(_spec(bump, N, bump.hidden), model.n_inputs, model.n_outputs)
-    settings = dataclasses.replace(Settings(timeout=3), bab_settings=BabSettings(guided=None))
+    settings = dataclasses.replace(Settings(timeout=3, probe=None),
+                                   bab_settings=BabSettings(guided=None))
     assert verify(model, prop, settings).verdict in ("unknown", "timeout")
 
 
@@ -161,7 +163,7 @@ def test_counterexample_in_an_l1_ball_found_by_input_splitting(n: int, guided: b
     model = load_model(data)
     prop = parse_vnnlib(spec, model.n_inputs, model.n_outputs)
     bab = BabSettings() if guided else BabSettings(guided=None)
-    result = verify(model, prop, Settings(timeout=30, bab_settings=bab))
+    result = verify(model, prop, Settings(timeout=30, bab_settings=bab, probe=None))
     assert result.verdict == "falsified", result.message
     for cex in result.counterexamples:
         x = np.asarray(cex.x, dtype=np.float32)
