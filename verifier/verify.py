@@ -282,14 +282,17 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
             return _finish(result, "verified", state, f"all disjuncts refuted by {method}")
 
     if settings.probe is not None and not clock.expired():
-        stop = time.monotonic() + settings.probe.share * max(0.0, clock.deadline -
-                                                             time.monotonic())
+        progress(Progress("probe", clock.elapsed(), domains_open=state.n_open(),
+                          lower_bound=state.weakest()))
+        t0, before = time.monotonic(), state.n_open()
+        stop = t0 + settings.probe.share * max(0.0, clock.deadline - t0)
         for batch in open_batches():
             result.counterexamples += probe(model, prop, batch,
                                             state.root_boxes(batch.cases), settings.probe,
                                             _until(clock, stop))
             if clock.expired() or time.monotonic() > stop:
                 break
+        result.methods.append(MethodRecord("probe", time.monotonic() - t0, before, before))
         if result.counterexamples:
             return _finish(result, "falsified", state, "counterexample found by probing "
                            "the sides of nonlinearities no sample reached, confirmed by "
