@@ -285,7 +285,8 @@ def _run(model: Model, prop: Property, settings: Settings, clock: Clock,
         progress(Progress("probe", clock.elapsed(), domains_open=state.n_open(),
                           lower_bound=state.weakest()))
         t0, before = time.monotonic(), state.n_open()
-        stop = t0 + settings.probe.share * max(0.0, clock.deadline - t0)
+        left = max(0.0, clock.deadline - t0)
+        stop = t0 + max(settings.probe.share * left, min(settings.probe.min_seconds, left / 4))
         for batch in open_batches():
             result.counterexamples += probe(model, prop, batch,
                                             state.root_boxes(batch.cases), settings.probe,

@@ -14,8 +14,11 @@ the first-order estimate of v once it gets there is
 and the entries where that estimate is lowest are probed: from the sample where it is
 lowest, resilient sign steps (Rprop: per coordinate, a step grows by 1.2 while the
 gradient's sign holds and halves when it flips, so it homes in on a kink like |x_i - p_i|
-at a geometric rate where fixed steps oscillate) drive z across s, then minimise v.  What
-it finds is only a candidate: ``confirm`` (attack.py) judges it with onnxruntime.
+at a geometric rate where fixed steps oscillate) drive z across s; then one row per target
+minimises v and another drives z on towards its bound (an L-infinity ball's
+``r - max_i |x_i - p_i|`` moves one coordinate at a time, and v's steps, which move them
+all, leave it; docs/design-notes.md, "The probe").  What it finds is only a candidate:
+``confirm`` (attack.py) judges it with onnxruntime.
 """
 
 from __future__ import annotations
@@ -34,14 +37,17 @@ from verifier.search.attack import Counterexample, candidates, confirm, softmax_
 
 Tensor = torch.Tensor
 Boxes = dict[str, tuple[Tensor, Tensor]]
+AIM_PAST_V = 1e-3  # once across, steps aim at v = -1e-3
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     samples: int = 64  # random points per case that tell which sides are seen
-    targets: int = 32  # entries probed per case
-    steps: int = 200  # Rprop steps (a hinge at 1e-6 of the box's width takes ~70)
-    share: float = 0.05  # of the time left, at most
+    targets: int = 16  # entries probed per case (each from two rows: see probe)
+    steps: int = 1000  # Rprop steps, at most (an L-inf ball of 50 inputs takes ~500)
+    share: float = 0.05  # of the time left, at most (but at least min_seconds)
+    min_seconds: float = 2.0  # where the time left allows 4x as much
+    patience: int = 100  # steps without progress before the search ends
     first_step: float = 0.05  # Rprop's first step, a fraction of the box's width
     budget: int = 20_000_000  # values kept per evaluation (samples x cases x entries)
     seed: int = 0
@@ -53,6 +59,8 @@ class _Target:
     entry: Tensor  # (B, T) flat index into the input's entries
     above: Tensor  # (B, T) bool: drive z above the split point (else below)
     point: Tensor  # (B, T) the split point
+    past: Tensor  # (B, T) how far past the point the steps aim: 1% of the side's width
+    bound: Tensor  # (B, T) the side's far end (the bound), where the estimate was taken
 
 
 def _nodes(model: Model, boxes: Boxes) -> list[tuple[str, str, object]]:
@@ -113,6 +121,7 @@ def _choose(model: Model, batch: ProblemBatch, boxes: Boxes, settings: ProbeSett
         scores.append(torch.cat([best_up, best_down], dim=1))
         whole.append((zname, m, torch.cat([at_up, at_down], dim=1), s))
     allsc = torch.cat(scores, dim=1)  # (B, sum 2 m)
+    bounds = {zname: tuple(t.reshape(B, -1) for t in boxes[zname]) for zname, _, _ in nodes}
     T = min(settings.targets, allsc.shape[1])
     est, flat = torch.topk(allsc, T, dim=1, largest=False)
     if not bool(torch.isfinite(est).any()):
@@ -121,14 +130,21 @@ def _choose(model: Model, batch: ProblemBatch, boxes: Boxes, settings: ProbeSett
     targets, starts = [], x.detach()[:, :1].expand(B, T, n).clone()
     offset = 0
     for zname, m, at, s in whole:
+        zl, zu = bounds[zname]
         mine = (flat >= offset) & (flat < offset + 2 * m) & torch.isfinite(est)
         local = (flat - offset).clamp(0, 2 * m - 1)
         entry = local % m
         sample = at.gather(1, local)
         starts = torch.where(mine.unsqueeze(-1),
                              x.detach().gather(1, sample.unsqueeze(-1).expand(B, T, n)), starts)
-        targets.append(_Target(zname, torch.where(mine, entry, -1), local < m,
-                               s.gather(1, entry)))
+        point, above = s.gather(1, entry), local < m
+        bound = torch.where(above, zu.gather(1, entry), zl.gather(1, entry))
+        # an unbounded side: a point max(1, |s|) beyond s stands for its end
+        reach = point.abs().clamp(min=1.0)
+        bound = torch.where(torch.isfinite(bound), bound,
+                            torch.where(above, point + reach, point - reach))
+        past = torch.nan_to_num(0.01 * (bound - point).abs(), nan=0.0).clamp(min=0)
+        targets.append(_Target(zname, torch.where(mine, entry, -1), above, point, past, bound))
         offset += 2 * m
     return targets, starts, est
 
@@ -150,45 +166,87 @@ def probe(model: Model, prop: Property, batch: ProblemBatch, boxes: Boxes | None
     if chosen is None or expired():
         return []
     targets, starts, _ = chosen
+    # each target twice: once across, one copy minimises v, the other drives the entry on
+    # towards its bound, where the estimate was taken (an L-infinity ball's pre-activation
+    # r - max_i |x_i - p_i| moves one coordinate at a time, while v's steps move them all)
+    targets = [_Target(t.name, *(torch.cat([f, f], dim=1)
+                                 for f in (t.entry, t.above, t.point, t.past, t.bound)))
+               for t in targets]
+    starts = torch.cat([starts, starts], dim=1)
     B, T, n = starts.shape
+    push = (torch.arange(T, device=starts.device) >= T // 2).expand(B, T)
     lo, hi = batch.lower.unsqueeze(1), batch.upper.unsqueeze(1)
     width = torch.where(hi > lo, hi - lo, 1.0)
     u = ((starts - lo) / width).clamp(0, 1).detach().requires_grad_(True)  # x = lo + u w
     size = torch.full_like(u, settings.first_step)  # Rprop's steps, per coordinate
     last = torch.zeros_like(u)  # the gradient's sign at the last step
+    # the last point where the target was across (rows that got there), to fall back to
+    inside, was_in = u.detach().clone(), torch.zeros(B, T, dtype=torch.bool, device=u.device)
     names = tuple(t.name for t in targets)
     logits = softmax_logits(graph)
     best_x, best_v = starts.clone(), torch.full((B, T), math.inf, dtype=lo.dtype,
                                                  device=lo.device)
+    # the search ends once no row's loss has fallen by 0.1% for ``patience`` steps (the
+    # loss is measured afresh when a row gets across)
+    best_loss, was_across, quiet = torch.full_like(best_v, math.inf), was_in.clone(), 0
     for _ in range(settings.steps):
         with torch.enable_grad():
             x = lo + u * width
             kept: dict[str, Tensor] = dict.fromkeys(names)  # type: ignore[assignment]
             v, _, _ = violation(graph, batch, x, search=True, logits=logits, kept=kept)
             reached = torch.ones_like(v, dtype=torch.bool)
-            gap = torch.zeros_like(v)
+            loss, aim = v, torch.full_like(v, AIM_PAST_V)
             for t in targets:
                 z = kept[t.name].reshape(B, T, -1)
                 zt = z.gather(2, t.entry.clamp(min=0).unsqueeze(-1)).squeeze(-1)
                 g = torch.where(t.above, t.point - zt, zt - t.point)  # > 0: not there yet
+                on = torch.where(t.above, t.bound - zt, zt - t.bound)  # to the bound
                 mine = t.entry >= 0
-                gap = torch.where(mine, g, gap)
+                on_to = mine & push
+                loss = torch.where(on_to, on, loss)
+                aim = torch.where(on_to, 0.0, aim)
+                loss = torch.where(mine & (g >= 0), g, loss)
+                aim = torch.where(mine & (g >= 0), t.past, aim)
                 reached = torch.where(mine, g < 0, reached)
             better = v.detach() < best_v
             best_v = torch.where(better, v.detach(), best_v)
             best_x = torch.where(better.unsqueeze(-1), x.detach(), best_x)
             if bool((best_v <= 0).any()) or expired():
                 break
-            loss = torch.where(reached, v, gap)
             loss = torch.where(torch.isfinite(loss), loss, 0.0)
+            fresh = reached != was_across
+            was_across = reached
+            best_loss = torch.where(fresh, math.inf, best_loss)
+            gained = loss.detach() < best_loss - 1e-3 * best_loss.abs()
+            best_loss = torch.minimum(best_loss, loss.detach())
+            quiet = 0 if bool(gained.any()) else quiet + 1
+            if quiet > settings.patience:
+                break
             (grad,) = torch.autograd.grad(loss.sum(), u)
         with torch.no_grad():
-            sign = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0).sign()
+            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            sign = grad.sign()
             turn = sign * last
             size = torch.where(turn > 0, size * 1.2, torch.where(turn < 0, size * 0.5, size))
-            size = size.clamp(1e-9, 0.5)
-            last = torch.where(turn < 0, 0.0, sign)  # after a flip, wait one step
-            u = (u - size * last).clamp(0, 1).requires_grad_(True)
+            # no coordinate steps more than twice what would, alone and to first order,
+            # take the loss a little past 0 (a step grown far from the target, on a
+            # coordinate whose turn comes back only now, would jump far past it; exactly
+            # to 0, the steps would only approach the target from outside)
+            cap = 2 * (loss.detach().clamp(min=0) + aim).unsqueeze(-1) / grad.abs()
+            size = torch.minimum(size, torch.where(grad != 0, cap, size)).clamp(1e-9, 0.5)
+            move = torch.where(turn < 0, 0.0, sign)  # after a flip, wait one step
+            # a coordinate without gradient this step (not the argmax of a max, say)
+            # keeps its last sign, so an overshoot is seen on its next turn
+            last = torch.where(sign == 0, last, move)
+            # a row that had got across and left again (v's steps took it out: they move
+            # every coordinate, at sizes grown while reaching) goes back, with halved steps
+            fell = (was_in & ~reached).unsqueeze(-1)
+            inside = torch.where(reached.unsqueeze(-1), u.detach(), inside)
+            was_in = was_in | reached
+            stepped = (u.detach() - size * move).clamp(0, 1)
+            u = torch.where(fell, inside, stepped).requires_grad_(True)
+            size = torch.where(fell, size * 0.5, size)
+            last = torch.where(fell, 0.0, last)
     found: dict[tuple[int, int], Counterexample] = {}
     for b, k in candidates(best_v, each_best=False):
         cex = confirm(model, prop, batch.cases[b], best_x[b, k].detach().cpu().double().numpy())
