@@ -171,3 +171,11 @@ def test_nothing_to_probe_when_every_side_is_seen():
     assert _choose(model, batch, boxes, ProbeSettings(), torch.Generator()) is None
     assert probe(model, prop, batch, boxes) == []
     assert math.isfinite(float(boxes["h"][1].max()))
+
+
+def test_a_probe_out_of_time_while_bounding_returns_nothing():
+    """Without kept bounds the probe computes CROWN's; when its time runs out there (the
+    vit models: alpha-CROWN stopped by its deadline kept none), it ends with nothing
+    instead of raising (that was a run's `error`)."""
+    _, model, prop, batch, _, _ = _setup(20, seed=20)
+    assert probe(model, prop, batch, None, expired=lambda: True) == []

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from verifier.bounds import intermediate
+from verifier.bounds.limits import Interrupted
 from verifier.importer.onnx_import import Model
 from verifier.problems import ProblemBatch
 from verifier.property.core import Property
@@ -157,10 +158,13 @@ def probe(model: Model, prop: Property, batch: ProblemBatch, boxes: Boxes | None
     the nonlinearities' inputs (name -> (lo, hi), each (B, *shape)), computed here by CROWN
     where not given."""
     graph = model.graph
-    if boxes is None:
-        with torch.no_grad():
-            boxes = dict(intermediate.compute(graph, batch.lower, batch.upper,
-                                              stop=expired).box)
+    if boxes is None:  # (alpha-CROWN kept none: skipped, or stopped by its deadline)
+        try:
+            with torch.no_grad():
+                boxes = dict(intermediate.compute(graph, batch.lower, batch.upper,
+                                                  stop=expired).box)
+        except Interrupted:  # the probe's time ran out (or memory): nothing to probe
+            return []
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
     chosen = _choose(model, batch, boxes, settings, gen)
     if chosen is None or expired():
