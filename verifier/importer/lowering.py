@@ -6,6 +6,9 @@
   of this form are much tighter than those of exp(x) / sum(exp(x)).
 * LayerNormalization:  c = x - mean(x);  y = c * (mean(c^2) + eps)^(-1/2) * gamma + beta.
 * x / y for two variables:  x * Reciprocal(y).
+* x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
+  variables would be bounded as if its factors varied apart (an interval around 0 giving
+  a negative lower bound).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from verifier.graph import Node
 from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
 from verifier.ops.bilinear import VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
-from verifier.ops.nonlinear import Exp, PowConst, Reciprocal
+from verifier.ops.nonlinear import Exp, PowConst, Reciprocal, Square
 from verifier.ops.shape import Reduce, Reshape
 
 
@@ -102,3 +105,9 @@ def lower_div(out: str, x: Var, y: Var, out_shape: tuple[int, ...], onnx_name: s
         _node(out + "/reciprocal", rec, [y.name], onnx_name, "Div"),
         _node(out, mul, [x.name, out + "/reciprocal"], onnx_name, "Div"),
     ]
+
+
+def lower_square(out: str, x: Var, onnx_name: str) -> list[Node]:
+    """``Mul(x, x)``: onnxruntime rounds the product once, within Pow's rounding bound."""
+    sq = Square({"_op_type": "Mul"}, [x, Const(np.array(2.0))], x.shape)
+    return [_node(out, sq, [x.name], onnx_name, "Mul")]

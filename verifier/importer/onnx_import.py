@@ -375,6 +375,9 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
     elif node.op_type == "LayerNormalization":
         _check_broadcasts_to(inputs, "scale and bias")
         nodes = lowering.lower_layernorm(out, inputs, attrs, node.name)
+    elif node.op_type == "Mul" and len(inputs) == 2 and isinstance(inputs[0], Var) and \
+            inputs[0] == inputs[1]:
+        nodes = lowering.lower_square(out, inputs[0], node.name)
     elif node.op_type == "Div" and all(isinstance(i, Var) for i in inputs):
         x, y = inputs
         assert isinstance(x, Var) and isinstance(y, Var)

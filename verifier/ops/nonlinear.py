@@ -683,6 +683,21 @@ class PowConst(ScalarOp):
             torch.zeros_like(lo, dtype=torch.bool)
 
 
+class Square(PowConst):
+    """x * x, one variable times itself (lowered from ``Mul(x, x)``, importer/lowering.py):
+    Pow's function, relaxation and splits, with the rounding of the one product
+    onnxruntime computes: the result, >= 0, rounds relatively (``fl(x x) = x^2 (1 + d)``,
+    |d| <= u, charged twice as the products of variables are), and the underflow floor."""
+
+    onnx_types = ()
+
+    def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
+        return 2 * u
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        return torch.full_like(out[0], tiny(u))
+
+
 @register
 class Clip(ScalarOp):
     """clamp(x, lo, hi) with constant limits: convex up to the midpoint, concave after."""
