@@ -620,7 +620,7 @@ class PowConst(ScalarOp):
     an interval containing 0 gives (-inf, inf)), monotone on each side.  Non-integer p is
     NaN for x < 0 (an interval reaching below 0 gives (-inf, inf)) and monotone on x >= 0."""
 
-    onnx_types = ("Pow",)
+    onnx_types: ClassVar[tuple[str, ...]] = ("Pow",)
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
@@ -689,7 +689,7 @@ class Square(PowConst):
     onnxruntime computes: the result, >= 0, rounds relatively (``fl(x x) = x^2 (1 + d)``,
     |d| <= u, charged twice as the products of variables are), and the underflow floor."""
 
-    onnx_types = ()
+    onnx_types: ClassVar[tuple[str, ...]] = ()
 
     def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
         return 2 * u
