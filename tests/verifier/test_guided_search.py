@@ -111,34 +111,42 @@ def test_branch_and_bound_without_the_guided_search_misses_it():
     assert verify(model, prop, settings).verdict in ("unknown", "timeout")
 
 
-def _l1_ball(n: int, seed: int) -> tuple[bytes, str, np.ndarray, float]:
-    """y = base(x) + K relu(r - |x - p|_1) on [-1, 1]^n, a random ReLU layer for base: the
-    bump has no gradient outside the L1 ball around p (radius r, 0.0035 sqrt(n)), and the
-    unsafe set y >= T, T 0.3 above a sound bound of base's maximum, lies inside it (y(p)
-    is 0.6 above that bound).  The model, its spec, p and T."""
+def planted_ball(n: int, seed: int, r: float, distance: list[tuple[str, list[str], str]],
+                 opset: int = 17) -> tuple[bytes, str, np.ndarray, float]:
+    """y = base(x) + K relu(r - dist(x)) on [-1, 1]^n, a random ReLU layer for base and
+    ``dist`` a distance from p built by the nodes ``distance`` (op, inputs, output) from
+    ``d = x - p`` to ``dist`` (they may use the constant ``ones``, shape (n, 1)): the bump
+    has no gradient outside the ball dist < r, and the unsafe set y >= T, T 0.3 above a
+    sound bound of base's maximum, lies inside it (y(p) is 0.6 above that bound).  The
+    model, its spec, p and T."""
+    from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
     W1 = (rng.normal(size=(n, 32)) / np.sqrt(n)).astype(np.float32)
     b1 = (rng.normal(size=32) * 0.1).astype(np.float32)
     W2 = (rng.normal(size=(32, 1)) / np.sqrt(32)).astype(np.float32)
     p = rng.uniform(-0.8, 0.8, n).astype(np.float32)
-    r = np.float32(0.005 * n ** 0.5)
+    r32 = np.float32(r)
     top = float(np.maximum(W2[:, 0], 0) @ np.maximum(np.abs(W1).sum(0) + b1, 0))
     base_p = float((np.maximum(p[None] @ W1 + b1, 0) @ W2)[0, 0])
-    K = np.float32((top - base_p + 0.6) / r)
+    K = np.float32((top - base_p + 0.6) / r32)
     consts = {"W1": W1, "b1": b1, "W2": W2, "p": p[None], "ones": np.ones((n, 1), np.float32),
-              "r": np.array([[r]], np.float32), "K": np.array([[K]], np.float32)}
+              "r": np.array([[r32]], np.float32), "K": np.array([[K]], np.float32)}
     ops = [("MatMul", ["x", "W1"], "h0"), ("Add", ["h0", "b1"], "h1"), ("Relu", ["h1"], "h2"),
-           ("MatMul", ["h2", "W2"], "base"), ("Sub", ["x", "p"], "d"), ("Relu", ["d"], "dp"),
-           ("Neg", ["d"], "nd"), ("Relu", ["nd"], "dn"), ("Add", ["dp", "dn"], "ad"),
-           ("MatMul", ["ad", "ones"], "l1"), ("Sub", ["r", "l1"], "rl"),
-           ("Relu", ["rl"], "bump"), ("Mul", ["bump", "K"], "kb"), ("Add", ["base", "kb"], "y")]
-    from onnx import TensorProto, helper, numpy_helper
+           ("MatMul", ["h2", "W2"], "base"), ("Sub", ["x", "p"], "d"), *distance,
+           ("Sub", ["r", "dist"], "rl"), ("Relu", ["rl"], "bump"), ("Mul", ["bump", "K"], "kb"),
+           ("Add", ["base", "kb"], "y")]
+    nodes = []
+    for op, ins, out in ops:
+        if op == "Split":  # into n columns: the outputs are out0 ... out{n-1}
+            nodes.append(helper.make_node(op, ins, [f"{out}{k}" for k in range(n)], axis=1))
+        else:
+            nodes.append(helper.make_node(op, ins, [out]))
     graph = helper.make_graph(
-        [helper.make_node(op, ins, [out]) for op, ins, out in ops], "ball",
+        nodes, "ball",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
         [numpy_helper.from_array(v, k) for k, v in consts.items()])
-    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]) \
         .SerializeToString()
     T = top + 0.3
     spec = "".join(f"(declare-const X_{i} Real)\n" for i in range(n)) + \
@@ -146,6 +154,14 @@ def _l1_ball(n: int, seed: int) -> tuple[bytes, str, np.ndarray, float]:
         "".join(f"(assert (<= X_{i} 1.0))\n(assert (>= X_{i} -1.0))\n" for i in range(n)) + \
         f"(assert (>= Y_0 {T!r}))\n"
     return data, spec, p, T
+
+
+def _l1_ball(n: int, seed: int) -> tuple[bytes, str, np.ndarray, float]:
+    """``planted_ball`` with the L1 distance |x - p|_1 (relu(d) + relu(-d), summed), radius
+    0.005 sqrt(n)."""
+    return planted_ball(n, seed, 0.005 * n ** 0.5, [
+        ("Relu", ["d"], "dp"), ("Neg", ["d"], "nd"), ("Relu", ["nd"], "dn"),
+        ("Add", ["dp", "dn"], "ad"), ("MatMul", ["ad", "ones"], "dist")])
 
 
 @pytest.mark.parametrize("n,guided", [(3, True), (8, True), (16, True), (8, False)])

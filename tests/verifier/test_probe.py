@@ -21,7 +21,7 @@ from verifier.bounds import intermediate
 from verifier.problems import make_batch
 from verifier.search.probe import ProbeSettings, _choose, probe
 
-from .test_guided_search import _l1_ball
+from .test_guided_search import _l1_ball, planted_ball
 
 
 def _setup(n: int, seed: int):
@@ -46,50 +46,15 @@ def test_probe_finds_the_counterexample_in_the_ball(n: int):
 
 
 def _linf_ball(n: int, seed: int, square: bool) -> tuple[bytes, str, np.ndarray, float]:
-    """Like ``_l1_ball`` but with an L-infinity ball: y = base(x) + K relu(r - max_i
-    |x_i - p_i|) (``square``: r - sqrt(max_i (x_i - p_i)^2), whose bounds are unbounded
-    here: the square of an interval around 0 has a negative lower bound, and sqrt of it
-    none).  The pre-activation's gradient reaches one coordinate at a time (the argmax).
-    The model, its spec, p and T."""
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(seed)
-    W1 = (rng.normal(size=(n, 32)) / np.sqrt(n)).astype(np.float32)
-    b1 = (rng.normal(size=32) * 0.1).astype(np.float32)
-    W2 = (rng.normal(size=(32, 1)) / np.sqrt(32)).astype(np.float32)
-    p = rng.uniform(-0.8, 0.8, n).astype(np.float32)
-    r = np.float32(0.003)
-    top = float(np.maximum(W2[:, 0], 0) @ np.maximum(np.abs(W1).sum(0) + b1, 0))
-    base_p = float((np.maximum(p[None] @ W1 + b1, 0) @ W2)[0, 0])
-    K = np.float32((top - base_p + 0.6) / r)
-    consts = {"W1": W1, "b1": b1, "W2": W2, "p": p[None], "r": np.array([[r]], np.float32),
-              "K": np.array([[K]], np.float32)}
+    """``planted_ball`` with an L-infinity ball, radius 0.003: dist = max_i |x_i - p_i|
+    (``square``: sqrt(max_i (x_i - p_i)^2), whose bounds are unbounded here: the square of an
+    interval around 0 has a negative lower bound, and sqrt of it none).  The
+    pre-activation's gradient reaches one coordinate at a time (the argmax)."""
     parts = [f"s{k}" for k in range(n)]
-    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h0"]),
-             helper.make_node("Add", ["h0", "b1"], ["h1"]),
-             helper.make_node("Relu", ["h1"], ["h2"]),
-             helper.make_node("MatMul", ["h2", "W2"], ["base"]),
-             helper.make_node("Sub", ["x", "p"], ["d"]),
-             helper.make_node("Mul", ["d", "d"], ["ad"]) if square
-             else helper.make_node("Abs", ["d"], ["ad"]),
-             helper.make_node("Split", ["ad"], parts, axis=1),
-             helper.make_node("Max", parts, ["m"]),
-             helper.make_node("Sqrt" if square else "Identity", ["m"], ["m2"]),
-             helper.make_node("Sub", ["r", "m2"], ["rl"]),
-             helper.make_node("Relu", ["rl"], ["bump"]),
-             helper.make_node("Mul", ["bump", "K"], ["kb"]),
-             helper.make_node("Add", ["base", "kb"], ["y"])]
-    graph = helper.make_graph(nodes, "linf",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
-                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
-    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]) \
-        .SerializeToString()
-    T = top + 0.3
-    spec = "".join(f"(declare-const X_{i} Real)\n" for i in range(n)) + \
-        "(declare-const Y_0 Real)\n" + \
-        "".join(f"(assert (<= X_{i} 1.0))\n(assert (>= X_{i} -1.0))\n" for i in range(n)) + \
-        f"(assert (>= Y_0 {T!r}))\n"
-    return data, spec, p, T
+    distance = [("Mul", ["d", "d"], "ad") if square else ("Abs", ["d"], "ad"),
+                ("Split", ["ad"], "s"), ("Max", parts, "m"),
+                ("Sqrt" if square else "Identity", ["m"], "dist")]
+    return planted_ball(n, seed, 0.003, distance, opset=13)
 
 
 @pytest.mark.parametrize("square", [False, True])
