@@ -160,3 +160,23 @@ def test_verify_proves_squares_nonnegative_and_falsifies_a_threshold():
         x = np.asarray(cex.x, dtype=F32)
         assert np.all(np.abs(x) <= 1)
         assert sess.run(None, {"x": x[None]})[0][0, 0] >= 4.0
+
+
+@pytest.mark.parametrize("x0", [0.1, 1.0 + 2 ** -23, 3.0000002, 1e-20, 1.5e19, -7.25e-3])
+def test_a_threshold_at_onnxruntimes_own_square_is_never_proved(x0: float):
+    """The box is the one float32 point x0 and the unsafe set y >= onnxruntime's x0 * x0
+    (a product that rounds, overflows to nothing, or underflows): the point itself is a
+    counterexample, so `verified` would be a false proof; it must be falsified."""
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"])], "sq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+        .SerializeToString()
+    x = F32(x0)
+    y = float(_ort(data, np.array([[x]], F32))[0, 0])
+    spec = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n" \
+        f"(assert (>= X_0 {float(x)!r}))\n(assert (<= X_0 {float(x)!r}))\n" \
+        f"(assert (>= Y_0 {y!r}))\n"
+    model = load_model(data)
+    result = verify(model, parse_vnnlib(spec, 1, 1), Settings(timeout=10))
+    assert result.verdict == "falsified", (x0, y, result.message)

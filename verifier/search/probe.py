@@ -120,9 +120,8 @@ def _choose(model: Model, batch: ProblemBatch, boxes: Boxes, settings: ProbeSett
         best_up = torch.where(up, best_up, math.inf)
         best_down = torch.where(down, best_down, math.inf)
         scores.append(torch.cat([best_up, best_down], dim=1))
-        whole.append((zname, m, torch.cat([at_up, at_down], dim=1), s))
+        whole.append((zname, m, torch.cat([at_up, at_down], dim=1), s, zl, zu))
     allsc = torch.cat(scores, dim=1)  # (B, sum 2 m)
-    bounds = {zname: tuple(t.reshape(B, -1) for t in boxes[zname]) for zname, _, _ in nodes}
     T = min(settings.targets, allsc.shape[1])
     est, flat = torch.topk(allsc, T, dim=1, largest=False)
     if not bool(torch.isfinite(est).any()):
@@ -130,8 +129,7 @@ def _choose(model: Model, batch: ProblemBatch, boxes: Boxes, settings: ProbeSett
     # rows without a target (fewer qualify than T) start at the centre and minimise v
     targets, starts = [], x.detach()[:, :1].expand(B, T, n).clone()
     offset = 0
-    for zname, m, at, s in whole:
-        zl, zu = bounds[zname]
+    for zname, m, at, s, zl, zu in whole:
         mine = (flat >= offset) & (flat < offset + 2 * m) & torch.isfinite(est)
         local = (flat - offset).clamp(0, 2 * m - 1)
         entry = local % m
