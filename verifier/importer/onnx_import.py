@@ -28,6 +28,7 @@ from verifier.graph import Graph, Node
 from verifier.importer import lowering
 from verifier.importer.onnx_attrs import MAX_OPSET, MIN_OPSET, check_attributes
 from verifier.importer.patterns import FUSED, fuse_patterns
+from verifier.importer.quadform import fuse_quadratic_forms
 from verifier.ops.base import REGISTRY, Const, Input, OpFormError, Var
 from verifier.ops.linear import _conv_pads
 from verifier.ops.shape import reshape_target
@@ -126,6 +127,7 @@ def load_model(source: bytes | str | Path) -> Model:
     _check_supported(nodes, consts, inp.name)
     read = {name for n in nodes for name in n.input} | {out_name}
     built = _build(nodes, consts, inp.name, in_shape, opset, read)
+    built = fuse_quadratic_forms(built, out_name, unit_roundoff(proto))
     if out_name != inp.name and out_name not in {n.name for n in built}:
         raise ModelError(f"the output '{out_name}' does not depend on the input "
                          f"'{inp.name}' (no computation from the input produces it)")

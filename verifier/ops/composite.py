@@ -9,8 +9,10 @@ import math
 
 import torch
 
-from verifier.ops.base import F32_1E_5, REGISTRY, Op, Tensor, axis, register
-from verifier.ops.linear import AffineOp
+from verifier.ops.base import (
+    F32_1E_5, REGISTRY, Interval, Op, Tensor, axis, gamma, magnitude, register,
+)
+from verifier.ops.linear import AffineOp, MatMul
 from verifier.ops.nonlinear import ScalarOp
 
 
@@ -103,6 +105,23 @@ class Rsqrt(ScalarOp):
         return lo + self.eps > 0
 
 
+class SumOfSquares(MatMul):
+    """``s @ c``: the weighted sum, over the last axis, of the squares a quadratic or
+    bilinear form was rewritten into (verifier/importer/quadform.py).  Its rounding bound
+    also carries the rewrite's two errors, at most ``coef * |z|^2 <= coef * sum(s)``:
+    attribute ``_margin`` = (decomposition error, |P|_F, rounded steps of onnxruntime's
+    evaluation of the form, sigma_min(V)^2 lowered by a safety margin)."""
+
+    onnx_types = ()
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        own = super().rounding_error(ins, out, u)
+        err, p_norm, steps, sigma2 = self.attrs["_margin"]
+        coef = (err + gamma(steps, u) * p_norm) / sigma2
+        charged = coef * magnitude(ins[0]).sum(-1, keepdim=True)
+        return charged if own is None else own + charged
+
+
 @register
 class Softmax(Op):
     """Registered for import; always lowered (verifier/importer/lowering.py)."""
@@ -117,4 +136,4 @@ class LayerNormalization(Op):
     onnx_types = ("LayerNormalization",)
 
 
-__all__ = ["REGISTRY", "PairDiff", "Centre", "ScaleShift", "Rsqrt"]
+__all__ = ["REGISTRY", "PairDiff", "Centre", "ScaleShift", "Rsqrt", "SumOfSquares"]
