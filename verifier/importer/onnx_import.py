@@ -37,8 +37,7 @@ from verifier.precision import unit_roundoff
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
     "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size", "Less",
-    "Greater", "Not", "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax", "ReduceMax",
-    "ReduceMin",
+    "Greater", "Not", "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax",
 }
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.

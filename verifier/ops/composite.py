@@ -6,11 +6,20 @@ LayerNormalization for import."""
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
 from verifier.ops.base import (
-    F32_1E_5, REGISTRY, Interval, Op, Tensor, axis, gamma, magnitude, register,
+    F32_1E_5,
+    REGISTRY,
+    Interval,
+    Op,
+    Tensor,
+    axis,
+    gamma,
+    magnitude,
+    register,
 )
 from verifier.ops.linear import AffineOp, MatMul
 from verifier.ops.nonlinear import ScalarOp
@@ -112,7 +121,7 @@ class SumOfSquares(MatMul):
     attribute ``_margin`` = (decomposition error, |P|_F, rounded steps of onnxruntime's
     evaluation of the form, sigma_min(V)^2 lowered by a safety margin)."""
 
-    onnx_types = ()
+    onnx_types: ClassVar[tuple[str, ...]] = ()
 
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
         own = super().rounding_error(ins, out, u)

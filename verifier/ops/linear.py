@@ -9,7 +9,7 @@ values, which is exact for a box.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +165,7 @@ class Gemm(AffineOp):
 class MatMul(AffineOp):
     """``x @ W`` or ``W @ x`` with one constant operand (two variables: see bilinear)."""
 
-    onnx_types = ("MatMul",)
+    onnx_types: ClassVar[tuple[str, ...]] = ("MatMul",)
 
     def rounding_terms(self) -> int:
         w = self.const_np(self.w_index)

@@ -32,6 +32,7 @@ from verifier.ops.base import (
     Relaxation,
     Tensor,
     Var,
+    axis,
     magnitude,
     register,
     tiny,
@@ -839,3 +840,39 @@ class MaxPool(Op):
         pool = torch.nn.functional.max_pool2d if n == 2 else torch.nn.functional.max_pool1d
         y = pool(xb, k, strides, 0, dil, ceil_mode=bool(self.attrs.get("ceil_mode", 0)))
         return y.reshape(*x.shape[: -(n + 1)], *y.shape[1:])
+
+
+@register
+class ReduceMaxMin(Op):
+    """ReduceMax / ReduceMin of a variable over constant axes (attribute up to opset 17,
+    input from 18): exact, and non-decreasing in every entry, so its interval is the
+    reduction of its input's bounds; the backward pass meets it as that interval."""
+
+    onnx_types = ("ReduceMax", "ReduceMin")
+    onnx_attributes = frozenset({"axes", "keepdims", "noop_with_empty_axes"})
+    rounding_ulps = 0.0  # exact
+    monotone = True
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if any(isinstance(i, Var) for i in inputs[1:]):
+            raise OpFormError("the axes must be constant")
+
+    def _dims(self, rank: int) -> list[int] | None:
+        """The reduced dimensions of a batched tensor; None: none (the identity)."""
+        axes = [int(a) for a in self.attrs["axes"]] if "axes" in self.attrs else \
+            [int(a) for a in self.const_np(1).ravel()] if self.has_const(1) else []
+        if not axes:
+            if int(self.attrs.get("noop_with_empty_axes", 0)):
+                return None
+            axes = list(range(rank))
+        return sorted({axis(a, rank) for a in axes})
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = self._dims(x.dim() - 1)
+        if dims is None:
+            return x
+        keep = bool(int(self.attrs.get("keepdims", 1)))
+        if self.attrs["_op_type"] == "ReduceMax":
+            return x.amax(dim=dims, keepdim=keep)
+        return x.amin(dim=dims, keepdim=keep)
