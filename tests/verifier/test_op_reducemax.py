@@ -2,7 +2,8 @@
 
 - onnxruntime: a grid of opsets (11, 13, 18, 20), both ops, axes as attribute (before 18)
   or input (18 on), negative and several axes, reduce-all, keepdims 0 and 1, and
-  noop_with_empty_axes with empty axes (the identity).
+  noop_with_empty_axes with empty axes (the identity); random forms in the importer's
+  fuzzing (``FUZZ``, run by test_import_fuzz.py).
 - The engine's IBP, CROWN and alpha-CROWN bounds contain onnxruntime's outputs on dense
   samples of random boxes, end to end through a net with the op in its middle.
 - A constant ReduceMax folds at import and agrees with onnxruntime; variable axes are
@@ -18,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, verify
@@ -26,6 +28,7 @@ from verifier.bounds.methods import row_lower_bounds
 from verifier.ops.base import Const, OpFormError, Var
 from verifier.ops.nonlinear import ReduceMaxMin
 
+from .fuzzgraph import G, maybe, opset, put, shape_of
 from .opcases import plus_minus_rows
 
 F32 = np.float32
@@ -59,6 +62,28 @@ def _model(op: str, opset: int, axes: list[int] | None, keepdims: int | None,
                               inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]) \
         .SerializeToString()
+
+
+def gen_reduce_max_min(draw) -> tuple[G, str]:
+    """ReduceMax / ReduceMin with random axes (attribute or input by opset), keepdims and
+    noop_with_empty_axes, for the importer's fuzzing (test_import_fuzz.py)."""
+    op = draw(st.sampled_from(["ReduceMax", "ReduceMin"]))
+    g = G(shape_of(draw), opset(draw, 11))
+    r = len(g.shape)
+    axes = maybe(draw, st.lists(st.integers(-r, r - 1), max_size=r, unique_by=lambda a: a % r))
+    attrs: dict = {}
+    put(attrs, "keepdims", maybe(draw, st.integers(0, 1)))
+    ins = ["X"]
+    if g.opset >= 18:
+        put(attrs, "noop_with_empty_axes", maybe(draw, st.integers(0, 1)))
+        if axes is not None:
+            ins.append(g.const(np.array(axes, dtype=np.int64)))
+    elif axes:
+        attrs["axes"] = axes
+    return g, g.node(op, ins, **attrs)[0]
+
+
+FUZZ = {"ReduceMax": gen_reduce_max_min, "ReduceMin": gen_reduce_max_min}
 
 
 def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 
 - The import: ``d^T P d`` (any P, any opset's ReduceSum, keepdims or not) becomes a
   rotation, squares and a weighted sum; a bilinear ``u^T P w`` keeps its product; the
-  forward agrees with onnxruntime.
+  forward agrees with onnxruntime (also on random forms in the importer's fuzzing:
+  ``FUZZ``, run by test_import_fuzz.py).
 - The rewrite's error bound: at random points (well- and ill-conditioned P, indefinite P,
   large values) onnxruntime's output lies inside the engine's enclosure of the point (its
   interval propagation with every rounding bound, the guard's and every proof's).
@@ -21,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import verifier.importer.onnx_import as onnx_import
@@ -30,6 +32,7 @@ from verifier.bounds.methods import row_lower_bounds
 from verifier.ops.bilinear import VarMul
 from verifier.ops.composite import SumOfSquares
 
+from .fuzzgraph import G, array, opset, shape_of
 from .opcases import plus_minus_rows
 
 F32 = np.float32
@@ -88,6 +91,31 @@ def _form_net(kind: str = "psd", same: bool = True, n: int = 5, keepdims: int = 
                               inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]) \
         .SerializeToString()
+
+
+def gen_quadratic_form(draw) -> tuple[G, str]:
+    """``ReduceSum(d * (d @ P))`` (d = X or a Tanh of it, P random, either factor order,
+    keepdims either way, axes as attribute or input; sometimes d @ P also used outside),
+    for the importer's fuzzing (test_import_fuzz.py)."""
+    g = G(shape_of(draw, 1, 3, 1, 5), opset(draw, 11))
+    n = g.shape[-1]
+    d = "X" if draw(st.booleans()) else g.node("Tanh", ["X"])[0]
+    (dp,) = g.node("MatMul", [d, g.const(array(draw, (n, n)))])
+    (prod,) = g.node("Mul", [d, dp] if draw(st.booleans()) else [dp, d])
+    keep = draw(st.integers(0, 1))
+    if g.opset >= 13:
+        (out,) = g.node("ReduceSum", [prod, g.const(np.array([-1], np.int64))], keepdims=keep)
+    else:
+        (out,) = g.node("ReduceSum", [prod], axes=[-1], keepdims=keep)
+    if draw(st.booleans()):
+        (out,) = g.node("Add", [out, g.node("ReduceMean", [dp], axes=[-1],
+                                            keepdims=keep)[0] if g.opset < 18 else
+                                g.node("ReduceMean", [dp, g.const(np.array([-1], np.int64))],
+                                       keepdims=keep)[0]])
+    return g, out
+
+
+FUZZ = {"QuadraticForm": gen_quadratic_form}
 
 
 def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:
