@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from verifier.ops.activations import ExpLinear, Softplus, Softsign
 from verifier.ops.base import Const, Var
 from verifier.ops.composite import Rsqrt
 from verifier.ops.nonlinear import (
@@ -69,6 +70,16 @@ OPS = {
     "max_const": (MaxMinConst({"_op_type": "Max"}, [X[0], Const(np.array(0.3))], ()), None),
     "min_const": (MaxMinConst({"_op_type": "Min"}, [X[0], Const(np.array(0.3))], ()), None),
     "rsqrt": (Rsqrt({"epsilon": 1e-5}, X, (1, 1)), (0.0, 1e3)),
+    "elu": (ExpLinear({"_op_type": "Elu"}, X, (1, 1)), None),
+    "elu_convex_kink": (ExpLinear({"_op_type": "Elu", "alpha": 0.3}, X, (1, 1)), None),
+    "elu_concave_kink": (ExpLinear({"_op_type": "Elu", "alpha": 2.5}, X, (1, 1)), None),
+    "elu_relu": (ExpLinear({"_op_type": "Elu", "alpha": 0.0}, X, (1, 1)), None),
+    "selu": (ExpLinear({"_op_type": "Selu"}, X, (1, 1)), None),
+    "selu_attrs": (ExpLinear({"_op_type": "Selu", "alpha": 0.5, "gamma": 3.0}, X, (1, 1)), None),
+    "celu": (ExpLinear({"_op_type": "Celu", "alpha": 0.2}, X, (1, 1)), None),
+    "celu_wide": (ExpLinear({"_op_type": "Celu", "alpha": 7.0}, X, (1, 1)), None),
+    "softplus": (_op(Softplus), None),
+    "softsign": (_op(Softsign), None),
 }
 
 

@@ -6,6 +6,7 @@
   of this form are much tighter than those of exp(x) / sum(exp(x)).
 * LayerNormalization:  c = x - mean(x);  y = c * (mean(c^2) + eps)^(-1/2) * gamma + beta.
 * x / y for two variables:  x * Reciprocal(y).
+* HardSigmoid:  Clip(alpha x + beta, 0, 1).
 * x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
   variables would be bounded as if its factors varied apart (an interval around 0 giving
   a negative lower bound).
@@ -22,7 +23,8 @@ from verifier.graph import Node
 from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
 from verifier.ops.bilinear import VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
-from verifier.ops.nonlinear import Exp, PowConst, Reciprocal, Square
+from verifier.ops.linear import Add, MulConst
+from verifier.ops.nonlinear import Clip, Exp, PowConst, Reciprocal, Square
 from verifier.ops.shape import Reduce, Reshape
 
 
@@ -111,3 +113,20 @@ def lower_square(out: str, x: Var, onnx_name: str) -> list[Node]:
     """``Mul(x, x)``: onnxruntime rounds the product once, within Pow's rounding bound."""
     sq = Square({"_op_type": "Mul"}, [x, Const(np.array(2.0))], x.shape)
     return [_node(out, sq, [x.name], onnx_name, "Mul")]
+
+
+def lower_hardsigmoid(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
+    """``max(0, min(1, alpha x + beta))``: the product and the sum round as onnxruntime's
+    (or its fused multiply-add, within the two roundings), the clip is exact."""
+    alpha = np.float32(attrs.get("alpha", np.float32(0.2)))
+    beta = np.float32(attrs.get("beta", np.float32(0.5)))
+    scaled, shifted = out + "/scaled", out + "/shifted"
+    mul = MulConst({"_op_type": "Mul"}, [x, Const(np.array(alpha))], x.shape)
+    add = Add({"_op_type": "Add"}, [Var(scaled, x.shape), Const(np.array(beta))], x.shape)
+    clip = Clip({"_op_type": "Clip"}, [Var(shifted, x.shape), Const(np.array(0.0, np.float32)),
+                                       Const(np.array(1.0, np.float32))], x.shape)
+    return [
+        _node(scaled, mul, [x.name], onnx_name, "HardSigmoid"),
+        _node(shifted, add, [scaled], onnx_name, "HardSigmoid"),
+        _node(out, clip, [shifted], onnx_name, "HardSigmoid"),
+    ]

@@ -376,6 +376,9 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
     elif node.op_type == "LayerNormalization":
         _check_broadcasts_to(inputs, "scale and bias")
         nodes = lowering.lower_layernorm(out, inputs, attrs, node.name)
+    elif node.op_type == "HardSigmoid":
+        assert isinstance(inputs[0], Var)
+        nodes = lowering.lower_hardsigmoid(out, inputs[0], attrs, node.name)
     elif node.op_type == "Mul" and len(inputs) == 2 and isinstance(inputs[0], Var) and \
             inputs[0] == inputs[1]:
         nodes = lowering.lower_square(out, inputs[0], node.name)

@@ -366,8 +366,12 @@ class ReluRelaxation(ScalarRelaxation):
         ln = self.lines_for(params)
         if self.irregular:  # constant lines, possibly infinite intercepts
             return _backward_lines(A, ln)
-        pos, neg = A.clamp(min=0), A.clamp(max=0)  # b_l is 0: only the upper intercept
-        return [pos * ln.a_l + neg * ln.a_u], (neg * ln.b_u).flatten(2).sum(-1)
+        # one product per entry, as pos * a_l + neg * a_u, in fewer passes over A; b_l is 0:
+        # only the upper intercept, summed by a batched product
+        coeff = torch.where(A > 0, ln.a_l, ln.a_u) * A
+        neg = A.clamp(max=0).flatten(2)
+        b_u = ln.b_u.flatten(2).expand(A.shape[0], 1, neg.shape[2])
+        return [coeff], torch.bmm(neg, b_u.transpose(1, 2)).squeeze(2)
 
 
 class FixedLines(Relaxation):

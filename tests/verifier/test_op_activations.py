@@ -1,0 +1,185 @@
+"""Elu, Selu, Celu, Softplus, Softsign and HardSigmoid (verifier/ops/activations.py; the
+HardSigmoid lowering in verifier/importer/lowering.py).  Their lines are sampled densely
+over random intervals in test_relaxations.py (every kink shape: convex, concave, ReLU).
+
+- onnxruntime: one node at every opset from the op's first (7 for the older ones) with
+  default and other attributes, on a grid through the kinks, tiny, huge and infinite
+  values: our forward agrees, and the point enclosure (interval propagation with the
+  op's rounding bound) holds onnxruntime's value; random forms in the importer's fuzzing
+  (``FUZZ``, run by test_import_fuzz.py).
+- The engine's IBP, CROWN and alpha-CROWN bounds contain onnxruntime's outputs on dense
+  samples of random boxes, end to end through a net with the op between two layers.
+- Attributes outside the implemented range are refused by name.
+- ``verify``: a property true with a margin is verified; one violated only near a corner
+  of the box is falsified with a counterexample onnxruntime confirms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+from verifier import Settings, load_model, parse_vnnlib, verify
+from verifier.bounds.crown import AlphaSettings
+from verifier.bounds.methods import row_lower_bounds
+from verifier.errors import UnsupportedOpError
+
+from .fuzzgraph import G, fl, maybe, opset, put, shape_of
+from .opcases import plus_minus_rows
+
+F32 = np.float32
+FIRST_OPSET = {"Elu": 7, "Selu": 7, "Celu": 12, "Softplus": 7, "Softsign": 7,
+               "HardSigmoid": 7}
+ATTRS = {
+    "Elu": [{}, {"alpha": 0.3}, {"alpha": 2.5}, {"alpha": 0.0}],
+    "Selu": [{}, {"alpha": 0.5, "gamma": 3.0}, {"gamma": 0.25}],
+    "Celu": [{}, {"alpha": 0.2}, {"alpha": 7.0}],
+    "Softplus": [{}],
+    "Softsign": [{}],
+    "HardSigmoid": [{}, {"alpha": -0.7, "beta": 0.1}, {"alpha": 3.0, "beta": -2.0},
+                    {"alpha": 0.0, "beta": 1.5}],
+}
+NAMES = sorted(ATTRS)
+
+
+def _one_node(op: str, attrs: dict, opset_: int, n: int) -> bytes:
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "act",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset_)]) \
+        .SerializeToString()
+
+
+def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"x": x[None]})[0] for x in xs])
+
+
+GRID = np.concatenate([np.linspace(-12, 12, 4001), 10.0 ** np.arange(-30, 31, 3),
+                       -10.0 ** np.arange(-30, 31, 3), [0.0, -0.0, np.inf, -np.inf],
+                       np.float32([-0.5, 0.5, 2.0, -2.0, -1 / 3, 2 / 3])]).astype(F32)
+
+
+@pytest.mark.parametrize("op", NAMES)
+def test_one_node_agrees_with_onnxruntime_at_every_opset(op: str):
+    for opset_ in range(FIRST_OPSET[op], 22):
+        for attrs in ATTRS[op]:
+            data = _one_node(op, attrs, opset_, len(GRID))
+            y = _ort(data, GRID[None])[0].astype(np.float64)
+            model = load_model(data)
+            x64 = torch.tensor(GRID[None], dtype=torch.float64)
+            ours = model.graph.forward(x64).numpy().ravel()
+            finite = np.isfinite(y)
+            # exp(x / s) - 1 as it reads: a few ulps of 1, times g a
+            atol = 1e-7 * max(1.0, abs(attrs.get("alpha", 1.0)) * attrs.get("gamma", 1.0)) * 8
+            np.testing.assert_allclose(ours[finite], y[finite], rtol=1e-6, atol=atol,
+                                       err_msg=f"{op} {attrs} opset {opset_}")
+            assert np.array_equal(np.isnan(ours), np.isnan(y)), (op, attrs)
+            for dtype in (torch.float32, torch.float64):
+                t = torch.tensor(GRID[None]).to(dtype)
+                lo, hi = (b.double().numpy().ravel() for b in model.graph.ibp(t, t))
+                ok = np.isnan(y) | ((lo <= y) & (y <= hi))
+                assert ok.all(), (op, attrs, opset_, GRID[~ok][:3], y[~ok][:3])
+
+
+def _net(op: str, attrs: dict, seed: int) -> bytes:
+    """x (1, 3) -> Gemm (8) -> op -> Gemm (2)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.normal(size=s) * k).astype(F32), name)
+             for name, s, k in (("W1", (3, 8), 1.5), ("b1", (8,), 0.5), ("W2", (8, 2), 1.0))]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"]),
+             helper.make_node(op, ["h"], ["a"], **attrs),
+             helper.make_node("MatMul", ["a", "W2"], ["y"])]
+    graph = helper.make_graph(nodes, "net",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+        .SerializeToString()
+
+
+@pytest.mark.parametrize("op", NAMES)
+def test_engine_bounds_contain_the_outputs(op: str):
+    rng = np.random.default_rng(len(op))
+    for k, attrs in enumerate(ATTRS[op]):
+        data = _net(op, attrs, seed=k)
+        model = load_model(data)
+        widths = np.array([1e-4, 0.05, 0.5, 2.0, 6.0])[:, None]
+        centre = rng.uniform(-1, 1, (5, 3))
+        lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 3)), centre + widths
+        batch = plus_minus_rows(lo, hi, 2)
+        bounds = {m: row_lower_bounds(model.graph, batch, m,
+                                      alpha=AlphaSettings(iterations=8, early_stop=False))
+                  for m in ("ibp", "crown", "alpha-crown")}
+        for b in range(5):
+            t = rng.uniform(size=(400, 3))
+            t[:8] = rng.integers(0, 2, (8, 3))
+            xs = (lo[b] + t * (hi[b] - lo[b])).astype(F32)
+            xs = xs[((xs >= lo[b]) & (xs <= hi[b])).all(1)]
+            ys = _ort(data, xs)
+            rows = np.concatenate([ys, -ys], 1)
+            for method, lb in bounds.items():
+                assert (rows >= lb[b].numpy()).all(), (op, attrs, method, b)
+
+
+@pytest.mark.parametrize("op,attrs,what", [
+    ("Celu", {"alpha": 0.0}, "alpha=0.0"), ("Celu", {"alpha": -1.0}, "alpha=-1.0"),
+    ("Elu", {"alpha": -0.5}, "alpha=-0.5"), ("Selu", {"gamma": -1.0}, "gamma=-1.0"),
+    ("Selu", {"alpha": -2.0}, "alpha=-2.0")])
+def test_attributes_outside_the_implemented_range_are_refused_by_name(op, attrs, what):
+    with pytest.raises(UnsupportedOpError, match=what):
+        load_model(_net(op, attrs, seed=0))
+
+
+def _spec(threshold: float) -> str:
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+    text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+    text += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(3))
+    return text + f"(assert (>= Y_0 {threshold!r}))\n"
+
+
+@pytest.mark.parametrize("op", NAMES)
+def test_true_property_is_verified_and_violated_one_falsified(op: str):
+    """The largest y0 over the box (by sampling, corners included) plus a margin is
+    verified; 2% of the output's range below the sampled maximum is falsified."""
+    attrs = ATTRS[op][-1]
+    data = _net(op, attrs, seed=11)
+    model = load_model(data)
+    rng = np.random.default_rng(12)
+    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 3)).reshape(3, -1).T
+    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, 3))]).astype(F32)
+    ys = _ort(data, xs)[:, 0]
+    top, spread = float(ys.max()), float(ys.max() - ys.min())
+    proved = verify(model, parse_vnnlib(_spec(top + 0.05 * spread + 1e-3), 3, 2),
+                    Settings(timeout=30))
+    assert proved.verdict == "verified", (op, proved.message)
+    unsafe = verify(model, parse_vnnlib(_spec(top - 0.02 * spread), 3, 2), Settings(timeout=30))
+    assert unsafe.verdict == "falsified", (op, unsafe.message)
+    for cex in unsafe.counterexamples:
+        x = np.asarray(cex.x, F32)
+        assert np.all(np.abs(x) <= 1) and _ort(data, x[None])[0, 0] >= top - 0.02 * spread
+
+
+def gen_activation(draw) -> tuple[G, str]:
+    """One of the ops with random attributes (in the implemented range), for the
+    importer's fuzzing (test_import_fuzz.py)."""
+    op = draw(st.sampled_from(NAMES))
+    g = G(shape_of(draw), opset(draw, FIRST_OPSET[op]))
+    attrs: dict = {}
+    if op in ("Elu", "Selu"):
+        put(attrs, "alpha", maybe(draw, fl(0, 3)))
+    if op == "Selu":
+        put(attrs, "gamma", maybe(draw, fl(0.01, 3)))
+    if op == "Celu":
+        put(attrs, "alpha", maybe(draw, fl(0.01, 5)))
+    if op == "HardSigmoid":
+        put(attrs, "alpha", maybe(draw, fl(-3, 3)))
+        put(attrs, "beta", maybe(draw, fl(-2, 2)))
+    return g, g.node(op, ["X"], **attrs)[0]
+
+
+FUZZ = {op: gen_activation for op in NAMES}

@@ -1,0 +1,148 @@
+"""Smooth activations of the ELU kind, Softplus, Softsign and HardSigmoid, each stated to
+the one relaxation mechanism (ops/relax.py) by its function, derivative and convexity.
+
+* Elu, Selu, Celu: ``g x`` for x >= 0, ``g a (exp(x / s) - 1)`` below (Elu: g = s = 1;
+  Selu: g = gamma, s = 1; Celu: g = 1, s = a).  With a >= 0 and g > 0 the exponential
+  piece is convex and increasing; the kink at 0 is convex where the slope from the left,
+  ``g a / s``, is at most the slope from the right, ``g``, and concave otherwise (Selu's
+  defaults): then f is convex up to 0 and linear (concave) after.  Other signs are refused
+  by name.
+* Softplus ``log(1 + exp(x))``: convex, increasing, slope sigmoid(x) in (0, 1).
+* Softsign ``x / (1 + |x|)``: increasing, convex below 0, concave above.
+* HardSigmoid ``max(0, min(1, alpha x + beta))``: an affine map then Clip(0, 1), lowered
+  by the importer (verifier/importer/lowering.py); this class only registers it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from verifier.ops.base import Input, Interval, Op, OpFormError, Tensor, magnitude, register, tiny
+from verifier.ops.nonlinear import ScalarOp
+
+# ONNX float attributes are float32: the defaults as onnxruntime reads them
+SELU_ALPHA = float(np.float32(1.67326319217681884765625))
+SELU_GAMMA = float(np.float32(1.05070102214813232421875))
+
+
+@register
+class ExpLinear(ScalarOp):
+    """Elu, Selu and Celu (see the module docstring)."""
+
+    onnx_types = ("Elu", "Selu", "Celu")
+    onnx_attributes = frozenset({"alpha", "gamma"})
+    increasing = True
+    exact_derivative_range = True
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        g, a, s = cls._params(attrs)
+        if not (math.isfinite(a) and math.isfinite(g)):
+            raise OpFormError("alpha and gamma must be finite")
+        if attrs["_op_type"] == "Celu" and a <= 0:
+            raise OpFormError(f"alpha={a} is not supported (only alpha > 0)")
+        if a < 0 or g <= 0:
+            raise OpFormError(f"alpha={a}, gamma={g} is not supported (only alpha >= 0 and "
+                              "gamma > 0)")
+
+    @staticmethod
+    def _params(attrs: dict[str, Any]) -> tuple[float, float, float]:
+        """(g, a, s) of ``g x`` / ``g a (exp(x / s) - 1)``."""
+        op = attrs["_op_type"]
+        if op == "Selu":
+            return (float(attrs.get("gamma", SELU_GAMMA)), float(attrs.get("alpha", SELU_ALPHA)),
+                    1.0)
+        a = float(attrs.get("alpha", 1.0))
+        return 1.0, a, a if op == "Celu" else 1.0
+
+    @property
+    def params(self) -> tuple[float, float, float]:
+        return self._params(self.attrs)
+
+    def max_slope(self, lo: Tensor, hi: Tensor) -> float:
+        g, a, s = self.params
+        return max(g, g * a / s)
+
+    def f(self, x: Tensor) -> Tensor:
+        g, a, s = self.params
+        neg = g * a * torch.expm1(torch.clamp(x, max=0) / s)
+        return torch.where(x > 0, g * x, neg)
+
+    def df(self, x: Tensor) -> Tensor:
+        """From the left at 0 (the exponential piece's slope)."""
+        g, a, s = self.params
+        return torch.where(x > 0, torch.full_like(x, g),
+                           g * a / s * torch.exp(torch.clamp(x, max=0) / s))
+
+    def _concave_kink(self) -> bool:
+        g, a, s = self.params
+        return g * a / s > g
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        if self._concave_kink():
+            return torch.zeros_like(lo).unsqueeze(0)
+        return super().inflections(lo)
+
+    def inverse_df(self, a_: Tensor, convex: Tensor) -> Tensor:
+        """On the exponential piece, ``g a / s exp(x / s) = a_``; the linear piece has one
+        slope, reached at its start, 0."""
+        g, a, s = self.params
+        x = s * torch.log(a_ * s / (g * a))
+        return torch.where(convex, torch.clamp(x, max=0), torch.zeros_like(x))
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """``exp(x / s) - 1`` may be computed as it reads, with an absolute error of a few
+        ulps of 1 before the scaling by ``g a``; the linear piece rounds one product."""
+        g, a, _ = self.params
+        return self.rounding_ulps * u * (magnitude(out) + g * magnitude(ins[0]) + g * a) + tiny(u)
+
+
+@register
+class Softplus(ScalarOp):
+    onnx_types = ("Softplus",)
+    increasing = True
+    exact_derivative_range = True
+    slope_bound = 1.0
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.logaddexp(x, torch.zeros_like(x))
+
+    def df(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        return torch.log(a) - torch.log1p(-a)
+
+
+@register
+class Softsign(ScalarOp):
+    onnx_types = ("Softsign",)
+    rounding_scale = "result"  # a sum and a division
+    increasing = True
+    exact_derivative_range = True
+    slope_bound = 1.0  # at 0
+
+    def f(self, x: Tensor) -> Tensor:
+        return x / (1 + x.abs())
+
+    def df(self, x: Tensor) -> Tensor:
+        return 1 / (1 + x.abs()) ** 2
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo).unsqueeze(0)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        r = torch.rsqrt(a) - 1  # |x|
+        return torch.where(convex, -r, r)
+
+
+@register
+class HardSigmoid(Op):
+    """Registered for import; always lowered to ``Clip(alpha x + beta, 0, 1)``."""
+
+    onnx_types = ("HardSigmoid",)
+    onnx_attributes: ClassVar[frozenset[str]] = frozenset({"alpha", "beta"})
