@@ -108,6 +108,8 @@ def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
     if window is not None:
         (y0, y1), (x0, x1) = window
         offset = offset[..., y0:y1, x0:x1]
+    if offset.shape[0] == 1:  # one offset for every problem: a matrix-vector product
+        return A.flatten(2) @ offset.reshape(-1)
     return (A * offset.unsqueeze(1)).flatten(2).sum(-1)
 
 

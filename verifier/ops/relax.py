@@ -370,7 +370,7 @@ class ReluRelaxation(ScalarRelaxation):
         # only the upper intercept, summed by a batched product
         coeff = torch.where(A > 0, ln.a_l, ln.a_u) * A
         neg = A.clamp(max=0).flatten(2)
-        b_u = ln.b_u.flatten(2).expand(A.shape[0], 1, neg.shape[2])
+        b_u = ln.b_u.flatten(2).to(A.dtype).expand(A.shape[0], 1, neg.shape[2])
         return [coeff], torch.bmm(neg, b_u.transpose(1, 2)).squeeze(2)
 
 
