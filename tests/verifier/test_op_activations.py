@@ -1,5 +1,5 @@
-"""Elu, Selu, Celu, Softplus, Softsign and HardSigmoid (verifier/ops/activations.py; the
-HardSigmoid lowering in verifier/importer/lowering.py).  Their lines are sampled densely
+"""Elu, Selu, Celu, Softplus, Softsign, HardSigmoid and PRelu (verifier/ops/activations.py;
+the HardSigmoid lowering in verifier/importer/lowering.py).  Their lines are sampled densely
 over random intervals in test_relaxations.py (every kink shape: convex, concave, ReLU).
 
 - onnxruntime: one node at every opset from the op's first (7 for the older ones) with
@@ -12,6 +12,9 @@ over random intervals in test_relaxations.py (every kink shape: convex, concave,
 - Attributes outside the implemented range are refused by name.
 - ``verify``: a property true with a margin is verified; one violated only near a corner
   of the box is falsified with a counterexample onnxruntime confirms.
+- PRelu: slopes as a scalar, per channel, along the last axis and per entry, at opsets 9,
+  16 and 20; the same bound and verify checks; slopes outside [0, 1] and a slope that does
+  not broadcast are refused by name.
 """
 
 from __future__ import annotations
@@ -183,3 +186,98 @@ def gen_activation(draw) -> tuple[G, str]:
 
 
 FUZZ = {op: gen_activation for op in NAMES}
+
+
+# -- PRelu: LeakyReLU with a constant slope tensor -------------------------------------------
+SLOPES = {"scalar": np.array([0.25]), "channel": np.array([[[0.0]], [[0.5]], [[1.0]]]),
+          "last": np.array([0.1, 0.3, 0.7, 0.9]), "full": "full"}
+
+
+def _prelu_net(slope: np.ndarray | str, opset_: int = 17, seed: int = 0) -> bytes:
+    """x (1, 4) -> Gemm (36) -> Reshape (1, 3, 3, 4) -> PRelu -> Flatten -> MatMul (2)."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0, 1, (3, 3, 4)) if isinstance(slope, str) else slope
+    inits = {"W1": rng.normal(size=(4, 36)) * 1.5, "b1": rng.normal(size=36) * 0.5,
+             "W2": rng.normal(size=(36, 2)), "S": s,
+             "shape": np.array([1, 3, 3, 4], np.int64)}
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h0"]),
+             helper.make_node("Reshape", ["h0", "shape"], ["h"]),
+             helper.make_node("PRelu", ["h", "S"], ["a"]),
+             helper.make_node("Flatten", ["a"], ["f"]),
+             helper.make_node("MatMul", ["f", "W2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "prelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(F32), k)
+         for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset_)]) \
+        .SerializeToString()
+
+
+@pytest.mark.parametrize("kind", sorted(SLOPES))
+def test_prelu_agrees_with_onnxruntime_and_its_bounds_contain_the_outputs(kind: str):
+    rng = np.random.default_rng(7)
+    xs = rng.normal(size=(50, 4)).astype(F32) * 2
+    for opset_ in (9, 16, 20):
+        data = _prelu_net(SLOPES[kind], opset_)
+        model = load_model(data)
+        ours = model.graph.forward(torch.from_numpy(xs).double()).reshape(50, -1).numpy()
+        np.testing.assert_allclose(ours, _ort(data, xs), rtol=1e-5, atol=1e-5)
+    lo = rng.uniform(-1, 1, (4, 4))
+    hi = lo + np.array([1e-3, 0.1, 1.0, 3.0])[:, None]
+    batch = plus_minus_rows(lo, hi, 2)
+    bounds = {m: row_lower_bounds(model.graph, batch, m,
+                                  alpha=AlphaSettings(iterations=8, early_stop=False))
+              for m in ("ibp", "crown", "alpha-crown")}
+    for b in range(4):
+        t = rng.uniform(size=(400, 4))
+        t[:8] = rng.integers(0, 2, (8, 4))
+        pts = (lo[b] + t * (hi[b] - lo[b])).astype(F32)
+        pts = pts[((pts >= lo[b]) & (pts <= hi[b])).all(1)]
+        ys = _ort(data, pts)
+        rows = np.concatenate([ys, -ys], 1)
+        for method, lb in bounds.items():
+            assert (rows >= lb[b].numpy()).all(), (kind, method, b)
+
+
+@pytest.mark.parametrize("slope,what", [
+    (np.array([0.5, -0.1, 0.2, 0.3]), "slope -0.1"), (np.array([1.5]), "slope 1.5"),
+    (np.ones((2, 1, 1)) * 0.5, "does not broadcast")])
+def test_prelu_slopes_outside_the_implemented_range_are_refused_by_name(slope, what):
+    with pytest.raises(UnsupportedOpError, match=what):
+        load_model(_prelu_net(slope))
+
+
+def test_prelu_true_property_is_verified_and_violated_one_falsified():
+    data = _prelu_net("full", seed=3)
+    model = load_model(data)
+    rng = np.random.default_rng(4)
+    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T
+    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, 4))]).astype(F32)
+    ys = _ort(data, xs)[:, 0]
+    top, spread = float(ys.max()), float(ys.max() - ys.min())
+    spec = "".join(f"(declare-const X_{i} Real)\n" for i in range(4))
+    spec += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+    spec += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(4))
+    proved = verify(model, parse_vnnlib(spec + f"(assert (>= Y_0 {top + 0.05 * spread!r}))\n",
+                                        4, 2), Settings(timeout=30))
+    assert proved.verdict == "verified", proved.message
+    threshold = top - 0.02 * spread
+    unsafe = verify(model, parse_vnnlib(spec + f"(assert (>= Y_0 {threshold!r}))\n", 4, 2),
+                    Settings(timeout=30))
+    assert unsafe.verdict == "falsified", unsafe.message
+    for cex in unsafe.counterexamples:
+        assert _ort(data, np.asarray(cex.x, F32)[None])[0, 0] >= threshold
+
+
+def gen_prelu(draw) -> tuple[G, str]:
+    """PRelu with a slope (in [0, 1]) of a random broadcastable shape."""
+    g = G(shape_of(draw), opset(draw, 9))
+    shape = g.shape[draw(st.integers(0, len(g.shape))):]
+    shape = tuple(1 if draw(st.booleans()) else d for d in shape)
+    slope = np.asarray(draw(st.lists(fl(0, 1), min_size=int(np.prod(shape)),
+                                     max_size=int(np.prod(shape)))), F32).reshape(shape)
+    return g, g.node("PRelu", ["X", g.const(slope)])[0]
+
+
+FUZZ["PRelu"] = gen_prelu

@@ -149,20 +149,24 @@ def test_sigmoid_matches_tangent_and_chord_in_convex_region():
     assert math.isclose(float(lines.a_u), chord, rel_tol=1e-9)
 
 
-@pytest.mark.parametrize("op_type,attrs", [("Relu", {}), ("LeakyRelu", {"alpha": 0.2})])
+@pytest.mark.parametrize("op_type,attrs", [("Relu", {}), ("LeakyRelu", {"alpha": 0.2}),
+                                           ("PRelu", {})])
 def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs):
-    """ReLU and LeakyReLU relax in closed form (ReluRelaxation); for CROWN's slopes its lines
-    are the general mechanism's, and for random slopes in [0, 1] the bounds contain the
-    function at dense samples of every interval."""
-    from onnx import TensorProto, helper
+    """ReLU, LeakyReLU and PRelu (a slope per entry, 0 and 1 among them) relax in closed
+    form (ReluRelaxation); for CROWN's slopes its lines are the general mechanism's, and for
+    random slopes in [0, 1] the bounds contain the function at dense samples of every
+    interval."""
+    from onnx import TensorProto, helper, numpy_helper
 
     from verifier import load_model
 
     n = 64
-    node = helper.make_node(op_type, ["X"], ["Y"], **attrs)
+    slope = np.concatenate([[0.0, 1.0], np.random.default_rng(4).uniform(0, 1, n - 2)])
+    inits = [numpy_helper.from_array(slope, "S")] if op_type == "PRelu" else []
+    node = helper.make_node(op_type, ["X"] + ["S"] * bool(inits), ["Y"], **attrs)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
         "X", TensorProto.DOUBLE, (1, n))], [helper.make_tensor_value_info(
-            "Y", TensorProto.DOUBLE, (1, n))])
+            "Y", TensorProto.DOUBLE, (1, n))], inits)
     g = load_model(helper.make_model(graph, opset_imports=[
         helper.make_opsetid("", 17)]).SerializeToString()).graph
     op = g.nodes[-1].op

@@ -11,6 +11,7 @@ the one relaxation mechanism (ops/relax.py) by its function, derivative and conv
 * Softsign ``x / (1 + |x|)``: increasing, convex below 0, concave above.
 * HardSigmoid ``max(0, min(1, alpha x + beta))``: an affine map then Clip(0, 1), lowered
   by the importer (verifier/importer/lowering.py); this class only registers it.
+* PRelu: LeakyReLU with a constant slope per entry (broadcast), each in [0, 1].
 """
 
 from __future__ import annotations
@@ -21,8 +22,20 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from verifier.ops.base import Input, Interval, Op, OpFormError, Tensor, magnitude, register, tiny
-from verifier.ops.nonlinear import ScalarOp
+from verifier.ops.base import (
+    Input,
+    Interval,
+    Op,
+    OpFormError,
+    Relaxation,
+    Tensor,
+    Var,
+    magnitude,
+    register,
+    tiny,
+)
+from verifier.ops.nonlinear import LeakyRelu, ScalarOp
+from verifier.ops.relax import ReluRelaxation
 
 # ONNX float attributes are float32: the defaults as onnxruntime reads them
 SELU_ALPHA = float(np.float32(1.67326319217681884765625))
@@ -146,3 +159,59 @@ class HardSigmoid(Op):
 
     onnx_types = ("HardSigmoid",)
     onnx_attributes: ClassVar[frozenset[str]] = frozenset({"alpha", "beta"})
+
+
+@register
+class PRelu(LeakyRelu):
+    """``x`` for x >= 0, ``slope x`` below, with a constant slope tensor that broadcasts to
+    the input (ONNX's unidirectional broadcasting, from the right, as the batch of problems
+    does).  Slopes in [0, 1] give LeakyReLU's closed-form lines entry by entry; slopes
+    outside (a concave or decreasing piece) are refused by name."""
+
+    onnx_types = ("PRelu",)
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if len(inputs) != 2 or not isinstance(inputs[0], Var) or isinstance(inputs[1], Var):
+            raise OpFormError("only the data input may vary; the slope must be constant")
+        slope = np.asarray(inputs[1].value, dtype=np.float64)  # type: ignore[union-attr]
+        try:
+            fits = np.broadcast_shapes(slope.shape, inputs[0].shape) == tuple(inputs[0].shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise OpFormError(f"the slope of shape {slope.shape} does not broadcast to the "
+                              f"input's shape {inputs[0].shape}")
+        bad = slope[~((slope >= 0) & (slope <= 1))]
+        if bad.size:
+            raise OpFormError(f"slope {float(bad.ravel()[0])!r} is not supported (only slopes "
+                              "in [0, 1])")
+
+    def _s(self, like: Tensor) -> Tensor:
+        return self.const(1, like)
+
+    def derivative(self, shape: tuple[int, ...]) -> None:  # type: ignore[override]
+        return None
+
+    def max_slope(self, lo: Tensor, hi: Tensor) -> float:
+        return 1.0
+
+    def f(self, x: Tensor) -> Tensor:
+        return torch.where(x >= 0, x, self._s(x) * x)
+
+    def df(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), self._s(x).expand_as(x))
+
+    def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
+        return []
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.ones_like(lo, dtype=torch.bool)
+
+    def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
+        lo, hi = ins[0]
+        s = self._s(lo).expand_as(lo)
+        return ReluRelaxation(self.scalar_shape(), lo, hi, s)  # type: ignore[arg-type]
+
+    def split_point(self, lo: Tensor, hi: Tensor) -> Tensor:
+        return torch.zeros_like(lo)

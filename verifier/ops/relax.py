@@ -333,9 +333,10 @@ class ReluRelaxation(ScalarRelaxation):
     [s, 1] (CROWN: 1 when u > -l, else s; alpha-CROWN: s + (1 - s) t); stable: the line of
     the active piece.  Over infinite or NaN bounds: the constant lines f(l), f(u)."""
 
-    def __init__(self, shape: ScalarShape, lo: Tensor, hi: Tensor, s: float):
+    def __init__(self, shape: ScalarShape, lo: Tensor, hi: Tensor, s: float | Tensor):
+        """``s``: one slope, or one per entry (B, *shape) (PRelu)."""
         super().__init__(shape, lo, hi, upper_free=False)  # the chord is the best upper line
-        self.s = s
+        self.s = _row(s) if isinstance(s, Tensor) else s
         unstable = (lo < 0) & (hi > 0)
         stable = torch.where(lo >= 0, 1.0, s).to(lo.dtype)
         width = torch.where(unstable, hi - lo, torch.ones_like(hi))
@@ -347,9 +348,11 @@ class ReluRelaxation(ScalarRelaxation):
         self.irregular = bool(bad.any())
         if self.irregular:
             unstable = unstable & ~bad
-            f_lo, f_hi = (nan_to(torch.where(t >= 0, t, s * t if s else 0.0 * t), fill)
+            slope = torch.as_tensor(s, dtype=lo.dtype, device=lo.device)
+            # s * (-inf) is NaN where s = 0: f(-inf) is 0 there, -inf where s > 0
+            f_lo, f_hi = (nan_to(torch.where(t >= 0, t, slope * t), fill)
                           for t, fill in ((lo, -math.inf), (hi, math.inf)))
-            f_lo = torch.where(lo == -math.inf, -math.inf if s else 0.0, f_lo)
+            f_lo = torch.where(lo == -math.inf, torch.where(slope > 0, -math.inf, 0.0), f_lo)
             a_l, a_u = (torch.where(bad, 0.0, a) for a in (a_l, a_u))
             b_l, b_u = torch.where(bad, f_lo, b_l), torch.where(bad, f_hi, b_u)
         self._lines = Lines(*(_row(t) for t in (a_l, b_l, a_u, b_u)))
