@@ -4,6 +4,9 @@
 * Softmax:  softmax_i = 1 / sum_j exp(x_j - x_i)  (PairDiff -> Exp -> ReduceSum ->
   Reciprocal).  With the differences formed exactly (D_ii = 0), interval and linear bounds
   of this form are much tighter than those of exp(x) / sum(exp(x)).
+* LogSoftmax:  x - lse(x), lse(x) = m + log(sum_j exp(x_j - m)) with m the mean along the
+  axis: one lse per group, so a difference of two outputs is the difference of the two
+  inputs exactly (its coefficient on lse cancels in the backward pass).
 * LayerNormalization:  c = x - mean(x);  y = c * (mean(c^2) + eps)^(-1/2) * gamma + beta.
 * x / y for two variables:  x * Reciprocal(y).
 * HardSigmoid:  Clip(alpha x + beta, 0, 1).
@@ -23,8 +26,8 @@ from verifier.graph import Node
 from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
 from verifier.ops.bilinear import VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
-from verifier.ops.linear import Add, MulConst
-from verifier.ops.nonlinear import Clip, Exp, PowConst, Reciprocal, Square
+from verifier.ops.linear import Add, MulConst, Sub
+from verifier.ops.nonlinear import Clip, Exp, Log, PowConst, Reciprocal, Square
 from verifier.ops.shape import Reduce, Reshape
 
 
@@ -64,6 +67,40 @@ def _softmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
         _node(out + "/sum", sm, [out + "/exp"], onnx_name, "Softmax"),
         _node(out, rc, [out + "/sum"], onnx_name, "Softmax"),
     ]
+
+
+def lower_logsoftmax(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
+    """LogSoftmax over ONNX ``axis``; with ``_flatten`` (opset < 13) over the trailing block
+    from ``axis`` on, as for Softmax."""
+    rank = len(x.shape)
+    ax = int(attrs.get("axis", -1)) % rank
+    if not attrs.get("_flatten") or ax == rank - 1:
+        return _logsoftmax_nodes(out, x, ax, onnx_name)
+    flat_shape = x.shape[:ax] + (math.prod(x.shape[ax:]),)
+    flat, inner = out + "/flat", out + "/flat_logsoftmax"
+    reshape = {"_op_type": "Reshape"}
+    nodes = [_node(flat, Reshape(reshape, [x], flat_shape), [x.name], onnx_name, "LogSoftmax")]
+    nodes += _logsoftmax_nodes(inner, Var(flat, flat_shape), ax, onnx_name)
+    back = Reshape(reshape, [Var(inner, flat_shape)], x.shape)
+    return nodes + [_node(out, back, [inner], onnx_name, "LogSoftmax")]
+
+
+def _logsoftmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
+    group = x.shape[:ax] + (1,) + x.shape[ax + 1:]
+    names = {k: f"{out}/{k}" for k in ("mean", "centred", "exp", "sum", "log", "lse")}
+    mean = Reduce({"_op_type": "ReduceMean", "axes": [ax], "keepdims": 1}, [x], group)
+    centred = Sub({"_op_type": "Sub"}, [x, Var(names["mean"], group)], x.shape)
+    ex = Exp({"_op_type": "Exp"}, [Var(names["centred"], x.shape)], x.shape)
+    total = Reduce({"_op_type": "ReduceSum", "axes": [ax], "keepdims": 1},
+                   [Var(names["exp"], x.shape)], group)
+    log = Log({"_op_type": "Log"}, [Var(names["sum"], group)], group)
+    lse = Add({"_op_type": "Add"}, [Var(names["log"], group), Var(names["mean"], group)], group)
+    y = Sub({"_op_type": "Sub"}, [x, Var(names["lse"], group)], x.shape)
+    steps = [("mean", mean, [x.name]), ("centred", centred, [x.name, names["mean"]]),
+             ("exp", ex, [names["centred"]]), ("sum", total, [names["exp"]]),
+             ("log", log, [names["sum"]]), ("lse", lse, [names["log"], names["mean"]])]
+    return [_node(names[k], op, ins, onnx_name, "LogSoftmax") for k, op, ins in steps] + \
+        [_node(out, y, [x.name, names["lse"]], onnx_name, "LogSoftmax")]
 
 
 def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],

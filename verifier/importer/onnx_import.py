@@ -41,7 +41,7 @@ FOLD_ONLY = {
 }
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
-AXIS_OPS = {"Softmax", "LayerNormalization", "Concat", "Gather", "Split", "Flatten"}
+AXIS_OPS = {"Softmax", "LogSoftmax", "LayerNormalization", "Concat", "Gather", "Split", "Flatten"}
 REFERENCE_FOLDS = {"Cast", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"}
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
@@ -376,6 +376,9 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
     elif node.op_type == "LayerNormalization":
         _check_broadcasts_to(inputs, "scale and bias")
         nodes = lowering.lower_layernorm(out, inputs, attrs, node.name)
+    elif node.op_type == "LogSoftmax":
+        assert isinstance(inputs[0], Var)
+        nodes = lowering.lower_logsoftmax(out, inputs[0], attrs, node.name)
     elif node.op_type == "HardSigmoid":
         assert isinstance(inputs[0], Var)
         nodes = lowering.lower_hardsigmoid(out, inputs[0], attrs, node.name)
@@ -408,7 +411,7 @@ def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
                opset: int) -> dict[str, Any]:
     """The node's attributes with the defaults of its opset made explicit where they differ
     between opsets, and padding resolved to explicit pads; refuses values not implemented."""
-    if op_type == "Softmax":
+    if op_type in ("Softmax", "LogSoftmax"):
         attrs.setdefault("axis", -1 if opset >= 13 else 1)
         attrs["_flatten"] = opset < 13  # softmax over the input flattened to 2-d at axis
     if op_type in AXIS_OPS and "axis" in attrs:

@@ -139,6 +139,14 @@ class Softmax(Op):
 
 
 @register
+class LogSoftmax(Op):
+    """Registered for import; always lowered (verifier/importer/lowering.py)."""
+
+    onnx_types = ("LogSoftmax",)
+    onnx_attributes = frozenset({"axis"})
+
+
+@register
 class LayerNormalization(Op):
     """Registered for import; always lowered (verifier/importer/lowering.py)."""
 
