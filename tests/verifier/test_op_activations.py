@@ -1,4 +1,4 @@
-"""Elu, Selu, Celu, Softplus, Softsign, HardSigmoid and PRelu (verifier/ops/activations.py;
+"""Elu, Selu, Celu, Softplus, Softsign, HardSigmoid, HardSwish and PRelu (verifier/ops/activations.py;
 the HardSigmoid lowering in verifier/importer/lowering.py).  Their lines are sampled densely
 over random intervals in test_relaxations.py (every kink shape: convex, concave, ReLU).
 
@@ -36,13 +36,14 @@ from .opcases import plus_minus_rows
 
 F32 = np.float32
 FIRST_OPSET = {"Elu": 7, "Selu": 7, "Celu": 12, "Softplus": 7, "Softsign": 7,
-               "HardSigmoid": 7}
+               "HardSigmoid": 7, "HardSwish": 14}
 ATTRS = {
     "Elu": [{}, {"alpha": 0.3}, {"alpha": 2.5}, {"alpha": 0.0}],
     "Selu": [{}, {"alpha": 0.5, "gamma": 3.0}, {"gamma": 0.25}],
     "Celu": [{}, {"alpha": 0.2}, {"alpha": 7.0}],
     "Softplus": [{}],
     "Softsign": [{}],
+    "HardSwish": [{}],
     "HardSigmoid": [{}, {"alpha": -0.7, "beta": 0.1}, {"alpha": 3.0, "beta": -2.0},
                     {"alpha": 0.0, "beta": 1.5}],
 }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from verifier.ops.activations import ExpLinear, Softplus, Softsign
+from verifier.ops.activations import ExpLinear, HardSwish, Softplus, Softsign
 from verifier.ops.base import Const, Var
 from verifier.ops.composite import Rsqrt
 from verifier.ops.nonlinear import (
@@ -80,6 +80,7 @@ OPS = {
     "celu_wide": (ExpLinear({"_op_type": "Celu", "alpha": 7.0}, X, (1, 1)), None),
     "softplus": (_op(Softplus), None),
     "softsign": (_op(Softsign), None),
+    "hardswish": (_op(HardSwish), None),
 }
 
 

@@ -11,6 +11,8 @@ the one relaxation mechanism (ops/relax.py) by its function, derivative and conv
 * Softsign ``x / (1 + |x|)``: increasing, convex below 0, concave above.
 * HardSigmoid ``max(0, min(1, alpha x + beta))``: an affine map then Clip(0, 1), lowered
   by the importer (verifier/importer/lowering.py); this class only registers it.
+* HardSwish ``x HardSigmoid(x)`` (alpha 1/6, beta 1/2): concave kinks at -3 and 3,
+  convex between.
 * PRelu: LeakyReLU with a constant slope per entry (broadcast), each in [0, 1].
 """
 
@@ -215,3 +217,37 @@ class PRelu(LeakyRelu):
 
     def split_point(self, lo: Tensor, hi: Tensor) -> Tensor:
         return torch.zeros_like(lo)
+
+
+@register
+class HardSwish(ScalarOp):
+    """``x max(0, min(1, x / 6 + 1 / 2))``: 0 up to -3, ``x (x + 3) / 6`` (convex) on
+    [-3, 3], x from 3 on.  Both kinks are concave (the slope drops from 0 to -1/2 at -3 and
+    from 3/2 to 1 at 3), so f is concave (linear) up to -3, convex on [-3, 3] and concave
+    (linear) after: two inflections, at the kinks."""
+
+    onnx_types = ("HardSwish",)
+
+    def f(self, x: Tensor) -> Tensor:
+        return x * torch.clamp(x / 6 + 0.5, 0, 1)
+
+    def df(self, x: Tensor) -> Tensor:
+        mid = (2 * x + 3) / 6
+        return torch.where(x <= -3, torch.zeros_like(x), torch.where(x < 3, mid,
+                                                                     torch.ones_like(x)))
+
+    def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
+        return [torch.full_like(lo, -1.5)]  # the minimum, -3/8
+
+    def max_slope(self, lo: Tensor, hi: Tensor) -> float:
+        return 1.5
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.stack([torch.full_like(lo, -3.0), torch.full_like(lo, 3.0)])
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo, dtype=torch.bool)
+
+    def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
+        """On the convex piece (2 x + 3) / 6 = a; the linear pieces have one slope each."""
+        return torch.where(convex, 3 * a - 1.5, torch.zeros_like(a))
