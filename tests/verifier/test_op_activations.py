@@ -1,6 +1,7 @@
 """Elu, Selu, Celu, Softplus, Softsign, HardSigmoid, HardSwish and PRelu
-(verifier/ops/activations.py; the HardSigmoid lowering in verifier/importer/lowering.py).  Their lines are sampled densely
-over random intervals in test_relaxations.py (every kink shape: convex, concave, ReLU).
+(verifier/ops/activations.py; the HardSigmoid lowering in verifier/importer/lowering.py).
+Their lines are sampled densely over random intervals in test_relaxations.py (every kink
+shape: convex, concave, ReLU).
 
 - onnxruntime: one node at every opset from the op's first (7 for the older ones) with
   default and other attributes, on a grid through the kinks, tiny, huge and infinite
