@@ -115,8 +115,8 @@ class Rsqrt(ScalarOp):
 
 
 class SumOfSquares(MatMul):
-    """``s @ c``: the weighted sum, over the last axis, of the squares a quadratic or
-    bilinear form was rewritten into (verifier/importer/quadform.py).  Its rounding bound
+    """``s @ c``: the weighted sum, over the last axis, of the squares a quadratic form was
+    rewritten into (verifier/importer/quadform.py).  Its rounding bound
     also carries the rewrite's two errors, at most ``coef * |z|^2 <= coef * sum(s)``:
     attribute ``_margin`` = (decomposition error, |P|_F, rounded steps of onnxruntime's
     evaluation of the form, sigma_min(V)^2 lowered by a safety margin)."""

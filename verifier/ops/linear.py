@@ -108,9 +108,7 @@ def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
     if window is not None:
         (y0, y1), (x0, x1) = window
         offset = offset[..., y0:y1, x0:x1]
-    if offset.shape[0] == 1:  # one offset for every problem: a matrix-vector product
-        return A.flatten(2) @ offset.reshape(-1)
-    return (A * offset.unsqueeze(1)).flatten(2).sum(-1)
+    return A.flatten(2) @ offset.reshape(-1)  # one offset (batch 1) for every problem
 
 
 def _require_const(inputs: list[Input], positions: tuple[int, ...], what: str) -> None:
