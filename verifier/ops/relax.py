@@ -369,12 +369,10 @@ class ReluRelaxation(ScalarRelaxation):
         ln = self.lines_for(params)
         if self.irregular:  # constant lines, possibly infinite intercepts
             return _backward_lines(A, ln)
-        # one product per entry, as pos * a_l + neg * a_u, in fewer passes over A; b_l is 0:
-        # only the upper intercept, summed by a batched product
-        coeff = torch.where(A > 0, ln.a_l, ln.a_u) * A
-        neg = A.clamp(max=0).flatten(2)
-        b_u = ln.b_u.flatten(2).to(A.dtype).expand(A.shape[0], 1, neg.shape[2])
-        return [coeff], torch.bmm(neg, b_u.transpose(1, 2)).squeeze(2)
+        # two clamps and products: on CPU 2-3x faster than where(A > 0, a_l, a_u) * A with
+        # the intercept by bmm (measured on shapes from (1, 200, 200) to (16384, 2, 40))
+        pos, neg = A.clamp(min=0), A.clamp(max=0)  # b_l is 0: only the upper intercept
+        return [pos * ln.a_l + neg * ln.a_u], (neg * ln.b_u).flatten(2).sum(-1)
 
 
 class FixedLines(Relaxation):
