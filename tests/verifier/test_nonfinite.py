@@ -23,6 +23,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, verify
+from verifier.ops.activations import (
+    SELU_ALPHA,
+    SELU_GAMMA,
+    ExpLinear,
+    HardSwish,
+    PRelu,
+    Softplus,
+    Softsign,
+)
 from verifier.ops.base import REGISTRY, Const, Var
 from verifier.ops.bilinear import interval_matmul, interval_mul
 from verifier.ops.branching import split_points
@@ -74,7 +83,7 @@ def _settings(**kw) -> Settings:
 
 
 def _op(cls, attrs=None, inputs=None):
-    return cls(dict(attrs or {}, _op_type=cls.__name__), inputs or X, (1, 1))
+    return cls(dict({"_op_type": cls.__name__}, **(attrs or {})), inputs or X, (1, 1))
 
 
 def _pow(p: float):
@@ -83,6 +92,11 @@ def _pow(p: float):
 
 def _gelu(x):
     return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+def _exp_linear(g: float, a: float, s: float):
+    """g x above 0, g a (exp(x / s) - 1) below (Elu, Selu, Celu)."""
+    return lambda x: np.where(x > 0, g * x, g * a * np.expm1(np.minimum(x, 0) / s))
 
 
 def _leaky(alpha):
@@ -126,6 +140,17 @@ CASES = {
                   lambda x: np.minimum(x, 0.3)),
     "rsqrt": (Rsqrt({"epsilon": 1e-5}, X, (1, 1)), lambda x: 1 / np.sqrt(x + 1e-5)),
     "rsqrt_eps0": (Rsqrt({"epsilon": 0.0}, X, (1, 1)), lambda x: 1 / np.sqrt(x + 0.0)),
+    "elu": (_op(ExpLinear, {"_op_type": "Elu"}), _exp_linear(1.0, 1.0, 1.0)),
+    "elu_concave_kink": (_op(ExpLinear, {"_op_type": "Elu", "alpha": 2.5}),
+                         _exp_linear(1.0, 2.5, 1.0)),
+    "elu_relu": (_op(ExpLinear, {"_op_type": "Elu", "alpha": 0.0}), _exp_linear(1.0, 0.0, 1.0)),
+    "selu": (_op(ExpLinear, {"_op_type": "Selu"}), _exp_linear(SELU_GAMMA, SELU_ALPHA, 1.0)),
+    "celu": (_op(ExpLinear, {"_op_type": "Celu", "alpha": 0.2}), _exp_linear(1.0, 0.2, 0.2)),
+    "softplus": (_op(Softplus), lambda x: np.logaddexp(x, 0.0)),
+    "softsign": (_op(Softsign), lambda x: x / (1 + np.abs(x))),
+    "hardswish": (_op(HardSwish), lambda x: x * np.clip(x / 6 + 0.5, 0, 1)),
+    "prelu": (_op(PRelu, {}, [X[0], Const(np.array([0.3]))]), _leaky(0.3)),
+    "prelu_zero": (_op(PRelu, {}, [X[0], Const(np.array([0.0]))]), _leaky(0.0)),
 }
 
 
