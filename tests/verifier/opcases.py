@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,6 +10,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from verifier.bounds.crown import AlphaSettings
+from verifier.bounds.methods import row_lower_bounds
+from verifier.graph import Graph
 from verifier.problems import ProblemBatch
 
 RNG = np.random.default_rng(1234)
@@ -168,3 +172,26 @@ def plus_minus_rows(lo: np.ndarray, hi: np.ndarray, m: int) -> ProblemBatch:
                         torch.zeros(B, 2 * m, dtype=torch.float64),
                         torch.arange(2 * m).expand(B, 2 * m).contiguous(), list(range(B)),
                         [2 * m] * B)
+
+
+def assert_bounds_contain(graph: Graph, run: Callable[[np.ndarray], np.ndarray],
+                          lo: np.ndarray, hi: np.ndarray, n_out: int,
+                          rng: np.random.Generator, samples: int = 400, corners: int = 8,
+                          iterations: int = 8, tag: object = "") -> None:
+    """IBP, CROWN and alpha-CROWN lower bounds of every output, from both sides, over the
+    boxes [lo, hi] (B, n) contain ``run``'s outputs (onnxruntime's, on float32 points
+    (N, n)) at ``samples`` random points of each box, ``corners`` of them corners."""
+    batch = plus_minus_rows(lo, hi, n_out)
+    alpha = AlphaSettings(iterations=iterations, early_stop=False)
+    bounds = {m: row_lower_bounds(graph, batch, m, alpha=alpha)
+              for m in ("ibp", "crown", "alpha-crown")}
+    n = lo.shape[1]
+    for b in range(lo.shape[0]):
+        t = rng.uniform(size=(samples, n))
+        t[:corners] = rng.integers(0, 2, (corners, n))
+        xs = (lo[b] + t * (hi[b] - lo[b])).astype(np.float32)
+        xs = xs[((xs >= lo[b]) & (xs <= hi[b])).all(1)]
+        ys = np.asarray(run(xs)).reshape(len(xs), -1)
+        rows = np.concatenate([ys, -ys], 1)
+        for method, lb in bounds.items():
+            assert (rows >= lb[b].numpy()).all(), (tag, method, b)

@@ -28,12 +28,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, verify
-from verifier.bounds.crown import AlphaSettings
-from verifier.bounds.methods import row_lower_bounds
 from verifier.errors import UnsupportedOpError
 
 from .fuzzgraph import G, fl, maybe, opset, put, shape_of
-from .opcases import plus_minus_rows
+from .opcases import assert_bounds_contain
 
 F32 = np.float32
 FIRST_OPSET = {"Elu": 7, "Selu": 7, "Celu": 12, "Softplus": 7, "Softsign": 7,
@@ -116,19 +114,8 @@ def test_engine_bounds_contain_the_outputs(op: str):
         widths = np.array([1e-4, 0.05, 0.5, 2.0, 6.0])[:, None]
         centre = rng.uniform(-1, 1, (5, 3))
         lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 3)), centre + widths
-        batch = plus_minus_rows(lo, hi, 2)
-        bounds = {m: row_lower_bounds(model.graph, batch, m,
-                                      alpha=AlphaSettings(iterations=8, early_stop=False))
-                  for m in ("ibp", "crown", "alpha-crown")}
-        for b in range(5):
-            t = rng.uniform(size=(400, 3))
-            t[:8] = rng.integers(0, 2, (8, 3))
-            xs = (lo[b] + t * (hi[b] - lo[b])).astype(F32)
-            xs = xs[((xs >= lo[b]) & (xs <= hi[b])).all(1)]
-            ys = _ort(data, xs)
-            rows = np.concatenate([ys, -ys], 1)
-            for method, lb in bounds.items():
-                assert (rows >= lb[b].numpy()).all(), (op, attrs, method, b)
+        assert_bounds_contain(model.graph, lambda xs, d=data: _ort(d, xs), lo, hi, 2, rng,
+                              tag=(op, attrs))
 
 
 @pytest.mark.parametrize("op,attrs,what", [
@@ -227,19 +214,7 @@ def test_prelu_agrees_with_onnxruntime_and_its_bounds_contain_the_outputs(kind: 
         np.testing.assert_allclose(ours, _ort(data, xs), rtol=1e-5, atol=1e-5)
     lo = rng.uniform(-1, 1, (4, 4))
     hi = lo + np.array([1e-3, 0.1, 1.0, 3.0])[:, None]
-    batch = plus_minus_rows(lo, hi, 2)
-    bounds = {m: row_lower_bounds(model.graph, batch, m,
-                                  alpha=AlphaSettings(iterations=8, early_stop=False))
-              for m in ("ibp", "crown", "alpha-crown")}
-    for b in range(4):
-        t = rng.uniform(size=(400, 4))
-        t[:8] = rng.integers(0, 2, (8, 4))
-        pts = (lo[b] + t * (hi[b] - lo[b])).astype(F32)
-        pts = pts[((pts >= lo[b]) & (pts <= hi[b])).all(1)]
-        ys = _ort(data, pts)
-        rows = np.concatenate([ys, -ys], 1)
-        for method, lb in bounds.items():
-            assert (rows >= lb[b].numpy()).all(), (kind, method, b)
+    assert_bounds_contain(model.graph, lambda pts: _ort(data, pts), lo, hi, 2, rng, tag=kind)
 
 
 @pytest.mark.parametrize("slope,what", [

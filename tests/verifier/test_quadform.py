@@ -33,7 +33,7 @@ from verifier.ops.bilinear import VarMul
 from verifier.ops.composite import SumOfSquares
 
 from .fuzzgraph import G, array, opset, shape_of
-from .opcases import plus_minus_rows
+from .opcases import assert_bounds_contain, plus_minus_rows
 
 F32 = np.float32
 N_IN = 4
@@ -171,19 +171,8 @@ def test_engine_bounds_contain_the_outputs(kind):
     widths = np.array([1e-4, 0.01, 0.2, 0.7, 1.5, 4.0])[:, None]
     centre = rng.uniform(-1, 1, (6, N_IN))
     lo, hi = centre - widths * rng.uniform(0.2, 1, (6, N_IN)), centre + widths
-    batch = plus_minus_rows(lo, hi, 2)
-    bounds = {m: row_lower_bounds(model.graph, batch, m,
-                                  alpha=AlphaSettings(iterations=10, early_stop=False))
-              for m in ("ibp", "crown", "alpha-crown")}
-    for b in range(6):
-        t = rng.uniform(size=(400, N_IN))
-        t[:16] = rng.integers(0, 2, (16, N_IN))
-        xs = (lo[b] + t * (hi[b] - lo[b])).astype(F32)
-        xs = xs[((xs >= lo[b]) & (xs <= hi[b])).all(1)]
-        ys = _ort(data, xs)
-        rows = np.concatenate([ys, -ys], 1)
-        for method, lb in bounds.items():
-            assert (rows >= lb[b].numpy()).all(), (method, b)
+    assert_bounds_contain(model.graph, lambda xs: _ort(data, xs), lo, hi, 2, rng,
+                          corners=16, iterations=10, tag=kind)
 
 
 def _box_minimum(model, lo: np.ndarray, hi: np.ndarray) -> float:

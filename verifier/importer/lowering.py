@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,17 +39,29 @@ def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) ->
 def lower_softmax(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
     """Softmax over ONNX ``axis``; with ``_flatten`` (opset < 13) over the whole trailing
     block from ``axis`` on, as ONNX then defines it (the input seen as 2-d at ``axis``)."""
+    return _over_axis(out, x, attrs, onnx_name, "Softmax", _softmax_nodes)
+
+
+def lower_logsoftmax(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
+    """LogSoftmax over ONNX ``axis``, flattened below opset 13 as Softmax."""
+    return _over_axis(out, x, attrs, onnx_name, "LogSoftmax", _logsoftmax_nodes)
+
+
+def _over_axis(out: str, x: Var, attrs: dict[str, Any], onnx_name: str, op_type: str,
+               body: Callable[[str, Var, int, str], list[Node]]) -> list[Node]:
+    """``body``'s nodes over the one axis ``axis``, or with ``_flatten`` over the input
+    reshaped to 2-d at ``axis`` and back."""
     rank = len(x.shape)
     ax = int(attrs.get("axis", -1)) % rank
     if not attrs.get("_flatten") or ax == rank - 1:
-        return _softmax_nodes(out, x, ax, onnx_name)
+        return body(out, x, ax, onnx_name)
     flat_shape = x.shape[:ax] + (math.prod(x.shape[ax:]),)
-    flat, inner = out + "/flat", out + "/flat_softmax"
+    flat, inner = out + "/flat", out + "/flat_" + op_type.lower()
     reshape = {"_op_type": "Reshape"}
-    nodes = [_node(flat, Reshape(reshape, [x], flat_shape), [x.name], onnx_name, "Softmax")]
-    nodes += _softmax_nodes(inner, Var(flat, flat_shape), ax, onnx_name)
+    nodes = [_node(flat, Reshape(reshape, [x], flat_shape), [x.name], onnx_name, op_type)]
+    nodes += body(inner, Var(flat, flat_shape), ax, onnx_name)
     back = Reshape(reshape, [Var(inner, flat_shape)], x.shape)
-    return nodes + [_node(out, back, [inner], onnx_name, "Softmax")]
+    return nodes + [_node(out, back, [inner], onnx_name, op_type)]
 
 
 def _softmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
@@ -67,22 +80,6 @@ def _softmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
         _node(out + "/sum", sm, [out + "/exp"], onnx_name, "Softmax"),
         _node(out, rc, [out + "/sum"], onnx_name, "Softmax"),
     ]
-
-
-def lower_logsoftmax(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -> list[Node]:
-    """LogSoftmax over ONNX ``axis``; with ``_flatten`` (opset < 13) over the trailing block
-    from ``axis`` on, as for Softmax."""
-    rank = len(x.shape)
-    ax = int(attrs.get("axis", -1)) % rank
-    if not attrs.get("_flatten") or ax == rank - 1:
-        return _logsoftmax_nodes(out, x, ax, onnx_name)
-    flat_shape = x.shape[:ax] + (math.prod(x.shape[ax:]),)
-    flat, inner = out + "/flat", out + "/flat_logsoftmax"
-    reshape = {"_op_type": "Reshape"}
-    nodes = [_node(flat, Reshape(reshape, [x], flat_shape), [x.name], onnx_name, "LogSoftmax")]
-    nodes += _logsoftmax_nodes(inner, Var(flat, flat_shape), ax, onnx_name)
-    back = Reshape(reshape, [Var(inner, flat_shape)], x.shape)
-    return nodes + [_node(out, back, [inner], onnx_name, "LogSoftmax")]
 
 
 def _logsoftmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
