@@ -145,3 +145,22 @@ def check_against_ort(model: bytes, shape: tuple[int, ...]) -> str:
     np.testing.assert_allclose(got, ref, rtol=TOL, atol=TOL,
                                err_msg=str(onnx.load_from_string(model).graph))
     return "agrees"
+
+
+def reduce_graph(draw, ops: list[str]) -> tuple[G, str]:
+    """One of the Reduce* ``ops`` with random axes (an attribute before the opset that made
+    them an input: 13 for ReduceSum, 18 for the others), keepdims and noop_with_empty_axes."""
+    op = draw(st.sampled_from(ops))
+    g = G(shape_of(draw), opset(draw))
+    r = len(g.shape)
+    axes = maybe(draw, st.lists(st.integers(-r, r - 1), max_size=r, unique_by=lambda a: a % r))
+    attrs: dict = {}
+    put(attrs, "keepdims", maybe(draw, st.integers(0, 1)))
+    ins = ["X"]
+    if g.opset >= (13 if op == "ReduceSum" else 18):
+        put(attrs, "noop_with_empty_axes", maybe(draw, st.integers(0, 1)))
+        if axes is not None:
+            ins.append(g.const(np.array(axes, dtype=np.int64)))
+    elif axes:
+        attrs["axes"] = axes
+    return g, g.node(op, ins, **attrs)[0]

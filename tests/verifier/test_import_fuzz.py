@@ -36,6 +36,7 @@ from .fuzzgraph import (  # noqa: E402
     opset,
     positive,
     put,
+    reduce_graph,
     shape_of,
 )
 
@@ -267,21 +268,7 @@ def gen_layernorm(draw) -> tuple[G, str]:
 
 
 def gen_reduce(draw) -> tuple[G, str]:
-    op = draw(st.sampled_from(["ReduceSum", "ReduceMean"]))
-    g = G(shape_of(draw), opset(draw))
-    r = len(g.shape)
-    axes = maybe(draw, st.lists(st.integers(-r, r - 1), max_size=r, unique_by=lambda a: a % r))
-    attrs: dict = {}
-    put(attrs, "keepdims", maybe(draw, st.integers(0, 1)))
-    ins = ["X"]
-    as_input = g.opset >= (13 if op == "ReduceSum" else 18)
-    if as_input:
-        put(attrs, "noop_with_empty_axes", maybe(draw, st.integers(0, 1)))
-        if axes is not None:
-            ins.append(g.const(np.array(axes, dtype=np.int64)))
-    elif axes:
-        attrs["axes"] = axes
-    return g, g.node(op, ins, **attrs)[0]
+    return reduce_graph(draw, ["ReduceSum", "ReduceMean"])
 
 
 def gen_reshape(draw) -> tuple[G, str]:

@@ -19,14 +19,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from verifier import Settings, load_model, parse_vnnlib, verify
 from verifier.ops.base import Const, OpFormError, Var
 from verifier.ops.nonlinear import ReduceMaxMin
 
-from .fuzzgraph import G, maybe, opset, put, shape_of
+from .fuzzgraph import G, reduce_graph
 from .opcases import assert_bounds_contain
 
 F32 = np.float32
@@ -63,22 +62,8 @@ def _model(op: str, opset: int, axes: list[int] | None, keepdims: int | None,
 
 
 def gen_reduce_max_min(draw) -> tuple[G, str]:
-    """ReduceMax / ReduceMin with random axes (attribute or input by opset), keepdims and
-    noop_with_empty_axes, for the importer's fuzzing (test_import_fuzz.py)."""
-    op = draw(st.sampled_from(["ReduceMax", "ReduceMin"]))
-    g = G(shape_of(draw), opset(draw, 11))
-    r = len(g.shape)
-    axes = maybe(draw, st.lists(st.integers(-r, r - 1), max_size=r, unique_by=lambda a: a % r))
-    attrs: dict = {}
-    put(attrs, "keepdims", maybe(draw, st.integers(0, 1)))
-    ins = ["X"]
-    if g.opset >= 18:
-        put(attrs, "noop_with_empty_axes", maybe(draw, st.integers(0, 1)))
-        if axes is not None:
-            ins.append(g.const(np.array(axes, dtype=np.int64)))
-    elif axes:
-        attrs["axes"] = axes
-    return g, g.node(op, ins, **attrs)[0]
+    """ReduceMax / ReduceMin forms for the importer's fuzzing (test_import_fuzz.py)."""
+    return reduce_graph(draw, ["ReduceMax", "ReduceMin"])
 
 
 FUZZ = {"ReduceMax": gen_reduce_max_min, "ReduceMin": gen_reduce_max_min}
