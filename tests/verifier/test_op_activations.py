@@ -12,7 +12,8 @@ shape: convex, concave, ReLU).
   samples of random boxes, end to end through a net with the op between two layers.
 - Attributes outside the implemented range are refused by name.
 - ``verify``: a property true with a margin is verified; one violated only near a corner
-  of the box is falsified with a counterexample onnxruntime confirms.
+  of the box is falsified with a counterexample onnxruntime confirms; a one-point box
+  whose unsafe set starts at onnxruntime's own value is falsified, never verified.
 - PRelu: slopes as a scalar, per channel, along the last axis and per entry, at opsets 9,
   16 and 20; the same bound and verify checks; slopes outside [0, 1] and a slope that does
   not broadcast are refused by name.
@@ -127,33 +128,55 @@ def test_attributes_outside_the_implemented_range_are_refused_by_name(op, attrs,
         load_model(_net(op, attrs, seed=0))
 
 
-def _spec(threshold: float) -> str:
-    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+def _spec(threshold: float, n: int = 3) -> str:
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(n))
     text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-    text += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(3))
+    text += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(n))
     return text + f"(assert (>= Y_0 {threshold!r}))\n"
+
+
+def _verify_both_ways(data: bytes, n: int, seed: int, tag: object) -> None:
+    """The largest y0 over [-1, 1]^n (by sampling, corners included) plus a margin is
+    verified; 2% of the output's range below the sampled maximum is falsified, with a
+    counterexample in the box that onnxruntime confirms."""
+    model = load_model(data)
+    rng = np.random.default_rng(seed)
+    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * n)).reshape(n, -1).T
+    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, n))]).astype(F32)
+    ys = _ort(data, xs)[:, 0]
+    top, spread = float(ys.max()), float(ys.max() - ys.min())
+    proved = verify(model, parse_vnnlib(_spec(top + 0.05 * spread + 1e-3, n), n, 2),
+                    Settings(timeout=30))
+    assert proved.verdict == "verified", (tag, proved.message)
+    threshold = top - 0.02 * spread
+    unsafe = verify(model, parse_vnnlib(_spec(threshold, n), n, 2), Settings(timeout=30))
+    assert unsafe.verdict == "falsified", (tag, unsafe.message)
+    for cex in unsafe.counterexamples:
+        x = np.asarray(cex.x, F32)
+        assert np.all(np.abs(x) <= 1) and _ort(data, x[None])[0, 0] >= threshold
 
 
 @pytest.mark.parametrize("op", NAMES)
 def test_true_property_is_verified_and_violated_one_falsified(op: str):
-    """The largest y0 over the box (by sampling, corners included) plus a margin is
-    verified; 2% of the output's range below the sampled maximum is falsified."""
-    attrs = ATTRS[op][-1]
-    data = _net(op, attrs, seed=11)
+    _verify_both_ways(_net(op, ATTRS[op][-1], seed=11), 3, seed=12, tag=op)
+
+
+@pytest.mark.parametrize("op,attrs", [(op, attrs) for op in NAMES for attrs in ATTRS[op]])
+def test_a_threshold_at_onnxruntimes_own_value_is_never_proved(op: str, attrs: dict):
+    """One-point boxes (a kink, tiny and large inputs, where exp(x / s) - 1 cancels) whose
+    unsafe set starts exactly at onnxruntime's value, from above and from below: the point
+    is a counterexample, so `verified` would be a false proof."""
+    points = np.array([0.0, -1e-3, 1e-3, -0.37, -3.0, 3.0, -25.0, 40.0], F32)
+    data = _one_node(op, attrs, 17, 1)
     model = load_model(data)
-    rng = np.random.default_rng(12)
-    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 3)).reshape(3, -1).T
-    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, 3))]).astype(F32)
-    ys = _ort(data, xs)[:, 0]
-    top, spread = float(ys.max()), float(ys.max() - ys.min())
-    proved = verify(model, parse_vnnlib(_spec(top + 0.05 * spread + 1e-3), 3, 2),
-                    Settings(timeout=30))
-    assert proved.verdict == "verified", (op, proved.message)
-    unsafe = verify(model, parse_vnnlib(_spec(top - 0.02 * spread), 3, 2), Settings(timeout=30))
-    assert unsafe.verdict == "falsified", (op, unsafe.message)
-    for cex in unsafe.counterexamples:
-        x = np.asarray(cex.x, F32)
-        assert np.all(np.abs(x) <= 1) and _ort(data, x[None])[0, 0] >= top - 0.02 * spread
+    head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+    for x in points:
+        y = float(_ort(data, np.array([[x]], F32))[0, 0])
+        box = head + f"(assert (>= X_0 {float(x)!r}))\n(assert (<= X_0 {float(x)!r}))\n"
+        for relation in (">=", "<="):
+            spec = parse_vnnlib(box + f"(assert ({relation} Y_0 {y!r}))\n", 1, 1)
+            result = verify(model, spec, Settings(timeout=10))
+            assert result.verdict == "falsified", (op, attrs, float(x), relation, result.message)
 
 
 def gen_activation(draw) -> tuple[G, str]:
@@ -226,25 +249,7 @@ def test_prelu_slopes_outside_the_implemented_range_are_refused_by_name(slope, w
 
 
 def test_prelu_true_property_is_verified_and_violated_one_falsified():
-    data = _prelu_net("full", seed=3)
-    model = load_model(data)
-    rng = np.random.default_rng(4)
-    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T
-    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, 4))]).astype(F32)
-    ys = _ort(data, xs)[:, 0]
-    top, spread = float(ys.max()), float(ys.max() - ys.min())
-    spec = "".join(f"(declare-const X_{i} Real)\n" for i in range(4))
-    spec += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-    spec += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(4))
-    proved = verify(model, parse_vnnlib(spec + f"(assert (>= Y_0 {top + 0.05 * spread!r}))\n",
-                                        4, 2), Settings(timeout=30))
-    assert proved.verdict == "verified", proved.message
-    threshold = top - 0.02 * spread
-    unsafe = verify(model, parse_vnnlib(spec + f"(assert (>= Y_0 {threshold!r}))\n", 4, 2),
-                    Settings(timeout=30))
-    assert unsafe.verdict == "falsified", unsafe.message
-    for cex in unsafe.counterexamples:
-        assert _ort(data, np.asarray(cex.x, F32)[None])[0, 0] >= threshold
+    _verify_both_ways(_prelu_net("full", seed=3), 4, seed=4, tag="PRelu")
 
 
 def gen_prelu(draw) -> tuple[G, str]:
