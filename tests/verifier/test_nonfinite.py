@@ -28,6 +28,7 @@ from verifier.ops.activations import (
     SELU_GAMMA,
     ExpLinear,
     HardSwish,
+    Mish,
     PRelu,
     Softplus,
     Softsign,
@@ -149,6 +150,7 @@ CASES = {
     "softplus": (_op(Softplus), lambda x: np.logaddexp(x, 0.0)),
     "softsign": (_op(Softsign), lambda x: x / (1 + np.abs(x))),
     "hardswish": (_op(HardSwish), lambda x: x * np.clip(x / 6 + 0.5, 0, 1)),
+    "mish": (_op(Mish), lambda x: x * np.tanh(np.logaddexp(x, 0.0))),
     "prelu": (_op(PRelu, {}, [X[0], Const(np.array([0.3]))]), _leaky(0.3)),
     "prelu_zero": (_op(PRelu, {}, [X[0], Const(np.array([0.0]))]), _leaky(0.0)),
 }

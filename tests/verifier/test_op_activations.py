@@ -1,4 +1,4 @@
-"""Elu, Selu, Celu, Softplus, Softsign, HardSigmoid, HardSwish and PRelu
+"""Elu, Selu, Celu, Softplus, Softsign, Mish, HardSigmoid, HardSwish and PRelu
 (verifier/ops/activations.py; the HardSigmoid lowering in verifier/importer/lowering.py).
 Their lines are sampled densely over random intervals in test_relaxations.py (every kink
 shape: convex, concave, ReLU).
@@ -11,6 +11,9 @@ shape: convex, concave, ReLU).
 - The engine's IBP, CROWN and alpha-CROWN bounds contain onnxruntime's outputs on dense
   samples of random boxes, end to end through a net with the op between two layers.
 - Attributes outside the implemented range are refused by name.
+- Mish's inflection points, minimum and slope bound (no closed form) are recomputed to 50
+  digits: the stated float64 values are the nearest, f'' changes sign across each and
+  f' vanishes at the minimum.
 - ``verify``: a property true with a margin is verified; one violated only near a corner
   of the box is falsified with a counterexample onnxruntime confirms; a one-point box
   whose unsafe set starts at onnxruntime's own value is falsified, never verified.
@@ -36,7 +39,7 @@ from .opcases import assert_bounds_contain
 
 F32 = np.float32
 FIRST_OPSET = {"Elu": 7, "Selu": 7, "Celu": 12, "Softplus": 7, "Softsign": 7,
-               "HardSigmoid": 7, "HardSwish": 14}
+               "HardSigmoid": 7, "HardSwish": 14, "Mish": 18}
 ATTRS = {
     "Elu": [{}, {"alpha": 0.3}, {"alpha": 2.5}, {"alpha": 0.0}],
     "Selu": [{}, {"alpha": 0.5, "gamma": 3.0}, {"gamma": 0.25}],
@@ -44,6 +47,7 @@ ATTRS = {
     "Softplus": [{}],
     "Softsign": [{}],
     "HardSwish": [{}],
+    "Mish": [{}],
     "HardSigmoid": [{}, {"alpha": -0.7, "beta": 0.1}, {"alpha": 3.0, "beta": -2.0},
                     {"alpha": 0.0, "beta": 1.5}],
 }
@@ -102,8 +106,12 @@ def _net(op: str, attrs: dict, seed: int) -> bytes:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
                               inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", _opset(op))]) \
         .SerializeToString()
+
+
+def _opset(op: str) -> int:
+    return max(17, FIRST_OPSET.get(op, 7))
 
 
 @pytest.mark.parametrize("op", NAMES)
@@ -167,7 +175,7 @@ def test_a_threshold_at_onnxruntimes_own_value_is_never_proved(op: str, attrs: d
     unsafe set starts exactly at onnxruntime's value, from above and from below: the point
     is a counterexample, so `verified` would be a false proof."""
     points = np.array([0.0, -1e-3, 1e-3, -0.37, -3.0, 3.0, -25.0, 40.0], F32)
-    data = _one_node(op, attrs, 17, 1)
+    data = _one_node(op, attrs, _opset(op), 1)
     model = load_model(data)
     head = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
     for x in points:
@@ -177,6 +185,31 @@ def test_a_threshold_at_onnxruntimes_own_value_is_never_proved(op: str, attrs: d
             spec = parse_vnnlib(box + f"(assert ({relation} Y_0 {y!r}))\n", 1, 1)
             result = verify(model, spec, Settings(timeout=10))
             assert result.verdict == "falsified", (op, attrs, float(x), relation, result.message)
+
+
+def test_mish_constants_are_the_roots():
+    import mpmath as mp
+
+    from verifier.ops.activations import MISH_MIN_AT, MISH_P1, MISH_P2, Mish
+
+    mp.mp.dps = 50
+
+    def f(x):
+        return x * mp.tanh(mp.log1p(mp.exp(x)))
+
+    for stated, order, guess in ((MISH_P1, 2, -2.2), (MISH_P2, 2, 1.5), (MISH_MIN_AT, 1, -1.2)):
+        root = mp.findroot(lambda x, k=order: mp.diff(f, x, k), guess)
+        assert stated == float(root), (stated, root)
+        step = mp.mpf(2) ** -45
+        assert mp.diff(f, root - step, order) * mp.diff(f, root + step, order) < 0
+    # the only flips of f'' on a fine grid of [-40, 40] (beyond: one sign, asymptotically)
+    grid = [mp.mpf(k) / 50 - 40 for k in range(4001)]
+    signs = [mp.sign(mp.diff(f, x, 2)) for x in grid]
+    flips = [float(grid[k]) for k in range(4000) if signs[k] != signs[k + 1]]
+    assert len(flips) == 2 and abs(flips[0] - MISH_P1) < 0.02 and abs(flips[1] - MISH_P2) < 0.02
+    assert signs[0] < 0 and signs[-1] < 0
+    top = mp.diff(f, mp.findroot(lambda x: mp.diff(f, x, 2), 1.5), 1)
+    assert top < Mish.slope_bound < top + 1e-4
 
 
 def gen_activation(draw) -> tuple[G, str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from verifier.ops.activations import ExpLinear, HardSwish, Softplus, Softsign
+from verifier.ops.activations import ExpLinear, HardSwish, Mish, Softplus, Softsign
 from verifier.ops.base import Const, Var
 from verifier.ops.composite import Rsqrt
 from verifier.ops.nonlinear import (
@@ -81,6 +81,7 @@ OPS = {
     "softplus": (_op(Softplus), None),
     "softsign": (_op(Softsign), None),
     "hardswish": (_op(HardSwish), None),
+    "mish": (_op(Mish), None),
 }
 
 

@@ -41,7 +41,8 @@ FOLD_ONLY = {
 }
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
-AXIS_OPS = {"Softmax", "LogSoftmax", "LayerNormalization", "Concat", "Gather", "Split", "Flatten"}
+AXIS_OPS = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "Concat", "Gather",
+            "Split", "Flatten"}
 REFERENCE_FOLDS = {"Cast", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"}
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"}
 FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
@@ -411,7 +412,7 @@ def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
                opset: int) -> dict[str, Any]:
     """The node's attributes with the defaults of its opset made explicit where they differ
     between opsets, and padding resolved to explicit pads; refuses values not implemented."""
-    if op_type in ("Softmax", "LogSoftmax"):
+    if op_type in ("Softmax", "LogSoftmax", "Hardmax"):
         attrs.setdefault("axis", -1 if opset >= 13 else 1)
         attrs["_flatten"] = opset < 13  # softmax over the input flattened to 2-d at axis
     if op_type in AXIS_OPS and "axis" in attrs:

@@ -1,4 +1,4 @@
-"""Smooth activations of the ELU kind, Softplus, Softsign and HardSigmoid, each stated to
+"""Smooth activations of the ELU kind, Softplus, Softsign, Mish and HardSigmoid, each stated to
 the one relaxation mechanism (ops/relax.py) by its function, derivative and convexity.
 
 * Elu, Selu, Celu: ``g x`` for x >= 0, ``g a (exp(x / s) - 1)`` below (Elu: g = s = 1;
@@ -14,6 +14,16 @@ the one relaxation mechanism (ops/relax.py) by its function, derivative and conv
 * HardSwish ``x HardSigmoid(x)`` (alpha 1/6, beta 1/2): concave kinks at -3 and 3,
   convex between.
 * PRelu: LeakyReLU with a constant slope per entry (broadcast), each in [0, 1].
+* Mish ``x tanh(softplus(x))``: concave below P1 = -2.2563763963607931..., convex on
+  [P1, P2], concave above P2 = 1.4905711794854284... (the two roots of f''; f'' < 0 beyond
+  them: ``(x + 2) e^x``-like on the left, ``-8 (x - 1) e^(-2x)``-like on the right); one
+  minimum, f(C) = -0.3088434130..., at C = -1.1924312145154952...; f' rises from -0.1125 at
+  P1 to its maximum 1.0884981612... at P2.  The three constants have no closed form: they
+  are the roots to 50 digits (mpmath), rounded to float64 (tests/verifier/test_op_activations.py
+  recomputes them).  An inflection off by that rounding, e <= 2^-52 * 2, can misplace a
+  line by at most ``2 e (|f'| + |a|)``, about 2e-15 for the slopes the mechanism uses
+  (|a| <= 1.09), which the rounding bound, ``16 u (|f| + |x|)`` >= 3.5e-15 near either
+  inflection in float64, already covers.
 """
 
 from __future__ import annotations
@@ -251,3 +261,33 @@ class HardSwish(ScalarOp):
     def inverse_df(self, a: Tensor, convex: Tensor) -> Tensor:
         """On the convex piece (2 x + 3) / 6 = a; the linear pieces have one slope each."""
         return torch.where(convex, 3 * a - 1.5, torch.zeros_like(a))
+
+
+MISH_P1, MISH_P2 = -2.256376396360793, 1.4905711794854284  # inflections (module docstring)
+MISH_MIN_AT = -1.1924312145154952
+
+
+@register
+class Mish(ScalarOp):
+    """``x tanh(softplus(x))`` (opset 18): concave, convex, concave (module docstring)."""
+
+    onnx_types = ("Mish",)
+    exact_derivative_range = True
+    slope_bound = 1.0885  # f'(MISH_P2) = 1.08849816...
+
+    def f(self, x: Tensor) -> Tensor:
+        return x * torch.tanh(torch.logaddexp(x, torch.zeros_like(x)))
+
+    def df(self, x: Tensor) -> Tensor:
+        """``tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x)`` with sp = softplus(x)."""
+        t = torch.tanh(torch.logaddexp(x, torch.zeros_like(x)))
+        return t + x * (1 - t * t) * torch.sigmoid(x)
+
+    def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
+        return [torch.full_like(lo, MISH_MIN_AT)]
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.stack([torch.full_like(lo, MISH_P1), torch.full_like(lo, MISH_P2)])
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo, dtype=torch.bool)

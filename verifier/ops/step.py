@@ -42,6 +42,17 @@ average).  Sign's split at 0 leaves both children that shape, with half the jump
 bounds f across a jump, so the Lipschitz engine must refuse these ops
 (``exact_derivative_range`` is False, ``derivative`` None, and the ranges they give are
 [0, inf] across a jump).
+
+**Hardmax** (a step function of a vector): along ``axis``, 1 at the first index of the
+maximum and 0 elsewhere; below opset 13 over the input flattened to 2-d at ``axis`` (as
+Softmax then).  Its exact range per entry over a box: entry i can be 1 iff some point has
+x_i > x_j for all j < i and x_i >= x_j for all j > i, that is (x_i at its top, the others at
+their bottoms) ``hi_i > lo_j`` (j < i) and ``hi_i >= lo_j`` (j > i); it can be 0 iff some
+j < i has ``hi_j >= lo_i`` or some j > i has ``hi_j > lo_i``.  So its interval is {0}, {1}
+or [0, 1] per entry, exact (the comparisons hold for infinite ends too; a NaN anywhere in
+a group gives [0, 1] for the group).  No linear bound improves on it; branch-and-bound
+splits the inputs that feed it.  A search follows softmax's gradient through it (its own
+is 0 almost everywhere).
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from typing import ClassVar
 
 import torch
 
-from verifier.ops.base import Interval, Relaxation, Tensor, register, tiny
+from verifier.ops.base import Interval, Op, Relaxation, Tensor, axis, register, tiny
 from verifier.ops.nonlinear import ScalarOp
 from verifier.ops.relax import FixedLines, Lines
 
@@ -281,3 +292,56 @@ class Sign(StepOp):
 
     def nearest_jumps(self, x: Tensor) -> list[Tensor]:
         return [torch.zeros_like(x)]
+
+
+@register
+class Hardmax(Op):
+    """One-hot of the first maximum along ``axis`` (module docstring)."""
+
+    onnx_types = ("Hardmax",)
+    onnx_attributes = frozenset({"axis"})
+    rounding_ulps = 0.0  # 0 or 1: exact
+    ibp_exact = True
+
+    def _grouped(self, x: Tensor) -> Tensor:
+        """The batched x with its groups along the last dim (flattened below opset 13)."""
+        ax = axis(int(self.attrs.get("axis", -1)), x.dim() - 1)
+        if self.attrs.get("_flatten"):
+            return x.reshape(*x.shape[:ax], -1)
+        return x.movedim(ax, -1)
+
+    def _back(self, y: Tensor, like: Tensor) -> Tensor:
+        if self.attrs.get("_flatten"):
+            return y.reshape(like.shape)
+        return y.movedim(-1, axis(int(self.attrs.get("axis", -1)), like.dim() - 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self._grouped(x)
+        hot = torch.zeros_like(g).scatter_(-1, g.argmax(dim=-1, keepdim=True), 1.0)
+        return self._back(hot, x)
+
+    def search_forward(self, x: Tensor) -> Tensor:
+        soft = self._back(torch.softmax(self._grouped(x), dim=-1), x)
+        return self.forward(x).detach() + (soft - soft.detach())
+
+    def ibp(self, b: Interval) -> Interval:
+        lo, hi = (self._grouped(t) for t in b)
+        before_lo, after_lo = _exclusive_max(lo)
+        before_hi, after_hi = _exclusive_max(hi)
+        n = lo.shape[-1]
+        first = torch.arange(n, device=lo.device) == 0
+        last = torch.arange(n, device=lo.device) == n - 1
+        can_one = (first | (hi > before_lo)) & (last | (hi >= after_lo))
+        can_zero = (~first & (before_hi >= lo)) | (~last & (after_hi > lo))
+        nan = (torch.isnan(lo) | torch.isnan(hi)).any(dim=-1, keepdim=True)
+        out_lo = torch.where(can_zero | nan, 0.0, 1.0).to(lo.dtype)
+        out_hi = torch.where(can_one | nan, 1.0, 0.0).to(lo.dtype)
+        return self._back(out_lo, b[0]), self._back(out_hi, b[0])
+
+
+def _exclusive_max(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(max over j < i, max over j > i) of x along the last dim, -inf where there is none."""
+    pad = torch.full_like(x[..., :1], -math.inf)
+    before = torch.cat([pad, x[..., :-1]], dim=-1).cummax(dim=-1).values
+    after = torch.cat([x[..., 1:], pad], dim=-1).flip(-1).cummax(dim=-1).values.flip(-1)
+    return before, after
