@@ -66,9 +66,13 @@ SIDE_OUTPUTS = {"BatchNormalization", "Dropout", "LayerNormalization", "MaxPool"
 def schema(op_type: str, opset: int) -> onnx.defs.OpSchema:
     """The ONNX schema of ``op_type`` in force at ``opset`` (OpFormError if there is none)."""
     try:
-        return defs.get_schema(op_type, opset, "")
+        found = defs.get_schema(op_type, opset, "")
     except defs.SchemaError:
         raise OpFormError(f"{op_type} is not an operator of ONNX opset {opset}") from None
+    if found.deprecated:  # Upsample from 10: onnxruntime rejects the model
+        raise OpFormError(f"{op_type} is deprecated at ONNX opset {opset} (onnxruntime "
+                          "rejects it)")
+    return found
 
 
 def check_attributes(node: onnx.NodeProto, opset: int) -> None:

@@ -1,5 +1,6 @@
 """Resize (opsets 10, 11, 13, 18, 19): nearest and linear interpolation with constant scales
-or sizes, a linear map of the one variable input.
+or sizes, a linear map of the one variable input; Upsample (opsets 7 to 9) as the opset 10
+Resize onnxruntime runs it as (``UpsampleForm``).
 
 **The map.**  Resize acts on each axis separately.  Along an axis of input length n and
 output length m with scale s, output position j has a coordinate c_j in the input (the
@@ -327,7 +328,7 @@ class Resize(MoveOp):
 
     def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
         super().__init__(attrs, inputs, out_shape)
-        self.plan = plan_resize(attrs, inputs)
+        self.plan = plan_resize(*self.resize_form(attrs, inputs))
         self.out_shape = self.plan.out_shape
         self._taps: dict[tuple[torch.device, torch.dtype], list[tuple[int, list[Tensor]]]] = {}
         self._masks: dict[torch.device, Tensor | None] = {}
@@ -338,7 +339,13 @@ class Resize(MoveOp):
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
-        plan_resize(attrs, inputs)
+        plan_resize(*cls.resize_form(attrs, inputs))
+
+    @classmethod
+    def resize_form(cls, attrs: dict[str, Any], inputs: list[Input]
+                    ) -> tuple[dict[str, Any], list[Input]]:
+        """The node as the Resize whose map it is (itself)."""
+        return attrs, inputs
 
     def taps(self, like: Tensor) -> list[tuple[int, list[Tensor]]]:
         """Per resized axis, its tensor dimension (past the batch) and (i0, i1, w0, w1) on
@@ -443,3 +450,42 @@ class ResizeLinear(Resize):
         if not self.plan.axes:
             return None
         return affine_rounding(self, ins, max(u, 2.0 ** -24), k + 2 ** k)
+
+
+class UpsampleForm:
+    """Upsample (opsets 7 to 9; ONNX deprecated it for Resize at 10): onnxruntime runs it as
+    opset 10's Resize with the same scales (tested bit for bit), which come from the
+    ``scales`` attribute up to opset 8 and the second input from 9.  Scales below 1, which
+    onnxruntime rejects, are refused by name."""
+
+    @classmethod
+    def resize_form(cls, attrs: dict[str, Any], inputs: list[Input]
+                    ) -> tuple[dict[str, Any], list[Input]]:
+        if "scales" in attrs:
+            inputs = [inputs[0], Const(np.asarray(attrs["scales"], dtype=F32))]
+            attrs = {k: v for k, v in attrs.items() if k != "scales"}
+        if len(inputs) != 2:
+            raise OpFormError("Upsample takes the scales as its attribute (opsets 7 and 8) "
+                              "or its second input (opset 9)")
+        given = inputs[1].value if isinstance(inputs[1], Const) else None
+        if given is not None and (np.asarray(given, dtype=np.float64) < 1).any():
+            raise OpFormError(f"scales {np.asarray(given).ravel().tolist()} below 1 are not "
+                              "supported (onnxruntime rejects them for Upsample)")
+        return attrs, inputs
+
+
+@register
+class Upsample(UpsampleForm, Resize):
+    """Upsample in nearest mode (``UpsampleForm``)."""
+
+    onnx_types = ("Upsample",)
+    onnx_attributes = frozenset({"mode", "scales"})
+    inert_attributes = frozenset()
+
+    @classmethod
+    def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
+        return UpsampleLinear if _text(attrs.get("mode", "nearest")) == "linear" else cls
+
+
+class UpsampleLinear(UpsampleForm, ResizeLinear):
+    """Upsample in linear mode (``UpsampleForm``)."""
