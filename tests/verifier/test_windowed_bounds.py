@@ -109,6 +109,29 @@ def _generator(seed: int) -> bytes:
                              ).SerializeToString()
 
 
+def _pooled(seed: int) -> bytes:
+    """(1, 3, 12, 12) -> Conv -> Relu -> MaxPool (2, stride 2, ceil_mode) -> Conv -> Relu ->
+    1x1 Conv -> Flatten: the passes from the second map reach an op with no linear rule
+    (MaxPool: its interval), where they end."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.5).astype(np.float32), n)
+             for n, s in (("k1", (4, 3, 3, 3)), ("k2", (4, 4, 3, 3)), ("h", (2, 4, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "k1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["mp"], kernel_shape=[2, 2], strides=[2, 2],
+                              ceil_mode=1),
+             helper.make_node("Conv", ["mp", "k2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "h"], ["o"]),
+             helper.make_node("Flatten", ["o"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                        (1, 3, 12, 12))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]
+                             ).SerializeToString()
+
+
 def _load(tmp_path, data: bytes, name: str = "net.onnx"):
     path = tmp_path / name
     path.write_bytes(data)
@@ -212,6 +235,32 @@ def test_passes_end_on_whole_tensors_below_an_op_without_windows(tmp_path, monke
     for node in model.graph.nodes:
         for a, b in zip(tiled.box[node.name], dense.box[node.name], strict=True):
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), node.name
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_passes_end_at_an_op_without_a_linear_rule(tmp_path, monkeypatch, seed):
+    """A MaxPool below a windowed node: the pass meets it as its interval and ends (it used
+    to fail there); the bounds equal the dense passes' and hold on onnxruntime's samples."""
+    path, model = _load(tmp_path, _pooled(seed))
+    lo, hi = _box(model, seed, 0.05)
+    monkeypatch.setattr(window, "TILES_PER_SIDE", 3)
+    assert window.tiles(model.graph, "c2", torch.arange(4 * 6 * 6)) is not None
+    tiled = intermediate.compute(model.graph, lo, hi)
+    dense = _dense(monkeypatch, lambda: intermediate.compute(model.graph, lo, hi))
+    for node in model.graph.nodes:
+        for a, b in zip(tiled.box[node.name], dense.box[node.name], strict=True):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), node.name
+    m = model.n_outputs
+    C = torch.eye(m, dtype=torch.float64).expand(2, m, m)
+    lower = crown_rows(model.graph, lo, hi, C, torch.zeros(2, m, dtype=torch.float64))
+    upper = -crown_rows(model.graph, lo, hi, -C, torch.zeros(2, m, dtype=torch.float64))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    for b in range(2):
+        xs = (lo[b].numpy() + rng.uniform(size=(300, model.n_inputs)) * (hi - lo)[b].numpy())
+        xs = np.clip(xs.astype(np.float32), lo[b].numpy(), hi[b].numpy()).astype(np.float32)
+        ys = np.concatenate([sess.run(None, {"x": x.reshape(1, 3, 12, 12)})[0] for x in xs])
+        assert (ys >= lower[b].numpy()).all() and (ys <= upper[b].numpy()).all()
 
 
 @pytest.mark.parametrize("seed", range(3))

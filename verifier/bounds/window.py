@@ -135,7 +135,8 @@ def bound(nb: NodeBounds, start: str, A: Tensor, windows: Plan) -> Tensor:
             ins, b = node.op.relax([_cut(nb.box[i], out) for i in node.inputs],
                                    _cut(nb.box[node.name], out)).backward(coeff)
         bias = bias + b
-        for k, (name, Ai) in enumerate(zip(node.inputs, ins, strict=True)):
+        # no inputs: an op without a linear rule, met as its interval (the pass ends there)
+        for k, (name, Ai) in enumerate(zip(node.inputs if ins else [], ins, strict=True)):
             if out is not None:
                 inner = node.op.window_of_input(k, out)
                 assert inner is not None
