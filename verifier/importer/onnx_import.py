@@ -497,8 +497,15 @@ def _pool_attrs(op_type: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> 
         if max(pads[i], pads[i + n]) >= extent:
             raise OpFormError(f"attribute 'pads'={pads}: a window lies wholly in the padding")
         if ceil and span % strides[i]:
-            raise OpFormError("attribute 'ceil_mode'=1 where the last window overhangs the "
-                              "padded input is not supported")
+            if op_type != "MaxPool":
+                raise OpFormError("attribute 'ceil_mode'=1 where the last window overhangs "
+                                  "the padded input is not supported")
+            # onnxruntime's count: ceil, less a last window starting past the input and its
+            # leading pad; the overhang is padded with -inf (never the max) to that count
+            count = -(-span // strides[i]) + 1
+            if (count - 1) * strides[i] >= shape[2 + i] + pads[i]:
+                count -= 1
+            pads[i + n] += max(0, (count - 1) * strides[i] - span)
     out = dict(attrs, kernel_shape=k, strides=strides, dilations=dil, pads=pads,
                auto_pad="NOTSET", ceil_mode=0)
     out.pop("storage_order", None)  # the layout of the Indices output only
