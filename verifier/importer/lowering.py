@@ -7,7 +7,8 @@
 * LogSoftmax:  x - lse(x), lse(x) = m + log(sum_j exp(x_j - m)) with m the mean along the
   axis: one lse per group, so a difference of two outputs is the difference of the two
   inputs exactly (its coefficient on lse cancels in the backward pass).
-* LayerNormalization:  c = x - mean(x);  y = c * (mean(c^2) + eps)^(-1/2) * gamma + beta.
+* LayerNormalization:  c = x - mean(x);  y = c * (mean(c^2) + eps)^(-1/2) * gamma + beta;
+  InstanceNormalization the same over the spatial axes, gamma and beta per channel.
 * x / y for two variables:  x * Reciprocal(y).
 * HardSigmoid:  Clip(alpha x + beta, 0, 1).
 * x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
@@ -100,8 +101,29 @@ def _logsoftmax_nodes(out: str, x: Var, ax: int, onnx_name: str) -> list[Node]:
         [_node(out, y, [x.name, names["lse"]], onnx_name, "LogSoftmax")]
 
 
+def lower_instancenorm(out: str, inputs: list[Input], attrs: dict[str, Any],
+                       onnx_name: str) -> list[Node]:
+    """InstanceNormalization is LayerNormalization over the spatial axes (from 2 on) with
+    one scale and bias per channel, shaped (C, 1, ..., 1) to broadcast."""
+    x = inputs[0]
+    if not isinstance(x, Var) or len(inputs) != 3 or \
+            any(not isinstance(i, Const) for i in inputs[1:]):
+        raise OpFormError("only the data input may vary; scale and B must be constant")
+    if len(x.shape) < 3:
+        raise OpFormError(f"an input of shape {list(x.shape)}: (N, C, D1, ...) expected")
+    channels, ones = x.shape[1], (1,) * (len(x.shape) - 2)
+    consts: list[Input] = [x]
+    for name, c in zip(("scale", "B"), inputs[1:], strict=True):
+        assert isinstance(c, Const)
+        if c.value.size != channels:
+            raise OpFormError(f"{name} has {c.value.size} values for {channels} channels")
+        consts.append(Const(np.asarray(c.value).reshape(channels, *ones)))
+    attrs = {"axis": 2, "epsilon": float(attrs.get("epsilon", F32_1E_5))}
+    return lower_layernorm(out, consts, attrs, onnx_name, "InstanceNormalization")
+
+
 def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],
-                    onnx_name: str) -> list[Node]:
+                    onnx_name: str, op_type: str = "LayerNormalization") -> list[Node]:
     x = inputs[0]
     if not isinstance(x, Var) or any(isinstance(i, Var) for i in inputs[1:]):
         raise OpFormError("only the data input may vary; scale and bias must be constant")
@@ -112,16 +134,16 @@ def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],
             "epsilon": float(attrs.get("epsilon", F32_1E_5))}
     c, sq, var, rs, prod = (out + s for s in ("/centre", "/square", "/var", "/rsqrt", "/norm"))
     nodes = [
-        _node(c, Centre(base, [x], x.shape), [x.name], onnx_name, "LayerNormalization"),
+        _node(c, Centre(base, [x], x.shape), [x.name], onnx_name, op_type),
         _node(sq, PowConst(base, [Var(c, x.shape), Const(np.array(2.0))], x.shape), [c],
-              onnx_name, "LayerNormalization"),
+              onnx_name, op_type),
         _node(var, Reduce({"_op_type": "ReduceMean", "axes": list(range(ax, rank)),
                            "keepdims": 1}, [Var(sq, x.shape)], stat_shape), [sq],
-              onnx_name, "LayerNormalization"),
+              onnx_name, op_type),
         _node(rs, Rsqrt(base, [Var(var, stat_shape)], stat_shape), [var], onnx_name,
-              "LayerNormalization"),
+              op_type),
         _node(prod, VarMul({"_op_type": "Mul"}, [Var(c, x.shape), Var(rs, stat_shape)],
-                           x.shape), [c, rs], onnx_name, "LayerNormalization"),
+                           x.shape), [c, rs], onnx_name, op_type),
     ]
     gamma = inputs[1] if len(inputs) > 1 else Const(np.zeros(0))
     beta = inputs[2] if len(inputs) > 2 else Const(np.zeros(0))
@@ -130,7 +152,7 @@ def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],
     for idx, inp in ((1, gamma), (2, beta)):
         if isinstance(inp, Const) and inp.value.size == 0:
             ss._consts.pop(idx, None)
-    nodes.append(_node(out, ss, [prod], onnx_name, "LayerNormalization"))
+    nodes.append(_node(out, ss, [prod], onnx_name, op_type))
     return nodes
 
 

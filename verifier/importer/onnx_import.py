@@ -377,6 +377,8 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
     elif node.op_type == "LayerNormalization":
         _check_broadcasts_to(inputs, "scale and bias")
         nodes = lowering.lower_layernorm(out, inputs, attrs, node.name)
+    elif node.op_type == "InstanceNormalization":
+        nodes = lowering.lower_instancenorm(out, inputs, attrs, node.name)
     elif node.op_type == "LogSoftmax":
         assert isinstance(inputs[0], Var)
         nodes = lowering.lower_logsoftmax(out, inputs[0], attrs, node.name)

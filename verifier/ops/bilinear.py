@@ -29,6 +29,7 @@ from verifier.ops.base import (
     gamma,
     magnitude,
     nan_to,
+    safe_mul,
     tiny,
 )
 
@@ -79,7 +80,7 @@ class VarMul(Bilinear):
         return 2 * u * magnitude(out) + tiny(u)
 
     def relax(self, ins: list[Interval], out: Interval) -> Relaxation:
-        return CentrePlanes(ins, self.out_shape, self.var_shapes)
+        return CentrePlanes(ins, self.out_shape, self.var_shapes, out)
 
     def insensitive(self, k: int, ins: list[Interval]) -> Tensor | None:
         """Entries of factor k where the other factor is a point (x c is linear in x)."""
@@ -135,10 +136,18 @@ class CentrePlanes(Relaxation):
     (x y - (yc x + xc y - xc yc) = (x - xc)(y - yc), at most rx ry in magnitude)."""
 
     def __init__(self, ins: list[Interval], out_shape: tuple[int, ...],
-                 in_shapes: list[tuple[int, ...]]):
+                 in_shapes: list[tuple[int, ...]], out: Interval | None = None):
         r = len(out_shape)
         (lx, ux), (ly, uy) = ((align(lo, r).unsqueeze(1), align(hi, r).unsqueeze(1))
                               for lo, hi in ins)
+        # an entry with an infinite or NaN factor bound: the planes would be NaN there;
+        # it is met as the output's interval instead (slopes 0)
+        finite = torch.isfinite(lx) & torch.isfinite(ux) & torch.isfinite(ly) & \
+            torch.isfinite(uy)
+        self.irregular = None
+        if out is not None and not bool(finite.all()):
+            self.irregular = ~finite, out[0].unsqueeze(1), out[1].unsqueeze(1)
+            lx, ux, ly, uy = (torch.where(finite, t, 0.0) for t in (lx, ux, ly, uy))
         self.xc, self.rx, self.yc, self.ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, \
             (uy - ly) / 2
         self.in_shapes = in_shapes
@@ -147,6 +156,10 @@ class CentrePlanes(Relaxation):
         A_x = _sum_to(A * self.yc, self.in_shapes[0])
         A_y = _sum_to(A * self.xc, self.in_shapes[1])
         bias = -(A * (self.xc * self.yc)) - A.abs() * (self.rx * self.ry)
+        if self.irregular is not None:
+            bad, lo, hi = self.irregular
+            const = safe_mul(A.clamp(min=0), lo) + safe_mul(A.clamp(max=0), hi)
+            bias = torch.where(bad, const, bias)
         return [A_x, A_y], bias.flatten(2).sum(-1)
 
 

@@ -153,4 +153,13 @@ class LayerNormalization(Op):
     onnx_types = ("LayerNormalization",)
 
 
+@register
+class InstanceNormalization(Op):
+    """Registered for import; always lowered, as LayerNormalization over the spatial axes
+    (verifier/importer/lowering.py)."""
+
+    onnx_types = ("InstanceNormalization",)
+    onnx_attributes = frozenset({"epsilon"})
+
+
 __all__ = ["REGISTRY", "PairDiff", "Centre", "ScaleShift", "Rsqrt", "SumOfSquares"]

@@ -662,8 +662,20 @@ class PowConst(ScalarOp):
     def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
         return [torch.zeros_like(lo)]
 
+    def _even(self) -> bool:
+        return self._integer() and self.p > 0 and int(self.p) % 2 == 0
+
+    def relative_rounding(self, ins: list[Interval], u: float) -> float | None:
+        """An even power is >= 0 in floating point too and rounds relatively, by the same
+        16 (1 + |p|) ulps, now of the result alone: a variance's lower bound stays >= 0
+        (an additive bound took it below 0, and LayerNorm's rsqrt with it to a pole)."""
+        return self.rounding_ulps * (1 + abs(self.p)) * u if self._even() else None
+
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
-        """pow(x, p) as p products or exp(p log x): error grows with |p| (16 (1 + |p|) ulps)."""
+        """pow(x, p) as p products or exp(p log x): error grows with |p| (16 (1 + |p|) ulps);
+        for even p relative (``relative_rounding``), with the underflow floor here."""
+        if self._even():
+            return torch.full_like(out[0], tiny(u))
         err = super().rounding_error(ins, out, u)
         return None if err is None else err * (1 + abs(self.p))
 
