@@ -5,9 +5,11 @@ the spatial axes with a scale and bias per channel; GroupNorm exports use it too
   scales and biases: our forward agrees; random forms in the importer's fuzzing (``FUZZ``,
   run by test_import_fuzz.py).
 - Rounding: onnxruntime's float32 kernel loses digits to cancellation when the mean is
-  large against the spread (1e-2 off on normalised outputs at mean 1000, spread 0.01); the
-  point enclosure (interval propagation with every lowered op's rounding bound) holds its
-  outputs there too, in float32 and float64 bound arithmetic.
+  large against the spread (1e-2 off on normalised outputs at mean 1000, spread 0.01) and
+  in its fused scale and shift on groups of one or two entries; the point enclosure
+  (interval propagation with every lowered op's rounding bound) holds its outputs there
+  too, in float32 and float64 bound arithmetic.  (The fuzzing's forms keep epsilon >= 0.01
+  and two entries per group, where the kernel agrees within the harness's tolerance.)
 - The engine's IBP, CROWN and alpha-CROWN bounds of a conv net with an InstanceNorm
   contain onnxruntime's outputs on dense samples of random boxes; GroupNorm as torch
   exports it (Reshape, InstanceNormalization, Reshape, Mul, Add) likewise.
@@ -29,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from verifier import Settings, load_model, parse_vnnlib, verify
 from verifier.errors import UnsupportedOpError
 
-from .fuzzgraph import G, array, fl, maybe, put
+from .fuzzgraph import G, array, fl
 from .opcases import assert_bounds_contain
 
 F32 = np.float32
@@ -72,8 +74,10 @@ def test_agrees_with_onnxruntime(opset: int, shape: tuple[int, ...]):
 @pytest.mark.parametrize("mean,spread,eps", [(1000.0, 1e-2, 1e-9), (1000.0, 1e-2, 1e-5),
                                              (1e4, 1.0, 1e-5), (10.0, 1e-3, 1e-5),
                                              (0.0, 1.0, 1e-5), (-300.0, 0.5, 0.0)])
-def test_point_enclosure_holds_onnxruntimes_cancelling_kernel(mean, spread, eps):
-    shape = (1, 2, 16)
+@pytest.mark.parametrize("shape", [(1, 2, 16), (1, 1, 1), (1, 2, 1), (1, 1, 2)])
+def test_point_enclosure_holds_onnxruntimes_cancelling_kernel(mean, spread, eps, shape):
+    """Also groups of one or two entries: onnxruntime's fused ``x s' + (b - mean s')``
+    (s' = s / sqrt(var + eps)) cancels there, 3e-6 off b for one entry at eps 1e-5."""
     data = _one_node(shape, 17, eps, seed=3)
     model = load_model(data)
     rng = np.random.default_rng(int(abs(mean)) + 1)
@@ -83,7 +87,9 @@ def test_point_enclosure_holds_onnxruntimes_cancelling_kernel(mean, spread, eps)
         for dtype in (torch.float32, torch.float64):
             t = torch.tensor(x.reshape(1, -1)).to(dtype)
             lo, hi = (b.double().numpy().ravel() for b in model.graph.ibp(t, t))
-            assert ((lo <= y) & (y <= hi)).all(), (mean, spread, eps, dtype)
+            # NaN (eps 0 and a group of one entry: 0 * inf): nothing may be known there
+            ok = np.where(np.isnan(y), (lo == -np.inf) & (hi == np.inf), (lo <= y) & (y <= hi))
+            assert ok.all(), (mean, spread, eps, dtype)
 
 
 def _net(seed: int, group_norm: bool = False) -> bytes:
@@ -188,10 +194,10 @@ def gen_instancenorm(draw) -> tuple[G, str]:
     """InstanceNormalization of the input (rank 3 to 5) at any opset, for the importer's
     fuzzing (test_import_fuzz.py)."""
     rank = draw(st.integers(3, 5))
-    shape = (draw(st.integers(1, 2)), *(draw(st.integers(1, 3)) for _ in range(rank - 1)))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)),
+             *(draw(st.integers(2, 3)) for _ in range(rank - 2)))
     g = G(shape, draw(st.integers(7, 21)))
-    attrs: dict = {}
-    put(attrs, "epsilon", maybe(draw, fl(1e-6, 1.0)))
+    attrs = {"epsilon": draw(fl(0.01, 1.0))}
     scale, bias = (g.const(array(draw, (shape[1],))) for _ in range(2))
     return g, g.node("InstanceNormalization", ["X", scale, bias], **attrs)[0]
 
