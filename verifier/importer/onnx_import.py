@@ -38,6 +38,8 @@ from verifier.precision import unit_roundoff
 FOLD_ONLY = {
     "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size", "Less",
     "Greater", "Not", "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax",
+    # masks built from constants (a causal attention mask: ConstantOfShape, Trilu, Where)
+    "Trilu", "LessOrEqual", "GreaterOrEqual", "Xor", "IsNaN", "IsInf",
 }
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.

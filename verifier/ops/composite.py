@@ -19,6 +19,7 @@ from verifier.ops.base import (
     axis,
     gamma,
     magnitude,
+    nan_to,
     register,
     tiny,
 )
@@ -37,9 +38,44 @@ class PairDiff(AffineOp):
     def _dim(self, x: Tensor) -> int:
         return axis(int(self.attrs["axis"]), len(self.var_shapes[0]))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _pairs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_j, x_i, diagonal mask), broadcast to the pair shape."""
         d = self._dim(x)
-        return x.unsqueeze(d) - x.unsqueeze(d + 1)
+        n = x.shape[d]
+        diag = torch.eye(n, dtype=torch.bool, device=x.device)
+        diag = diag.reshape(*([1] * d), n, n, *([1] * (x.dim() - d - 1)))
+        return x.unsqueeze(d), x.unsqueeze(d + 1), diag
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x_j - x_i, with two -inf entries (a masked attention score beside another, whose
+        weight e^(x_j - x_i) is 0 off the diagonal): -inf off the diagonal, 0 on it (the
+        difference is formed exactly there), where the subtraction is NaN."""
+        xj, xi, diag = self._pairs(x)
+        both = (xj == -math.inf) & (xi == -math.inf)
+        masked = torch.where(diag, 0.0, -math.inf).to(x.dtype)
+        return torch.where(both, masked, xj - xi)
+
+    def ibp(self, b: Interval) -> Interval:
+        """[lo_j - hi_i, hi_j - lo_i] entry by entry, 0 on the diagonal; where a side is NaN
+        (inf - inf), that side is unbounded, except two points at -inf (``forward``)."""
+        (lj, li, diag), (hj, hi_, _) = self._pairs(b[0]), self._pairs(b[1])
+        lo = nan_to(lj - hi_, -math.inf)
+        hi = nan_to(hj - li, math.inf)
+        points = (lj == -math.inf) & (hj == -math.inf) & (li == -math.inf) & (hi_ == -math.inf)
+        lo = torch.where(points, -math.inf, lo)
+        hi = torch.where(points, -math.inf, hi)
+        return torch.where(diag, 0.0, lo).to(lo.dtype), torch.where(diag, 0.0, hi).to(lo.dtype)
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """One subtraction; none where an operand is a point at +-inf (the result is
+        exactly +-inf or the masked pair's -inf) and on the diagonal."""
+        err = super().rounding_error(ins, out, u)
+        if err is None:
+            return None
+        lo, hi = ins[0]
+        point_inf = (lo == hi) & torch.isinf(lo)
+        pj, pi, diag = self._pairs(point_inf)
+        return torch.where(pj | pi | diag, 0.0, err)
 
     def abs_linear(self, r: Tensor) -> Tensor:
         d = self._dim(r)

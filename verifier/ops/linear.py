@@ -27,6 +27,7 @@ from verifier.ops.base import (
     affine_rounding,
     align,
     register,
+    safe_mul,
 )
 
 
@@ -108,7 +109,15 @@ def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
     if window is not None:
         (y0, y1), (x0, x1) = window
         offset = offset[..., y0:y1, x0:x1]
-    return A.flatten(2) @ offset.reshape(-1)  # one offset (batch 1) for every problem
+    flat = offset.reshape(-1)  # one offset (batch 1) for every problem
+    finite = torch.isfinite(flat)
+    if bool(finite.all()):
+        return A.flatten(2) @ flat
+    # an infinite constant (a -inf attention mask): 0 * inf is 0, a coefficient of 0
+    # ignores it; the finite part as above
+    rows = A.flatten(2)
+    return rows @ torch.where(finite, flat, 0.0) + \
+        safe_mul(rows, torch.where(finite, 0.0, flat)).sum(-1)
 
 
 def _require_const(inputs: list[Input], positions: tuple[int, ...], what: str) -> None:
