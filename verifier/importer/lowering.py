@@ -11,6 +11,8 @@
   InstanceNormalization the same over the spatial axes, gamma and beta per channel.
 * x / y for two variables:  x * Reciprocal(y).
 * HardSigmoid:  Clip(alpha x + beta, 0, 1).
+* DepthToSpace, SpaceToDepth:  Reshape to six axes, Transpose, Reshape.
+* ReduceSumSquare, ReduceL1, ReduceL2:  ReduceSum of x^2 or |x| (then Sqrt for L2).
 * x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
   variables would be bounded as if its factors varied apart (an interval around 0 giving
   a negative lower bound).
@@ -23,14 +25,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from verifier.graph import Node
 from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
 from verifier.ops.bilinear import VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
 from verifier.ops.linear import Add, MulConst, Sub
-from verifier.ops.nonlinear import Clip, Exp, Log, PowConst, Reciprocal, Square
-from verifier.ops.shape import Reduce, Reshape
+from verifier.ops.nonlinear import Abs, Clip, Exp, Log, PowConst, Reciprocal, Sqrt, Square
+from verifier.ops.shape import Reduce, Reshape, Transpose
 
 
 def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) -> Node:
@@ -154,6 +157,74 @@ def lower_layernorm(out: str, inputs: list[Input], attrs: dict[str, Any],
             ss._consts.pop(idx, None)
     nodes.append(_node(out, ss, [prod], onnx_name, op_type))
     return nodes
+
+
+def lower_depth_space(out: str, x: Var, attrs: dict[str, Any], onnx_name: str,
+                      op_type: str) -> list[Node]:
+    """DepthToSpace (DCR or CRD mode) and SpaceToDepth of an (N, C, H, W) input: a Reshape
+    to six axes, a Transpose and a Reshape back, the moves the ONNX spec defines them by."""
+    if len(x.shape) != 4:
+        raise OpFormError(f"an input of shape {list(x.shape)}: (N, C, H, W) expected")
+    b = int(attrs["blocksize"])
+    n, c, h, w = x.shape
+    if b < 1:
+        raise OpFormError(f"attribute 'blocksize'={b} must be positive")
+    if op_type == "DepthToSpace":
+        if c % (b * b):
+            raise OpFormError(f"{c} channels are not a multiple of blocksize^2 = {b * b}")
+        mode = attrs.get("mode", "DCR")
+        if mode not in ("DCR", "CRD"):
+            raise OpFormError(f"attribute 'mode'={mode!r} is not an ONNX value")
+        if mode == "DCR":
+            six, perm = (n, b, b, c // (b * b), h, w), [0, 3, 4, 1, 5, 2]
+        else:
+            six, perm = (n, c // (b * b), b, b, h, w), [0, 1, 4, 2, 5, 3]
+        final = (n, c // (b * b), h * b, w * b)
+    else:
+        if h % b or w % b:
+            raise OpFormError(f"spatial size {h}x{w} is not a multiple of blocksize {b}")
+        six, perm = (n, c, h // b, b, w // b, b), [0, 3, 5, 1, 2, 4]
+        final = (n, c * b * b, h // b, w // b)
+    moved = tuple(six[p] for p in perm)
+    first, second = out + "/blocks", out + "/moved"
+    reshape = {"_op_type": "Reshape"}
+    return [
+        _node(first, Reshape(reshape, [x], six), [x.name], onnx_name, op_type),
+        _node(second, Transpose({"_op_type": "Transpose", "perm": perm},
+                                [Var(first, six)], moved), [first], onnx_name, op_type),
+        _node(out, Reshape(reshape, [Var(second, moved)], final), [second], onnx_name,
+              op_type),
+    ]
+
+
+def lower_norm_reduce(out: str, inputs: list[Input], attrs: dict[str, Any],
+                      onnx_name: str, op_type: str) -> list[Node]:
+    """ReduceSumSquare, ReduceL1 and ReduceL2 as ReduceSum of x^2 (or |x|), then Sqrt for
+    L2: the same axes (attribute, or input from opset 18), keepdims and
+    noop_with_empty_axes, which ReduceSum reads alike."""
+    x = inputs[0]
+    if not isinstance(x, Var) or any(isinstance(i, Var) for i in inputs[1:]):
+        raise OpFormError("only the data input may vary; the axes must be constant")
+    terms = out + "/terms"
+    base = {"_op_type": op_type}
+    if op_type == "ReduceL1":
+        elementwise: Op = Abs(base, [x], x.shape)
+    else:
+        elementwise = PowConst(base, [x, Const(np.array(2.0))], x.shape)
+    nodes = [_node(terms, elementwise, [x.name], onnx_name, op_type)]
+    sum_attrs = {k: v for k, v in attrs.items() if k in ("axes", "keepdims",
+                                                         "noop_with_empty_axes")}
+    sum_attrs["_op_type"] = "ReduceSum"
+    sum_inputs: list[Input] = [Var(terms, x.shape), *inputs[1:]]
+    total = Reduce(sum_attrs, sum_inputs, x.shape)
+    probe = total.forward(torch.zeros(1, *x.shape, dtype=torch.float64))
+    total.out_shape = shape = tuple(probe.shape[1:])
+    if op_type != "ReduceL2":
+        return nodes + [_node(out, total, [terms], onnx_name, op_type)]
+    summed = out + "/sum"
+    return nodes + [_node(summed, total, [terms], onnx_name, op_type),
+                    _node(out, Sqrt(base, [Var(summed, shape)], shape), [summed], onnx_name,
+                          op_type)]
 
 
 def lower_div(out: str, x: Var, y: Var, out_shape: tuple[int, ...], onnx_name: str) -> list[Node]:

@@ -562,3 +562,21 @@ def _avg_pool(x: Tensor, k: list[int], strides: list[int], dil: list[int], pads:
 
 
 __all__ = ["reshape_target", "Const"]
+
+
+@register
+class DepthToSpace(Op):
+    """Registered for import; always lowered to Reshape, Transpose, Reshape
+    (verifier/importer/lowering.py); SpaceToDepth alike."""
+
+    onnx_types = ("DepthToSpace", "SpaceToDepth")
+    onnx_attributes = frozenset({"blocksize", "mode"})
+
+
+@register
+class NormReduce(Op):
+    """Registered for import; ReduceSumSquare, ReduceL1 and ReduceL2 are always lowered to
+    ReduceSum of x^2 or |x| (and Sqrt) (verifier/importer/lowering.py)."""
+
+    onnx_types = ("ReduceSumSquare", "ReduceL1", "ReduceL2")
+    onnx_attributes = frozenset({"axes", "keepdims", "noop_with_empty_axes"})
