@@ -195,3 +195,72 @@ def assert_bounds_contain(graph: Graph, run: Callable[[np.ndarray], np.ndarray],
         rows = np.concatenate([ys, -ys], 1)
         for method, lb in bounds.items():
             assert (rows >= lb[b].numpy()).all(), (tag, method, b)
+
+
+def run_ort(data: bytes, xs: np.ndarray) -> np.ndarray:
+    """onnxruntime's first output at each point of ``xs`` (each shaped as the model's one
+    input), stacked."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.stack([sess.run(None, {name: x})[0] for x in xs])
+
+
+def random_boxes(rng: np.random.Generator, n: int,
+                 widths: tuple[float, ...] = (1e-4, 0.05, 0.3, 1.0, 3.0)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One box (lo, hi) of n inputs per half-width, narrow to wide, around random centres
+    in [-1, 1], its lower side cut short at random."""
+    w = np.array(widths)[:, None]
+    centre = rng.uniform(-1, 1, (len(widths), n))
+    return centre - w * rng.uniform(0.2, 1, (len(widths), n)), centre + w
+
+
+def box_spec(n: int, n_out: int, r: float, threshold: float) -> str:
+    """VNN-LIB: every input in [-r, r], unsafe where Y_0 >= threshold."""
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(n))
+    text += "".join(f"(declare-const Y_{j} Real)\n" for j in range(n_out))
+    text += "".join(f"(assert (>= X_{i} {-r!r}))\n(assert (<= X_{i} {r!r}))\n" for i in range(n))
+    return text + f"(assert (>= Y_0 {threshold!r}))\n"
+
+
+def verify_both_ways(data: bytes, run: Callable[[np.ndarray], np.ndarray], n: int,
+                     n_out: int, r: float = 1.0, seed: int = 0, margin: float = 0.05,
+                     timeout: float = 30, tag: object = "") -> None:
+    """Over [-r, r]^n: Y_0 below its largest sampled value (corners included) plus
+    ``margin`` of its spread is verified; Y_0 reaching 2% of the spread below that maximum
+    is falsified, with counterexamples in the box that ``run`` (onnxruntime on points
+    (N, n), first output column Y_0) confirms."""
+    from verifier import Settings, load_model, parse_vnnlib, verify
+
+    model = load_model(data)
+    rng = np.random.default_rng(seed)
+    corners = np.array(np.meshgrid(*[[-r, r]] * n)).reshape(n, -1).T
+    xs = np.concatenate([corners, rng.uniform(-r, r, (20000, n))]).astype(np.float32)
+    ys = run(xs).reshape(len(xs), -1)[:, 0]
+    top, spread = float(ys.max()), float(ys.max() - ys.min())
+    proved = verify(model, parse_vnnlib(box_spec(n, n_out, r, top + margin * spread + 1e-3),
+                                        n, n_out), Settings(timeout=timeout))
+    assert proved.verdict == "verified", (tag, proved.message)
+    threshold = top - 0.02 * spread
+    unsafe = verify(model, parse_vnnlib(box_spec(n, n_out, r, threshold), n, n_out),
+                    Settings(timeout=timeout))
+    assert unsafe.verdict == "falsified", (tag, unsafe.message)
+    for cex in unsafe.counterexamples:
+        x = np.asarray(cex.x, np.float32).reshape(1, n)
+        assert np.all(np.abs(x) <= r) and run(x).reshape(-1)[0] >= threshold, tag
+
+
+def net_model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], opset: int,
+              n_in: int = 4, n_out: int = 2, ir_version: int | None = None) -> bytes:
+    """A model of ``nodes`` from input X (1, n_in) to output Y (1, n_out); the initializers
+    are float32, except int64 ones (shapes, axes), kept."""
+    graph = helper.make_graph(
+        nodes, "net", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, n_in])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, n_out])],
+        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k)
+         for k, v in inits.items()])
+    extra = {} if ir_version is None else {"ir_version": ir_version}
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                             **extra).SerializeToString()

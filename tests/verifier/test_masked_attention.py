@@ -18,10 +18,10 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from verifier import Settings, load_model, parse_vnnlib, verify
+from verifier import load_model
 from verifier.bounds import intermediate
 
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, random_boxes, verify_both_ways
 
 F32 = np.float32
 T, D = 4, 3  # tokens, width
@@ -88,37 +88,12 @@ def test_forward_agrees_and_masked_probabilities_are_zero():
 
 def test_engine_bounds_are_finite_and_contain_the_outputs():
     data = _net(seed=2)
-    model = load_model(data)
     rng = np.random.default_rng(3)
-    widths = np.array([1e-4, 0.01, 0.1, 0.3, 1.0])[:, None]
-    centre = rng.uniform(-1, 1, (5, 4))
-    lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 4)), centre + widths
-    assert_bounds_contain(model.graph, lambda xs: _ort(data, xs), lo, hi, 2, rng,
+    lo, hi = random_boxes(rng, 4, (1e-4, 0.01, 0.1, 0.3, 1.0))
+    assert_bounds_contain(load_model(data).graph, lambda xs: _ort(data, xs), lo, hi, 2, rng,
                           samples=500, corners=16, iterations=5)
-
-
-def _spec(threshold: float, r: float) -> str:
-    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(4))
-    text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-    text += "".join(f"(assert (>= X_{i} {-r!r}))\n(assert (<= X_{i} {r!r}))\n" for i in range(4))
-    return text + f"(assert (>= Y_0 {threshold!r}))\n"
 
 
 def test_true_property_is_verified_and_violated_one_falsified():
     data = _net(seed=5)
-    model = load_model(data)
-    r = 0.3
-    rng = np.random.default_rng(6)
-    corners = np.array(np.meshgrid(*[[-r, r]] * 4)).reshape(4, -1).T
-    xs = np.concatenate([corners, rng.uniform(-r, r, (20000, 4))]).astype(F32)
-    ys = _ort(data, xs)[:, 0]
-    top, spread = float(ys.max()), float(ys.max() - ys.min())
-    proved = verify(model, parse_vnnlib(_spec(top + 0.1 * spread + 1e-3, r), 4, 2),
-                    Settings(timeout=30))
-    assert proved.verdict == "verified", proved.message
-    threshold = top - 0.02 * spread
-    unsafe = verify(model, parse_vnnlib(_spec(threshold, r), 4, 2), Settings(timeout=30))
-    assert unsafe.verdict == "falsified", unsafe.message
-    for cex in unsafe.counterexamples:
-        x = np.asarray(cex.x, F32)
-        assert np.all(np.abs(x) <= r) and _ort(data, x[None])[0, 0] >= threshold
+    verify_both_ways(data, lambda xs: _ort(data, xs), 4, 2, r=0.3, seed=6, margin=0.1)

@@ -35,7 +35,7 @@ from verifier import Settings, load_model, parse_vnnlib, verify
 from verifier.errors import UnsupportedOpError
 
 from .fuzzgraph import G, fl, maybe, opset, put, shape_of
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, verify_both_ways
 
 F32 = np.float32
 FIRST_OPSET = {"Elu": 7, "Selu": 7, "Celu": 12, "Softplus": 7, "Softsign": 7,
@@ -136,32 +136,8 @@ def test_attributes_outside_the_implemented_range_are_refused_by_name(op, attrs,
         load_model(_net(op, attrs, seed=0))
 
 
-def _spec(threshold: float, n: int = 3) -> str:
-    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(n))
-    text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-    text += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(n))
-    return text + f"(assert (>= Y_0 {threshold!r}))\n"
-
-
 def _verify_both_ways(data: bytes, n: int, seed: int, tag: object) -> None:
-    """The largest y0 over [-1, 1]^n (by sampling, corners included) plus a margin is
-    verified; 2% of the output's range below the sampled maximum is falsified, with a
-    counterexample in the box that onnxruntime confirms."""
-    model = load_model(data)
-    rng = np.random.default_rng(seed)
-    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * n)).reshape(n, -1).T
-    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, n))]).astype(F32)
-    ys = _ort(data, xs)[:, 0]
-    top, spread = float(ys.max()), float(ys.max() - ys.min())
-    proved = verify(model, parse_vnnlib(_spec(top + 0.05 * spread + 1e-3, n), n, 2),
-                    Settings(timeout=30))
-    assert proved.verdict == "verified", (tag, proved.message)
-    threshold = top - 0.02 * spread
-    unsafe = verify(model, parse_vnnlib(_spec(threshold, n), n, 2), Settings(timeout=30))
-    assert unsafe.verdict == "falsified", (tag, unsafe.message)
-    for cex in unsafe.counterexamples:
-        x = np.asarray(cex.x, F32)
-        assert np.all(np.abs(x) <= 1) and _ort(data, x[None])[0, 0] >= threshold
+    verify_both_ways(data, lambda xs: _ort(data, xs), n, 2, seed=seed, tag=tag)
 
 
 @pytest.mark.parametrize("op", NAMES)

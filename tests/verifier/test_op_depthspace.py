@@ -13,17 +13,16 @@ Transpose and Reshape: exact moves).
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from verifier import load_model
 from verifier.errors import UnsupportedOpError
 
 from .fuzzgraph import G
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort
 
 F32 = np.float32
 
@@ -34,12 +33,6 @@ def _one(op: str, shape: list[int], opset: int, **attrs) -> bytes:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                              ir_version=8).SerializeToString()
-
-
-def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.stack([sess.run(None, {name: x})[0] for x in xs])
 
 
 FORMS = [("DepthToSpace", [2, 8, 2, 3], {"blocksize": 2}),
@@ -57,7 +50,7 @@ def test_equal_to_onnxruntime(opset: int):
         data = _one(op, shape, opset, **attrs)
         xs = rng.normal(size=(2, *shape)).astype(F32)
         ours = load_model(data).graph.forward(torch.tensor(xs.reshape(2, -1))).numpy()
-        np.testing.assert_array_equal(ours.reshape(2, -1), _ort(data, xs).reshape(2, -1),
+        np.testing.assert_array_equal(ours.reshape(2, -1), run_ort(data, xs).reshape(2, -1),
                                       err_msg=str((op, shape, attrs)))
 
 
@@ -84,24 +77,15 @@ def _net(seed: int) -> bytes:
              helper.make_node("Tanh", ["s"], ["t"]),
              helper.make_node("Flatten", ["t"], ["f"]),
              helper.make_node("MatMul", ["f", "W2"], ["Y"])]
-    graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
-        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(F32), k)
-         for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]) \
-        .SerializeToString()
+    return net_model(nodes, inits, 13)
 
 
 def test_engine_bounds_contain_the_outputs():
     data = _net(seed=1)
-    model = load_model(data)
     rng = np.random.default_rng(2)
-    widths = np.array([1e-4, 0.05, 0.3, 1.0, 3.0])[:, None]
-    centre = rng.uniform(-1, 1, (5, 4))
-    lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 4)), centre + widths
-    assert_bounds_contain(model.graph, lambda xs: _ort(data, xs[:, None])[:, 0], lo, hi, 2,
-                          rng, samples=400, corners=16, iterations=5)
+    lo, hi = random_boxes(rng, 4)
+    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
+                          lo, hi, 2, rng, samples=400, corners=16, iterations=5)
 
 
 def gen_depth_space(draw) -> tuple[G, str]:

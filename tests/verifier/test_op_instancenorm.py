@@ -22,17 +22,16 @@ the spatial axes with a scale and bias per channel; GroupNorm exports use it too
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from verifier import Settings, load_model, parse_vnnlib, verify
+from verifier import load_model
 from verifier.errors import UnsupportedOpError
 
 from .fuzzgraph import G, array, fl
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort, verify_both_ways
 
 F32 = np.float32
 
@@ -51,12 +50,6 @@ def _one_node(shape: tuple[int, ...], opset: int, eps: float | None, seed: int) 
                              ir_version=8).SerializeToString()
 
 
-def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.stack([sess.run(None, {name: x})[0] for x in xs])
-
-
 SHAPES = [(1, 3, 5), (2, 2, 3, 4), (1, 2, 2, 3, 2)]
 
 
@@ -67,7 +60,7 @@ def test_agrees_with_onnxruntime(opset: int, shape: tuple[int, ...]):
         data = _one_node(shape, opset, eps, seed=k)
         xs = np.random.default_rng(k).normal(size=(4, *shape)).astype(F32) * 3 + 1
         ours = load_model(data).graph.forward(torch.tensor(xs, dtype=torch.float64)).numpy()
-        np.testing.assert_allclose(ours.reshape(xs.shape), _ort(data, xs), rtol=1e-5,
+        np.testing.assert_allclose(ours.reshape(xs.shape), run_ort(data, xs), rtol=1e-5,
                                    atol=1e-5, err_msg=str((opset, shape, eps)))
 
 
@@ -83,7 +76,7 @@ def test_point_enclosure_holds_onnxruntimes_cancelling_kernel(mean, spread, eps,
     rng = np.random.default_rng(int(abs(mean)) + 1)
     for _ in range(5):
         x = (mean + rng.normal(size=shape) * spread).astype(F32)
-        y = _ort(data, x[None])[0].astype(np.float64).ravel()
+        y = run_ort(data, x[None])[0].astype(np.float64).ravel()
         for dtype in (torch.float32, torch.float64):
             t = torch.tensor(x.reshape(1, -1)).to(dtype)
             lo, hi = (b.double().numpy().ravel() for b in model.graph.ibp(t, t))
@@ -116,25 +109,16 @@ def _net(seed: int, group_norm: bool = False) -> bytes:
     nodes += [helper.make_node("Tanh", ["n"], ["t"]),
               helper.make_node("Flatten", ["t"], ["f"]),
               helper.make_node("MatMul", ["f", "W2"], ["Y"])]
-    graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
-        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(F32), k)
-         for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]) \
-        .SerializeToString()
+    return net_model(nodes, inits, 17)
 
 
 @pytest.mark.parametrize("group_norm", [False, True])
 def test_engine_bounds_contain_the_outputs(group_norm: bool):
     data = _net(seed=1, group_norm=group_norm)
-    model = load_model(data)
     rng = np.random.default_rng(2)
-    widths = np.array([1e-4, 0.01, 0.1, 0.5, 2.0])[:, None]
-    centre = rng.uniform(-1, 1, (5, 4))
-    lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 4)), centre + widths
-    assert_bounds_contain(model.graph, lambda xs: _ort(data, xs[:, None])[:, 0], lo, hi, 2,
-                          rng, samples=500, corners=16, iterations=5, tag=group_norm)
+    lo, hi = random_boxes(rng, 4, (1e-4, 0.01, 0.1, 0.5, 2.0))
+    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
+                          lo, hi, 2, rng, samples=500, corners=16, iterations=5, tag=group_norm)
 
 
 def _graph(x_shape: list[int], inits: dict[str, np.ndarray], ins: list[str]) -> bytes:
@@ -161,33 +145,11 @@ def test_refusals_name_the_cause():
         load_model(g.model(y))
 
 
-R = 0.2  # the box [-R, R]^4 (wider ones leave a group's variance near 0: slow to prove)
-
-
-def _spec(threshold: float) -> str:
-    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(4))
-    text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-    text += "".join(f"(assert (>= X_{i} {-R!r}))\n(assert (<= X_{i} {R!r}))\n" for i in range(4))
-    return text + f"(assert (>= Y_0 {threshold!r}))\n"
-
-
 def test_true_property_is_verified_and_violated_one_falsified():
+    """On [-0.2, 0.2]^4 (wider boxes leave a group's variance near 0: slow to prove)."""
     data = _net(seed=5)
-    model = load_model(data)
-    rng = np.random.default_rng(6)
-    corners = np.array(np.meshgrid(*[[-R, R]] * 4)).reshape(4, -1).T
-    xs = np.concatenate([corners, rng.uniform(-R, R, (20000, 4))]).astype(F32)
-    ys = _ort(data, xs[:, None])[:, 0, 0]
-    top, spread = float(ys.max()), float(ys.max() - ys.min())
-    proved = verify(model, parse_vnnlib(_spec(top + 0.1 * spread + 1e-3), 4, 2),
-                    Settings(timeout=30))
-    assert proved.verdict == "verified", proved.message
-    threshold = top - 0.02 * spread
-    unsafe = verify(model, parse_vnnlib(_spec(threshold), 4, 2), Settings(timeout=30))
-    assert unsafe.verdict == "falsified", unsafe.message
-    for cex in unsafe.counterexamples:
-        x = np.asarray(cex.x, F32).reshape(1, 1, 4)
-        assert np.all(np.abs(x) <= R) and _ort(data, x)[0, 0, 0] >= threshold
+    verify_both_ways(data, lambda xs: run_ort(data, xs[:, None])[:, 0], 4, 2, r=0.2, seed=6,
+                     margin=0.1)
 
 
 def gen_instancenorm(draw) -> tuple[G, str]:

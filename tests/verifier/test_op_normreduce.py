@@ -14,7 +14,6 @@ ReduceSum of x^2 or |x|, and Sqrt for L2; torch's F.normalize exports ReduceL2).
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -24,7 +23,7 @@ from verifier.importer import lowering
 from verifier.ops.base import OpFormError, Var
 
 from .fuzzgraph import G, reduce_graph
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort
 
 F32 = np.float32
 OPS = ["ReduceSumSquare", "ReduceL1", "ReduceL2"]
@@ -52,12 +51,6 @@ def _one(op: str, opset: int, axes: list[int] | None, keepdims: int | None,
                              ir_version=8).SerializeToString()
 
 
-def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.stack([sess.run(None, {name: x})[0] for x in xs])
-
-
 FORMS = [([-1], None), ([0, 2], 0), ([1], 1), (None, None), (None, 0)]
 
 
@@ -71,7 +64,7 @@ def test_agrees_with_onnxruntime_and_the_enclosure_holds_its_outputs(op: str, op
         model = load_model(data)
         for scale in (1e-20, 1e-3, 1.0, 1e3, 1e15):
             xs = (rng.normal(size=(3, *SHAPE)) * scale).astype(F32)
-            y = _ort(data, xs).astype(np.float64).reshape(3, -1)
+            y = run_ort(data, xs).astype(np.float64).reshape(3, -1)
             t = torch.tensor(xs.reshape(3, -1), dtype=torch.float64)
             ours = model.graph.forward(t).numpy().reshape(3, -1)
             if scale > 1e-10:  # below, the float32 squares are subnormal: only enclosed
@@ -103,24 +96,15 @@ def _net(seed: int) -> bytes:
              helper.make_node("Div", ["h", "c"], ["u"]),
              helper.make_node("Flatten", ["u"], ["f"]),
              helper.make_node("MatMul", ["f", "W2"], ["Y"])]
-    graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
-        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(F32), k)
-         for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]) \
-        .SerializeToString()
+    return net_model(nodes, inits, 18)
 
 
 def test_engine_bounds_contain_the_outputs():
     data = _net(seed=1)
-    model = load_model(data)
     rng = np.random.default_rng(2)
-    widths = np.array([1e-4, 0.01, 0.1, 0.5, 2.0])[:, None]
-    centre = rng.uniform(-1, 1, (5, 4))
-    lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 4)), centre + widths
-    assert_bounds_contain(model.graph, lambda xs: _ort(data, xs[:, None])[:, 0], lo, hi, 2,
-                          rng, samples=400, corners=16, iterations=5)
+    lo, hi = random_boxes(rng, 4, (1e-4, 0.01, 0.1, 0.5, 2.0))
+    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
+                          lo, hi, 2, rng, samples=400, corners=16, iterations=5)
 
 
 def gen_norm_reduce(draw) -> tuple[G, str]:

@@ -16,18 +16,17 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from verifier import Settings, load_model, parse_vnnlib, verify
+from verifier import load_model
 from verifier.errors import UnsupportedOpError
 from verifier.ops.resize import Resize, Upsample, UpsampleLinear
 
 from .fuzzgraph import G
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort, verify_both_ways
 
 F32 = np.float32
 # (shape, scales): linear only where onnxruntime's kernel runs it (2-d, 3-d, NCHW, NHWC,
@@ -57,12 +56,6 @@ def _graph(opset: int, mode: str, shape: tuple[int, ...], scales: list[float],
                              ir_version=8).SerializeToString()
 
 
-def _ort(data: bytes, xs: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.stack([sess.run(None, {name: x})[0] for x in xs])
-
-
 @pytest.mark.parametrize("opset", [7, 8, 9])
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_agrees_with_onnxruntime_and_is_its_opset10_resize(opset: int, mode: str):
@@ -70,8 +63,8 @@ def test_agrees_with_onnxruntime_and_is_its_opset10_resize(opset: int, mode: str
     for shape, scales in FORMS[mode]:
         data = _graph(opset, mode, shape, scales)
         xs = rng.normal(size=(3, *shape)).astype(F32)
-        y = _ort(data, xs)
-        np.testing.assert_array_equal(y, _ort(_graph(10, mode, shape, scales, "Resize"), xs))
+        y = run_ort(data, xs)
+        np.testing.assert_array_equal(y, run_ort(_graph(10, mode, shape, scales, "Resize"), xs))
         model = load_model(data)
         op = model.graph.nodes[0].op
         assert type(op) is (UpsampleLinear if mode == "linear" else Upsample)
@@ -119,52 +112,23 @@ def _net(mode: str, seed: int) -> bytes:
              helper.make_node("Tanh", ["c"], ["t"]),
              helper.make_node("Flatten", ["t"], ["f"]),
              helper.make_node("MatMul", ["f", "W2"], ["Y"])]
-    graph = helper.make_graph(
-        nodes, "net", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
-        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(F32), k)
-         for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)],
-                             ir_version=8).SerializeToString()
+    return net_model(nodes, inits, 9, ir_version=8)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_engine_bounds_contain_the_outputs(mode: str):
     data = _net(mode, seed=1)
-    model = load_model(data)
     rng = np.random.default_rng(2)
-    widths = np.array([1e-4, 0.05, 0.3, 1.0, 3.0])[:, None]
-    centre = rng.uniform(-1, 1, (5, 4))
-    lo, hi = centre - widths * rng.uniform(0.2, 1, (5, 4)), centre + widths
-    assert_bounds_contain(model.graph, lambda xs: _ort(data, xs[:, None])[:, 0], lo, hi, 2,
-                          rng, samples=500, corners=16, iterations=5, tag=mode)
-
-
-def _spec(threshold: float) -> str:
-    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(4))
-    text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
-    text += "".join(f"(assert (>= X_{i} -1.0))\n(assert (<= X_{i} 1.0))\n" for i in range(4))
-    return text + f"(assert (>= Y_0 {threshold!r}))\n"
+    lo, hi = random_boxes(rng, 4)
+    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
+                          lo, hi, 2, rng, samples=500, corners=16, iterations=5, tag=mode)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_true_property_is_verified_and_violated_one_falsified(mode: str):
     data = _net(mode, seed=5)
-    model = load_model(data)
-    rng = np.random.default_rng(6)
-    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 4)).reshape(4, -1).T
-    xs = np.concatenate([corners, rng.uniform(-1, 1, (20000, 4))]).astype(F32)
-    ys = _ort(data, xs[:, None])[:, 0, 0]
-    top, spread = float(ys.max()), float(ys.max() - ys.min())
-    proved = verify(model, parse_vnnlib(_spec(top + 0.05 * spread + 1e-3), 4, 2),
-                    Settings(timeout=30))
-    assert proved.verdict == "verified", proved.message
-    threshold = top - 0.02 * spread
-    unsafe = verify(model, parse_vnnlib(_spec(threshold), 4, 2), Settings(timeout=30))
-    assert unsafe.verdict == "falsified", unsafe.message
-    for cex in unsafe.counterexamples:
-        x = np.asarray(cex.x, F32).reshape(1, 1, 4)
-        assert np.all(np.abs(x) <= 1) and _ort(data, x)[0, 0, 0] >= threshold
+    verify_both_ways(data, lambda xs: run_ort(data, xs[:, None])[:, 0], 4, 2, seed=6,
+                     tag=mode)
 
 
 def gen_upsample(draw) -> tuple[G, str]:
