@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -604,3 +605,49 @@ class Neg(AffineOp):
 
     def backward(self, A: Tensor) -> list[Tensor]:
         return [-A]
+
+
+@register
+class CumSum(AffineOp):
+    """Cumulative sum along a constant axis (``exclusive``: of the entries before, not
+    including, each; ``reverse``: from the end).  Its weights are 0 or 1, so it is monotone
+    (interval ends map through it) and ``|L| = L``; each output sums at most n entries."""
+
+    onnx_types = ("CumSum",)
+    onnx_attributes = frozenset({"exclusive", "reverse"})
+    monotone = True
+
+    @classmethod
+    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
+        if not isinstance(inputs[0], Var) or not isinstance(inputs[1], Const):
+            raise OpFormError("only the data input may vary; the axis must be constant")
+        if inputs[1].value.size != 1:
+            raise OpFormError(f"the axis input has {inputs[1].value.size} values; one expected")
+        rank = len(inputs[0].shape)
+        a = int(np.asarray(inputs[1].value).ravel()[0])
+        if not -rank <= a < rank:
+            raise OpFormError(f"axis {a} is out of range for an input of rank {rank}")
+
+    def _dim(self, x: Tensor) -> int:
+        a = int(np.asarray(self.const_np(1)).ravel()[0])
+        rank = x.dim() - 1
+        return (a + rank if a < 0 else a) + 1
+
+    def rounding_terms(self) -> int:
+        return self.var_shapes[0][self._dim(torch.zeros(1, *self.var_shapes[0])) - 1] + 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self._dim(x)
+        reverse = bool(int(self.attrs.get("reverse", 0)))
+        y = x.flip(d) if reverse else x
+        y = y.cumsum(d)
+        if int(self.attrs.get("exclusive", 0)):  # shifted by one, 0 first (no x - x: inf)
+            first = torch.zeros_like(y.narrow(d, 0, 1))
+            y = torch.cat([first, y.narrow(d, 0, y.shape[d] - 1)], dim=d)
+        return y.flip(d) if reverse else y
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        return self.forward(r)
+
+    def weight_sign(self, k: int) -> float | None:
+        return 1.0
