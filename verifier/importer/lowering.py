@@ -13,6 +13,7 @@
 * HardSigmoid:  Clip(alpha x + beta, 0, 1).
 * DepthToSpace, SpaceToDepth:  Reshape to six axes, Transpose, Reshape.
 * ReduceSumSquare, ReduceL1, ReduceL2:  ReduceSum of x^2 or |x| (then Sqrt for L2).
+* Einsum of two operands:  sums, transposes and reshapes around one batched MatMul.
 * x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
   variables would be bounded as if its factors varied apart (an interval around 0 giving
   a negative lower bound).
@@ -29,9 +30,9 @@ import torch
 
 from verifier.graph import Node
 from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
-from verifier.ops.bilinear import VarMul
+from verifier.ops.bilinear import VarMatMul, VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
-from verifier.ops.linear import Add, MulConst, Sub
+from verifier.ops.linear import Add, MatMul, MulConst, Sub
 from verifier.ops.nonlinear import Abs, Clip, Exp, Log, PowConst, Reciprocal, Sqrt, Square
 from verifier.ops.shape import Reduce, Reshape, Transpose
 
@@ -225,6 +226,92 @@ def lower_norm_reduce(out: str, inputs: list[Input], attrs: dict[str, Any],
     return nodes + [_node(summed, total, [terms], onnx_name, op_type),
                     _node(out, Sqrt(base, [Var(summed, shape)], shape), [summed], onnx_name,
                           op_type)]
+
+
+def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
+                 onnx_name: str) -> list[Node]:
+    """Einsum of two operands, each index at most once per operand and no ellipsis (the
+    attention forms 'bhqd,bhkd->bhqk', 'bqk,bkd->bqd', 'ij,jk->ik', ...): indices summed
+    in one operand only are reduced first; the rest is a batched matrix product, with
+    each operand transposed to (batch, free, contracted) order and reshaped to three
+    axes, then the product reshaped and transposed to the output's order.  A constant
+    operand is rearranged at import."""
+    eq = str(attrs["equation"]).replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if "." in eq or len(terms) != 2 or len(inputs) != 2:
+        raise OpFormError(f"equation {eq!r}: only two operands without an ellipsis are "
+                          "supported")
+    if not arrow:  # implicit output: the indices seen once, in alphabetical order
+        rhs = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
+    a, b = terms
+    shapes = [i.shape if isinstance(i, Var) else tuple(i.value.shape) for i in inputs]
+    for term, shape in zip(terms, shapes, strict=True):
+        if len(set(term)) != len(term) or len(term) != len(shape):
+            raise OpFormError(f"equation {eq!r}: operand '{term}' repeats an index or does "
+                              f"not match its shape {list(shape)}")
+    size: dict[str, int] = {}
+    for term, shape in zip(terms, shapes, strict=True):
+        for c, n in zip(term, shape, strict=True):
+            if size.setdefault(c, n) != n:
+                raise OpFormError(f"equation {eq!r}: index '{c}' has sizes {size[c]} and {n}")
+    if len(set(rhs)) != len(rhs) or any(c not in size for c in rhs):
+        raise OpFormError(f"equation {eq!r}: the output indices are not those of the operands")
+    batch = [c for c in rhs if c in a and c in b]
+    left = [c for c in rhs if c in a and c not in b]
+    right = [c for c in rhs if c in b and c not in a]
+    inner = [c for c in a if c in b and c not in rhs]
+    nodes: list[Node] = []
+    ops: list[Input] = []
+    for k, (term, order) in enumerate(((a, batch + left + inner), (b, batch + inner + right))):
+        x = inputs[k]
+        lone = [term.index(c) for c in term if c not in order]  # summed here alone
+        kept = [c for c in term if c in order]
+        perm = [kept.index(c) for c in order]
+        rows = math.prod(size[c] for c in (left if k == 0 else inner))
+        cols = math.prod(size[c] for c in (inner if k == 0 else right))
+        three = (math.prod(size[c] for c in batch), rows, cols)
+        if isinstance(x, Const):
+            v = np.asarray(x.value)
+            v = v.sum(axis=tuple(lone)) if lone else v
+            ops.append(Const(np.transpose(v, perm).reshape(three)))
+            continue
+        assert isinstance(x, Var)
+        name, shape = x.name, x.shape
+        if lone:
+            shape = tuple(n for i, n in enumerate(shape) if i not in lone)
+            red = Reduce({"_op_type": "ReduceSum", "keepdims": 0},
+                         [Var(name, x.shape), Const(np.array(lone, np.int64))], shape)
+            nodes.append(_node(f"{out}/sum{k}", red, [name], onnx_name, "Einsum"))
+            name = f"{out}/sum{k}"
+        moved = tuple(shape[p] for p in perm)
+        nodes.append(_node(f"{out}/move{k}", Transpose({"_op_type": "Transpose", "perm": perm},
+                                                       [Var(name, shape)], moved),
+                           [name], onnx_name, "Einsum"))
+        nodes.append(_node(f"{out}/flat{k}", Reshape({"_op_type": "Reshape"},
+                                                     [Var(f"{out}/move{k}", moved)], three),
+                           [f"{out}/move{k}"], onnx_name, "Einsum"))
+        ops.append(Var(f"{out}/flat{k}", three))
+    dims = [o.shape if isinstance(o, Var) else o.value.shape for o in ops]
+    product = (dims[0][0], dims[0][1], dims[1][2])
+    mm_attrs = {"_op_type": "MatMul"}
+    if all(isinstance(o, Var) for o in ops):
+        mm: Op = VarMatMul(mm_attrs, ops, product)  # type: ignore[arg-type]
+    else:
+        mm = MatMul(mm_attrs, ops, product)
+    var_names = [o.name for o in ops if isinstance(o, Var)]
+    nodes.append(_node(f"{out}/product", mm, var_names, onnx_name, "Einsum"))
+    grouped = tuple(size[c] for c in batch + left + right)
+    nodes.append(_node(f"{out}/split", Reshape({"_op_type": "Reshape"},
+                                               [Var(f"{out}/product", product)], grouped),
+                       [f"{out}/product"], onnx_name, "Einsum"))
+    order = batch + left + right
+    perm = [order.index(c) for c in rhs]
+    final = tuple(size[c] for c in rhs)
+    nodes.append(_node(out, Transpose({"_op_type": "Transpose", "perm": perm},
+                                      [Var(f"{out}/split", grouped)], final),
+                       [f"{out}/split"], onnx_name, "Einsum"))
+    return nodes
 
 
 def lower_div(out: str, x: Var, y: Var, out_shape: tuple[int, ...], onnx_name: str) -> list[Node]:

@@ -211,4 +211,13 @@ class InstanceNormalization(Op):
     onnx_attributes = frozenset({"epsilon"})
 
 
+@register
+class Einsum(Op):
+    """Registered for import; two-operand forms are always lowered to a batched MatMul
+    with sums, transposes and reshapes around it (verifier/importer/lowering.py)."""
+
+    onnx_types = ("Einsum",)
+    onnx_attributes = frozenset({"equation"})
+
+
 __all__ = ["REGISTRY", "PairDiff", "Centre", "ScaleShift", "Rsqrt", "SumOfSquares"]
