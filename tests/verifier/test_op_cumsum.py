@@ -7,7 +7,7 @@
 - The point enclosure (interval propagation with its rounding bound) holds onnxruntime's
   outputs on sums that cancel; the engine's IBP, CROWN and alpha-CROWN bounds of a net
   with a CumSum in the middle contain onnxruntime's outputs on random boxes.
-- A variable or out-of-range axis is refused by name.
+- A variable, non-integer or out-of-range axis is refused by name.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def test_point_enclosure_holds_onnxruntimes_outputs_on_cancelling_sums():
 def test_variable_or_out_of_range_axis_is_refused_by_name():
     with pytest.raises(UnsupportedOpError, match="axis 3 is out of range"):
         load_model(_one(14, 3))
+    with pytest.raises(UnsupportedOpError, match="the axis input is float32; an integer"):
+        load_model(_one(14, 0, np.float32))
     # (a model cannot form a variable axis: a variable cast to integers is refused first)
     with pytest.raises(OpFormError, match="the axis must be constant"):
         CumSum.check({"_op_type": "CumSum"}, [Var("x", (2, 3)), Var("a", ())])

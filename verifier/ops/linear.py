@@ -623,6 +623,9 @@ class CumSum(AffineOp):
             raise OpFormError("only the data input may vary; the axis must be constant")
         if inputs[1].value.size != 1:
             raise OpFormError(f"the axis input has {inputs[1].value.size} values; one expected")
+        if not np.issubdtype(np.asarray(inputs[1].value).dtype, np.integer):
+            raise OpFormError(f"the axis input is {np.asarray(inputs[1].value).dtype}; an "
+                              "integer tensor expected")
         rank = len(inputs[0].shape)
         a = int(np.asarray(inputs[1].value).ravel()[0])
         if not -rank <= a < rank:
