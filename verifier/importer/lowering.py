@@ -14,6 +14,7 @@
 * DepthToSpace, SpaceToDepth:  Reshape to six axes, Transpose, Reshape.
 * ReduceSumSquare, ReduceL1, ReduceL2:  ReduceSum of x^2 or |x| (then Sqrt for L2).
 * Einsum of two operands:  sums, transposes and reshapes around one batched MatMul.
+* GlobalMaxPool:  ReduceMax over the spatial axes.
 * x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
   variables would be bounded as if its factors varied apart (an interval around 0 giving
   a negative lower bound).
@@ -33,7 +34,17 @@ from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
 from verifier.ops.bilinear import VarMatMul, VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
 from verifier.ops.linear import Add, MatMul, MulConst, Sub
-from verifier.ops.nonlinear import Abs, Clip, Exp, Log, PowConst, Reciprocal, Sqrt, Square
+from verifier.ops.nonlinear import (
+    Abs,
+    Clip,
+    Exp,
+    Log,
+    PowConst,
+    Reciprocal,
+    ReduceMaxMin,
+    Sqrt,
+    Square,
+)
 from verifier.ops.shape import Reduce, Reshape, Transpose
 
 
@@ -312,6 +323,16 @@ def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
                                       [Var(f"{out}/split", grouped)], final),
                        [f"{out}/split"], onnx_name, "Einsum"))
     return nodes
+
+
+def lower_global_max_pool(out: str, x: Var, onnx_name: str) -> list[Node]:
+    """GlobalMaxPool: ReduceMax over the spatial axes (from 2 on), kept as size 1."""
+    if len(x.shape) < 3:
+        raise OpFormError(f"an input of shape {list(x.shape)}: (N, C, D1, ...) expected")
+    shape = x.shape[:2] + (1,) * (len(x.shape) - 2)
+    op = ReduceMaxMin({"_op_type": "ReduceMax", "axes": list(range(2, len(x.shape))),
+                       "keepdims": 1}, [x], shape)
+    return [_node(out, op, [x.name], onnx_name, "GlobalMaxPool")]
 
 
 def lower_div(out: str, x: Var, y: Var, out_shape: tuple[int, ...], onnx_name: str) -> list[Node]:

@@ -382,6 +382,9 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
     elif node.op_type in ("DepthToSpace", "SpaceToDepth"):
         assert isinstance(inputs[0], Var)
         nodes = lowering.lower_depth_space(out, inputs[0], attrs, node.name, node.op_type)
+    elif node.op_type == "GlobalMaxPool":
+        assert isinstance(inputs[0], Var)
+        nodes = lowering.lower_global_max_pool(out, inputs[0], node.name)
     elif node.op_type == "Einsum":
         nodes = lowering.lower_einsum(out, inputs, attrs, node.name)
     elif node.op_type in ("ReduceSumSquare", "ReduceL1", "ReduceL2"):

@@ -888,3 +888,11 @@ class ReduceMaxMin(Op):
         if self.attrs["_op_type"] == "ReduceMax":
             return x.amax(dim=dims, keepdim=keep)
         return x.amin(dim=dims, keepdim=keep)
+
+
+@register
+class GlobalMaxPool(Op):
+    """Registered for import; always lowered to ReduceMax over the spatial axes
+    (verifier/importer/lowering.py)."""
+
+    onnx_types = ("GlobalMaxPool",)
