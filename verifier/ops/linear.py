@@ -107,13 +107,19 @@ def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
         op._cache[key] = offset
     if not bool((offset != 0).any()):
         return A.new_zeros(A.shape[:2])
+    # the offset's infinite entries (empty: all finite); cache keys < 0 in use: -1 here,
+    # -2 a conv's dense matrix, -4 a move's index map, -9 this
+    infinite = op._cache.get((-9, A.device, A.dtype))
+    if infinite is None:
+        infinite = offset[~torch.isfinite(offset)]
+        op._cache[(-9, A.device, A.dtype)] = infinite
     if window is not None:
         (y0, y1), (x0, x1) = window
         offset = offset[..., y0:y1, x0:x1]
     flat = offset.reshape(-1)  # one offset (batch 1) for every problem
-    finite = torch.isfinite(flat)
-    if bool(finite.all()):
+    if infinite.numel() == 0:
         return A.flatten(2) @ flat
+    finite = torch.isfinite(flat)
     # an infinite constant (a -inf attention mask): 0 * inf is 0, a coefficient of 0
     # ignores it; the finite part as above
     rows = A.flatten(2)
