@@ -155,11 +155,6 @@ def _note_rounding(nb: NodeBounds, node: Node, ins: list[Interval], out: Interva
     with torch.no_grad():
         detached = [(lo.detach(), hi.detach()) for lo, hi in ins]
         err = node.op.rounding_error(detached, (out[0].detach(), out[1].detach()), nb.u)
-        if err is not None:
-            # an exact value that is a point at +-inf (a -inf mask added to scores):
-            # floating point gives that infinity too (or NaN, which no comparison holds for)
-            point_inf = (out[0] == out[1]) & torch.isinf(out[0])
-            err = torch.where(point_inf.detach(), 0.0, err)
     ku = node.op.relative_rounding(detached, nb.u)
     if ku:
         nb.relative[node.name] = ku

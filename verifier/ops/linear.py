@@ -95,16 +95,23 @@ def sum_to_shape(A: Tensor, shape: tuple[int, ...]) -> Tensor:
     return A.sum(dim=dims, keepdim=True) if dims else A
 
 
-def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
-    """A . f(0) summed over the output entries (those in ``window`` when A covers only
-    that window of an (N, C, H, W) output): (B, R)."""
-    key = (-1, A.device, A.dtype)
+def constant_part(op: Op, like: Tensor) -> Tensor:
+    """f(0) of a linear op, (1, *out), on ``like``'s device and dtype (cached)."""
+    key = (-1, like.device, like.dtype)
     offset = op._cache.get(key)
     if offset is None:
         with torch.no_grad():
-            zeros = [torch.zeros(1, *s, dtype=A.dtype, device=A.device) for s in op.var_shapes]
+            zeros = [torch.zeros(1, *s, dtype=like.dtype, device=like.device)
+                     for s in op.var_shapes]
             offset = op.forward(*zeros)
         op._cache[key] = offset
+    return offset
+
+
+def bias_term(op: Op, A: Tensor, window: Window | None = None) -> Tensor:
+    """A . f(0) summed over the output entries (those in ``window`` when A covers only
+    that window of an (N, C, H, W) output): (B, R)."""
+    offset = constant_part(op, A)
     if not bool((offset != 0).any()):
         return A.new_zeros(A.shape[:2])
     # the offset's infinite entries (empty: all finite); cache keys < 0 in use: -1 here,
@@ -481,6 +488,15 @@ class Add(AffineOp):
 
     def rounding_terms(self) -> int:
         return 1
+
+    def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
+        """One rounded sum; none where the constant term is +-inf (a -inf attention mask):
+        a float plus an infinity is that infinity exactly (or NaN, which the interval
+        itself reads as unknown)."""
+        err = super().rounding_error(ins, out, u)
+        if err is None or not self._consts:
+            return err
+        return torch.where(torch.isinf(constant_part(self, out[0])), 0.0, err)
 
     def passes_coefficients(self) -> bool:
         return len(self.var_shapes) == 1 and tuple(self.var_shapes[0]) == tuple(self.out_shape)
