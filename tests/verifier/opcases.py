@@ -264,3 +264,17 @@ def net_model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], opset: 
     extra = {} if ir_version is None else {"ir_version": ir_version}
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                              **extra).SerializeToString()
+
+
+def assert_net_bounds_contain(data: bytes, seed: int, n: int = 4, n_out: int = 2,
+                              widths: tuple[float, ...] = (1e-4, 0.05, 0.3, 1.0, 3.0),
+                              samples: int = 400, tag: object = "") -> None:
+    """``assert_bounds_contain`` for a ``net_model`` (X (1, n) -> Y (1, n_out)) over
+    ``random_boxes`` of these half-widths, onnxruntime's outputs as the reference."""
+    from verifier import load_model
+
+    rng = np.random.default_rng(seed)
+    lo, hi = random_boxes(rng, n, widths)
+    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
+                          lo, hi, n_out, rng, samples=samples, corners=16, iterations=5,
+                          tag=tag)

@@ -22,7 +22,7 @@ from verifier import load_model
 from verifier.errors import UnsupportedOpError
 
 from .fuzzgraph import G
-from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort
+from .opcases import assert_net_bounds_contain, net_model, run_ort
 
 F32 = np.float32
 
@@ -43,21 +43,26 @@ FORMS = [
 ]
 
 
+def _from_x(g: G, xs: tuple[int, ...], ys: tuple[int, ...], rng: np.random.Generator) -> str:
+    """A second variable of shape ys made from X: its entries tiled, cut and scaled."""
+    (flat,) = g.node("Reshape", ["X", g.const(np.array([-1], np.int64))])
+    n = int(np.prod(ys))
+    reps = -(-n // int(np.prod(xs)))
+    (tiled,) = g.node("Tile", [flat, g.const(np.array([reps], np.int64))])
+    (cut,) = g.node("Slice", [tiled, g.const(np.array([0], np.int64)),
+                              g.const(np.array([n], np.int64))])
+    (scaled,) = g.node("Mul", [cut, g.const(rng.normal(size=n).astype(F32))])
+    return g.node("Reshape", [scaled, g.const(np.array(ys, np.int64))])[0]
+
+
 def _graph(eq: str, xs: tuple[int, ...], ys: tuple[int, ...], const: bool, x_left: bool,
            opset: int, seed: int = 0) -> bytes:
     g = G(xs, opset)
     rng = np.random.default_rng(seed)
     if const:
         other = g.const(rng.normal(size=ys).astype(F32))
-    else:  # a second variable made from X
-        (flat,) = g.node("Reshape", ["X", g.const(np.array([-1], np.int64))])
-        n = int(np.prod(ys))
-        reps = -(-n // int(np.prod(xs)))
-        (tiled,) = g.node("Tile", [flat, g.const(np.array([reps], np.int64))])
-        (cut,) = g.node("Slice", [tiled, g.const(np.array([0], np.int64)),
-                                  g.const(np.array([n], np.int64))])
-        (scaled,) = g.node("Mul", [cut, g.const(rng.normal(size=n).astype(F32))])
-        (other,) = g.node("Reshape", [scaled, g.const(np.array(ys, np.int64))])
+    else:
+        other = _from_x(g, xs, ys, rng)
     ins = ["X", other] if x_left else [other, "X"]
     return g.model(g.node("Einsum", ins, equation=eq)[0])
 
@@ -106,10 +111,7 @@ def _net(seed: int) -> bytes:
 
 def test_engine_bounds_contain_the_outputs():
     data = _net(seed=1)
-    rng = np.random.default_rng(2)
-    lo, hi = random_boxes(rng, 4, (1e-4, 0.01, 0.1, 0.3, 1.0))
-    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
-                          lo, hi, 2, rng, samples=400, corners=16, iterations=5)
+    assert_net_bounds_contain(data, seed=2, widths=(1e-4, 0.01, 0.1, 0.3, 1.0))
 
 
 def gen_einsum(draw) -> tuple[G, str]:
@@ -121,13 +123,7 @@ def gen_einsum(draw) -> tuple[G, str]:
     if data_const:
         other = g.const(rng.normal(size=ys).astype(F32))
     else:
-        (flat,) = g.node("Reshape", ["X", g.const(np.array([-1], np.int64))])
-        n = int(np.prod(ys))
-        reps = -(-n // int(np.prod(xs)))
-        (tiled,) = g.node("Tile", [flat, g.const(np.array([reps], np.int64))])
-        (cut,) = g.node("Slice", [tiled, g.const(np.array([0], np.int64)),
-                                  g.const(np.array([n], np.int64))])
-        (other,) = g.node("Reshape", [cut, g.const(np.array(ys, np.int64))])
+        other = _from_x(g, xs, ys, rng)
     ins = ["X", other] if x_left else [other, "X"]
     return g, g.node("Einsum", ins, equation=eq)[0]
 

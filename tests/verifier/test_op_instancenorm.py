@@ -31,7 +31,7 @@ from verifier import load_model
 from verifier.errors import UnsupportedOpError
 
 from .fuzzgraph import G, array, fl
-from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort, verify_both_ways
+from .opcases import assert_net_bounds_contain, net_model, run_ort, verify_both_ways
 
 F32 = np.float32
 
@@ -115,10 +115,8 @@ def _net(seed: int, group_norm: bool = False) -> bytes:
 @pytest.mark.parametrize("group_norm", [False, True])
 def test_engine_bounds_contain_the_outputs(group_norm: bool):
     data = _net(seed=1, group_norm=group_norm)
-    rng = np.random.default_rng(2)
-    lo, hi = random_boxes(rng, 4, (1e-4, 0.01, 0.1, 0.5, 2.0))
-    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
-                          lo, hi, 2, rng, samples=500, corners=16, iterations=5, tag=group_norm)
+    assert_net_bounds_contain(data, seed=2, widths=(1e-4, 0.01, 0.1, 0.5, 2.0), samples=500,
+                              tag=group_norm)
 
 
 def _graph(x_shape: list[int], inits: dict[str, np.ndarray], ins: list[str]) -> bytes:

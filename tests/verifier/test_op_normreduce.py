@@ -23,7 +23,7 @@ from verifier.importer import lowering
 from verifier.ops.base import OpFormError, Var
 
 from .fuzzgraph import G, reduce_graph
-from .opcases import assert_bounds_contain, net_model, random_boxes, run_ort
+from .opcases import assert_net_bounds_contain, net_model, run_ort
 
 F32 = np.float32
 OPS = ["ReduceSumSquare", "ReduceL1", "ReduceL2"]
@@ -101,10 +101,7 @@ def _net(seed: int) -> bytes:
 
 def test_engine_bounds_contain_the_outputs():
     data = _net(seed=1)
-    rng = np.random.default_rng(2)
-    lo, hi = random_boxes(rng, 4, (1e-4, 0.01, 0.1, 0.5, 2.0))
-    assert_bounds_contain(load_model(data).graph, lambda xs: run_ort(data, xs[:, None])[:, 0],
-                          lo, hi, 2, rng, samples=400, corners=16, iterations=5)
+    assert_net_bounds_contain(data, seed=2, widths=(1e-4, 0.01, 0.1, 0.5, 2.0))
 
 
 def gen_norm_reduce(draw) -> tuple[G, str]:
