@@ -194,3 +194,32 @@ def test_softmax_margins_of_1e7_relative(scale):
     above = verify(m, _prop(x, x, row, [y[j] * (1 + 1e-7)]), FAST)
     below = verify(m, _prop(x, x, row, [y[j] * (1 - 1e-7)]), FAST)
     assert above.verdict == "falsified" and below.verdict != "falsified"
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_affine_interval_bounds_near_the_float32_limit(sign):
+    """Boxes beyond half the largest float32: the interval bound of a mixed-sign Gemm
+    (centre and radius) contains onnxruntime's outputs; the sum of the box's ends
+    overflowed to an infinite centre, an interval at a single infinite point."""
+    import dataclasses
+
+    from verifier.bounds.methods import row_lower_bounds
+
+    from .opcases import plus_minus_rows, run_ort
+
+    W = np.array([[1.0, 1e-3], [0.5, -0.5]], np.float32)
+    data = _model([helper.make_node("Gemm", ["x", "W"], ["y"], transB=1)], [_const("W", W)],
+                  n_in=2, n_out=2)
+    lo = sign * np.array([[3.0e38, 0.0], [2.0e38, -1.0]])
+    hi = sign * np.array([[2.9e38, 1.0], [1.8e38, 1.0]])
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    b = plus_minus_rows(lo, hi, 2)
+    batch = dataclasses.replace(b, lower=b.lower.float(), upper=b.upper.float(),
+                                C=b.C.float(), d=b.d.float())
+    bound = row_lower_bounds(load_model(data).graph, batch, "ibp").double().numpy()
+    for i in range(len(lo)):
+        xs = np.array([[lo[i, 0], lo[i, 1]], [hi[i, 0], hi[i, 1]], [lo[i, 0], hi[i, 1]],
+                       [hi[i, 0], lo[i, 1]]], np.float32)
+        ys = run_ort(data, xs[:, None])[:, 0]
+        rows = np.concatenate([ys, -ys], 1)
+        assert np.isfinite(bound[i]).all() and (rows >= bound[i]).all(), (bound[i], rows)

@@ -67,8 +67,9 @@ class AffineOp(Op):
     def ibp(self, *bounds: Any) -> Interval:
         if self.monotone:
             return super().ibp(*bounds)
-        centres = [(lo + hi) / 2 for lo, hi in bounds]
-        radii = [(hi - lo) / 2 for lo, hi in bounds]
+        # halves first: lo + hi overflows for bounds beyond half the largest float
+        centres = [lo / 2 + hi / 2 for lo, hi in bounds]
+        radii = [hi / 2 - lo / 2 for lo, hi in bounds]
         c = self.forward(*centres)
         r = self.abs_linear(*radii)
         return c - r, c + r

@@ -127,12 +127,12 @@ def _root(shape: ScalarShape, lo: Tensor, hi: Tensor, a: Tensor, increasing: Ten
         x = torch.minimum(torch.maximum(torch.nan_to_num(x, nan=0.0), lo), hi)
         return x, torch.zeros_like(x)
     for _ in range(BISECTION_STEPS):
-        mid = (lo + hi) / 2
+        mid = lo / 2 + hi / 2  # halves first: no overflow near the largest float
         below = shape.df(mid) < a
         go_right = torch.where(increasing, below, ~below)
         lo = torch.where(go_right, mid, lo)
         hi = torch.where(go_right, hi, mid)
-    return (lo + hi) / 2, (hi - lo) / 2
+    return lo / 2 + hi / 2, hi / 2 - lo / 2
 
 
 @torch.no_grad()
