@@ -96,6 +96,13 @@ def _serve_jobs(conn: Connection, nice: int, threads: int) -> None:
         conn.send(state)
 
 
+def _ended(process: BaseProcess, timeout: float = 5.0) -> bool:
+    """Wait until ``process`` has ended; whether it has.  By its sentinel, not ``join``: the
+    slot's thread and the server's shutdown may both wait for one process, and a ``join``
+    that loses the race to reap it reports the ended process as alive."""
+    return bool(wait([process.sentinel], timeout))
+
+
 class _Slot:
     """One worker process and the thread of the server that feeds it one job at a time.
 
@@ -158,9 +165,10 @@ class _Slot:
         from .recovery import requeue_worker
 
         assert self.process is not None
-        self.process.join(timeout=5)
+        _ended(self.process)
         dead = worker_name(self.process.pid or 0)
-        log.warning("pool process %s died", dead, extra={"job_id": message[0]})
+        log.warning("pool process %s died (exit status %s)", dead, self.process.exitcode,
+                    extra={"job_id": message[0]})
         if not self.pool.closing.is_set():
             requeue_worker(self.pool.settings, dead, self.pool, "its worker process died")
             self._start_process()
@@ -170,8 +178,7 @@ class _Slot:
         if self.process is None:
             return None
         self.process.kill()  # its job is handed back: nothing in it needs to be saved
-        self.process.join(timeout=5)
-        return None if self.process.is_alive() else self.process.pid
+        return self.process.pid if _ended(self.process) else None
 
 
 class LocalPool:

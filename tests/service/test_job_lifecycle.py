@@ -153,6 +153,23 @@ def test_local_pool_reruns_a_job_whose_process_died(settings, client):
         pool.shutdown()
 
 
+def test_a_pool_process_reaped_by_another_thread_counts_as_ended():
+    """At shutdown the slot's thread and the server both wait for a killed pool process.
+    When the other one reaps it first, ``join`` here finds no child and the process looks
+    alive: the server then skipped handing its job back, and the next start counted an
+    attempt (a flaky CI failure).  The sentinel says it has ended, whoever reaped it."""
+    import multiprocessing
+    import os
+
+    from service.queues import _ended
+
+    process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    process.start()
+    process.kill()
+    os.waitpid(process.pid, 0)  # the other thread's reap, before it records the status
+    assert _ended(process, timeout=5)
+
+
 def test_job_fails_after_too_many_vanished_workers(settings, client):
     job_id = make_job(client)
     wait_finished(client, f"{API}/jobs/{job_id}")

@@ -200,11 +200,13 @@ def test_a_stopped_server_hands_its_running_job_back(tmp_path):
         # re-raises it: the exit status is -15 either way)
     finally:
         stop(first, signal.SIGKILL)
+    first_log = first.stdout.read().decode()  # type: ignore[union-attr]
     second = start_server(data, port)
     try:
         wait_healthy(base, second)
         with httpx.Client(timeout=10) as c:
             job = wait_finished(c, url, timeout=60)
-        assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 1)
+        assert (job["state"], job["verdict"], job["attempts"]) == ("succeeded", "verified", 1), \
+            f"{job}\nfirst server's log:\n{first_log}"
     finally:
         stop(second)
