@@ -28,5 +28,6 @@ lint: install
 	$(VENV)/bin/ruff check verifier service checker tests bench
 	$(VENV)/bin/mypy verifier service checker
 
+# the tests in parallel (pytest-xdist; the service tests together in one worker, tests/conftest.py)
 test: install lint
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup

@@ -3,9 +3,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each pytest-xdist worker computes with one thread: two workers on two cores with a
+    thread per core each would contend for them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 
@@ -21,6 +31,9 @@ def _uses_benchmarks(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # under pytest-xdist (-n): the tests that share the database, Redis
+        if Path(str(item.fspath)).parent.name in ("service", "e2e"):  # and the browser
+            item.add_marker(pytest.mark.xdist_group("service"))  # run in one worker
     if BENCH.exists():
         return
     skip = pytest.mark.skip(reason=f"needs the shared VNN-COMP instances at {BENCH}")
