@@ -97,10 +97,46 @@ def test_pool_attributes_are_implemented(op, opset, attrs, shape):
     agree(model([node(op, ["X"], **attrs)], shape, opset=opset), shape)
 
 
-def test_average_pool_ceil_mode_that_changes_windows_is_refused():
-    data = model([node("AveragePool", ["X"], name="pool7", kernel_shape=[2, 2],
-                       strides=[2, 2], ceil_mode=1)], (1, 1, 5, 5))
-    refused(data, "AveragePool", "pool7", "ceil_mode")
+@pytest.mark.parametrize("opset", [11, 19, 22])
+def test_average_pool_ceil_mode_windows_are_onnxruntimes(opset):
+    """ceil_mode windows that overhang the padded input: onnxruntime's count of windows (as
+    MaxPool's), the sum over their taps inside the input, divided by the taps inside the
+    input, or (count_include_pad) inside the padded input but not the overhang: a grid of
+    sizes, kernels, strides, dilations (opset 19 on), pads, both counts, 1-d and 2-d."""
+    cases = 0
+    for size, k, s, d, begin, end, include in itertools.product(
+            (5, 7, 10), (2, 3), (2, 3), (1, 2), (0, 1), (0, 1), (0, 1)):
+        if d > 1 and opset < 19 or size + begin + end < (k - 1) * d + 1:
+            continue
+        attrs = {"kernel_shape": [k, k], "strides": [s, s + 1], "pads": [begin, end, end, 0],
+                 "ceil_mode": 1, "count_include_pad": include}
+        if d > 1:
+            attrs["dilations"] = [d, 1]
+        agree(model([node("AveragePool", ["X"], **attrs)], (1, 2, size, size + 1),
+                    opset=opset), (1, 2, size, size + 1))
+        cases += 1
+    one_d = {"kernel_shape": [3], "strides": [2], "pads": [1, 0], "ceil_mode": 1,
+             "count_include_pad": 1}
+    agree(model([node("AveragePool", ["X"], **one_d)], (1, 2, 8), opset=opset), (1, 2, 8))
+    assert cases > 40
+
+
+@pytest.mark.parametrize("include", [0, 1])
+def test_average_pool_ceil_mode_bounds_contain_onnxruntime(include):
+    """IBP, CROWN and alpha-CROWN through an overhanging ceil_mode AveragePool (the
+    windowed passes decline it: its divisor is not the kernel's size at the overhang)."""
+    from .opcases import assert_net_bounds_contain, net_model
+
+    rng = np.random.default_rng(include)
+    nodes = [node("Reshape", ["X", "shape"], ["r"]),
+             node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2],
+                  pads=[1, 0, 0, 0], ceil_mode=1, count_include_pad=include),
+             node("Relu", ["p"], ["q"]), node("Flatten", ["q"], ["f"]),
+             node("Gemm", ["f", "W"], ["Y"], transB=1)]
+    inits = {"shape": np.array([1, 1, 5, 5], np.int64),
+             "W": rng.standard_normal((2, 9)).astype(np.float32)}  # 3 x 3 windows
+    assert_net_bounds_contain(net_model(nodes, inits, 13, n_in=25), seed=include, n=25,
+                              tag=include)
 
 
 @pytest.mark.parametrize("opset", [10, 13, 22])

@@ -490,8 +490,8 @@ def _conv_attrs(attrs: dict[str, Any], inputs: list[Input]) -> None:
 
 
 def _pool_attrs(op_type: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
-    """Explicit kernel, strides, dilations and pads (auto_pad resolved); ceil_mode only
-    where it gives the floor mode's windows (no window overhangs the padded input)."""
+    """Explicit kernel, strides, dilations and pads (auto_pad resolved); ceil_mode as pads
+    at the end to onnxruntime's count of windows (``_overhang``: those pads, per axis)."""
     _refuse_dilated_same(attrs)
     k = [int(v) for v in attrs["kernel_shape"]]
     n = len(k)
@@ -502,6 +502,7 @@ def _pool_attrs(op_type: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> 
     dil = [int(v) for v in attrs.get("dilations", [1] * n)]
     pads = [int(v) for v in _conv_pads(attrs, shape[2:], tuple(k), strides, dil)]
     ceil = int(attrs.get("ceil_mode", 0))
+    overhang = [0] * n  # per axis: the end pad that ceil_mode's last window adds
     for i in range(n):
         extent = (k[i] - 1) * dil[i] + 1
         span = shape[2 + i] + pads[i] + pads[i + n] - extent
@@ -511,17 +512,18 @@ def _pool_attrs(op_type: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> 
         if max(pads[i], pads[i + n]) >= extent:
             raise OpFormError(f"attribute 'pads'={pads}: a window lies wholly in the padding")
         if ceil and span % strides[i]:
-            if op_type != "MaxPool":
-                raise OpFormError("attribute 'ceil_mode'=1 where the last window overhangs "
-                                  "the padded input is not supported")
             # onnxruntime's count: ceil, less a last window starting past the input and its
-            # leading pad; the overhang is padded with -inf (never the max) to that count
+            # leading pad; the overhang is padded to that count, with -inf for MaxPool (never
+            # the max) and zeros for AveragePool, whose divisor leaves it out
             count = -(-span // strides[i]) + 1
             if (count - 1) * strides[i] >= shape[2 + i] + pads[i]:
                 count -= 1
-            pads[i + n] += max(0, (count - 1) * strides[i] - span)
+            overhang[i] = max(0, (count - 1) * strides[i] - span)
+            pads[i + n] += overhang[i]
     out = dict(attrs, kernel_shape=k, strides=strides, dilations=dil, pads=pads,
                auto_pad="NOTSET", ceil_mode=0)
+    if any(overhang):
+        out["_overhang"] = overhang
     out.pop("storage_order", None)  # the layout of the Indices output only
     return out
 

@@ -485,11 +485,6 @@ class AveragePool(MoveOp):
             return torch.full_like(out[0], tiny(u))
         return affine_rounding(self, ins, u, self._terms())
 
-    @classmethod
-    def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
-        if attrs.get("ceil_mode", 0):
-            raise OpFormError("ceil_mode=1 is not supported")
-
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, N, C, *spatial) -> (B, N, C, *pooled)."""
         n = len(self.var_shapes[0]) - 2
@@ -502,7 +497,8 @@ class AveragePool(MoveOp):
             dil = [int(v) for v in self.attrs.get("dilations", [1] * n)]
             pads = [int(v) for v in self.attrs.get("pads", [0] * (2 * n))]
             include = bool(self.attrs.get("count_include_pad", 0))
-            y = _avg_pool(xb, k, strides, dil, pads, include)
+            y = _avg_pool(xb, k, strides, dil, pads, include,
+                          self.attrs.get("_overhang", [0] * n))
         return y.reshape(*x.shape[:2], *y.shape[1:])
 
 
@@ -513,7 +509,8 @@ class AveragePool(MoveOp):
             return None
         k = [int(v) for v in self.attrs["kernel_shape"]]
         pads = [int(v) for v in self.attrs.get("pads", [0] * 4)]
-        if any(pads) and not self.attrs.get("count_include_pad", 0):
+        if any(pads) and not self.attrs.get("count_include_pad", 0) or \
+                any(self.attrs.get("_overhang", [])):
             return None
         strides = [int(v) for v in self.attrs.get("strides", [1, 1])]
         dil = [int(v) for v in self.attrs.get("dilations", [1, 1])]
@@ -545,9 +542,11 @@ class AveragePool(MoveOp):
 
 
 def _avg_pool(x: Tensor, k: list[int], strides: list[int], dil: list[int], pads: list[int],
-              include_pad: bool) -> Tensor:
-    """Mean over each (dilated) window of the zero-padded x (N, C, *spatial): over all its k
-    taps (count_include_pad), or over the taps inside x."""
+              include_pad: bool, overhang: list[int]) -> Tensor:
+    """Mean over each (dilated) window of the zero-padded x (N, C, *spatial): over its taps
+    in the padded input (count_include_pad; all k of them but where a ceil_mode window
+    overhangs, onnxruntime's divisor), or over its taps inside x.  ``overhang``: the end
+    pads, per axis, that ceil_mode added to ``pads``."""
     n = len(k)
     torch_pads: list[int] = []
     for i in reversed(range(n)):
@@ -555,10 +554,25 @@ def _avg_pool(x: Tensor, k: list[int], strides: list[int], dil: list[int], pads:
     c = x.shape[1]
     kernel = x.new_ones((c, 1, *k))
     total = _CONV[n](F.pad(x, torch_pads), kernel, None, strides, 0, dil, c)
-    if include_pad:
+    if include_pad and not any(overhang):
         return total / math.prod(k)
-    inside = F.pad(x.new_ones((1, 1, *x.shape[2:])), torch_pads)
-    return total / _CONV[n](inside, kernel[:1], None, strides, 0, dil)
+    counted = x.new_ones((1, 1, *x.shape[2:]))
+    if include_pad:  # the given pads count, the overhang does not
+        given: list[int] = []
+        for i in reversed(range(n)):
+            given += [pads[i], pads[i + n] - overhang[i]]
+        counted = F.pad(F.pad(counted, given, value=1.0), _end_pads(overhang))
+    else:
+        counted = F.pad(counted, torch_pads)
+    return total / _CONV[n](counted, kernel[:1], None, strides, 0, dil)
+
+
+def _end_pads(end: list[int]) -> list[int]:
+    """F.pad's list for pads at the end of each spatial axis."""
+    out: list[int] = []
+    for e in reversed(end):
+        out += [0, e]
+    return out
 
 
 __all__ = ["reshape_target", "Const"]
