@@ -1,5 +1,5 @@
-"""Einsum of two operands (lowered in verifier/importer/lowering.py to sums, transposes,
-reshapes and one batched matrix product).
+"""Einsum of two operands, with or without an ellipsis (lowered in
+verifier/importer/lowering.py to sums, transposes, reshapes and one batched matrix product).
 
 - onnxruntime: attention forms ('bhqd,bhkd->bhqk', 'bqk,bkd->bqd'), plain and transposed
   matrix products, outer products, indices summed in one operand only, implicit outputs,
@@ -7,7 +7,10 @@ reshapes and one batched matrix product).
   equations in the importer's fuzzing (``FUZZ``, run by test_import_fuzz.py).
 - The engine's IBP, CROWN and alpha-CROWN bounds of an attention block written with
   Einsum contain onnxruntime's outputs on random boxes.
-- Refused by name: an ellipsis, three operands, an index repeated in one operand.
+- An ellipsis ('...qd,...kd->...qk', fewer axes in one operand, implicit outputs) as
+  onnxruntime reads it. Refused by name: three operands, an index repeated in one operand,
+  '...' axes that broadcast (size 1 against n), '...' for different numbers of axes in
+  the two operands (onnxruntime rejects the model).
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ FORMS = [
     ("ij,jk->ki", (3, 4), (4, 5), False, True),
     ("ijk,jl->il", (3, 4, 2), (4, 5), False, True),
     ("ab,cd->ad", (2, 3), (4, 5), True, True),
+    # an ellipsis: the same axes in both, fewer in one, none in one, implicit outputs
+    ("...qd,...kd->...qk", (1, 2, 3, 4), (1, 2, 5, 4), False, True),
+    ("...ij,jk->...ik", (2, 3, 4), (4, 5), True, True),
+    ("...ij,...jk", (2, 3, 4), (2, 4, 5), False, True),
+    ("b...d,b...d->b...", (2, 3, 4), (2, 3, 4), False, True),
+    ("ij...,jk->ik...", (3, 4, 2), (4, 5), True, True),
+    ("...,...->...", (2, 3), (2, 3), False, True),
 ]
 
 
@@ -80,10 +90,15 @@ def test_agrees_with_onnxruntime(opset: int):
                                    rtol=1e-5, atol=1e-5, err_msg=str((eq, a, b)))
 
 
-@pytest.mark.parametrize("eq,message", [("...ij,jk->...ik", "ellipsis"),
-                                        ("ii,ij->j", "repeats an index")])
-def test_unsupported_forms_are_refused_by_name(eq, message):
-    data = _graph(eq, (3, 3), (3, 4), True, True, 12)
+@pytest.mark.parametrize("eq,ys,message", [
+    ("ii,ij->j", (3, 4), "repeats an index"),
+    ("...ij,...jk->...ik", (1, 3, 4), "broadcasting in '...'"),  # (3,) against (1,)
+    ("....ij,jk->ik", (3, 4), "not a valid term"),
+    ("...ij,...jk->...ik", (3, 4), "stands for 1 axes in one operand and 0"),
+])
+def test_unsupported_forms_are_refused_by_name(eq, ys, message):
+    xs = (3, 3, 3) if "..." in eq else (3, 3)
+    data = _graph(eq, xs, ys, True, True, 12)
     with pytest.raises(UnsupportedOpError, match=message):
         load_model(data)
 

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -239,9 +240,50 @@ def lower_norm_reduce(out: str, inputs: list[Input], attrs: dict[str, Any],
                           op_type)]
 
 
+def _expand_ellipsis(eq: str, terms: list[str], rhs: str | None,
+                     shapes: list[tuple[int, ...]]) -> tuple[list[str], str]:
+    """Einsum's '...' written out as letters the equation does not use, for the axes it
+    stands for (as many in every operand that has it); they lead an implicit output.  Axes
+    whose sizes differ between the operands (a broadcast of size 1) are refused by name."""
+    free = [c for c in string.ascii_letters if c not in eq]
+    counts = []
+    for term, shape in zip(terms, shapes, strict=True):
+        if term.count("...") > 1 or term.replace("...", "").count("."):
+            raise OpFormError(f"equation {eq!r}: operand '{term}' is not a valid term")
+        counts.append(len(shape) - (len(term) - 3) if "..." in term else 0)
+        if counts[-1] < 0:
+            raise OpFormError(f"equation {eq!r}: operand '{term}' does not match its shape "
+                              f"{list(shape)}")
+    with_dots = [k for term, k in zip(terms, counts, strict=True) if "..." in term]
+    if len(set(with_dots)) > 1:  # onnxruntime's shape inference rejects the model
+        raise OpFormError(f"equation {eq!r}: '...' stands for {with_dots[0]} axes in one "
+                          f"operand and {with_dots[1]} in the other")
+    rank = max(counts)
+    letters = "".join(free[:rank])
+    sizes: dict[str, int] = {}
+    out_terms = []
+    for term, shape, k in zip(terms, shapes, counts, strict=True):
+        mine = letters[rank - k:]
+        start = term.find("...")
+        for c, n in zip(mine, shape[start:start + k] if start >= 0 else (), strict=True):
+            if sizes.setdefault(c, n) != n:
+                raise OpFormError(f"equation {eq!r}: the axes '...' stands for have sizes "
+                                  f"{sizes[c]} and {n} (broadcasting in '...' is not "
+                                  "supported)")
+        out_terms.append(term.replace("...", mine))
+    if rhs is None:  # implicit: the ellipsis axes, then the indices seen once, sorted
+        plain = "".join(t.replace("...", "") for t in terms)
+        rhs = letters + "".join(sorted(c for c in set(plain) if plain.count(c) == 1))
+    else:
+        if rhs.count("...") > 1 or rhs.replace("...", "").count("."):
+            raise OpFormError(f"equation {eq!r}: the output '{rhs}' is not a valid term")
+        rhs = rhs.replace("...", letters)
+    return out_terms, rhs
+
+
 def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
                  onnx_name: str) -> list[Node]:
-    """Einsum of two operands, each index at most once per operand and no ellipsis (the
+    """Einsum of two operands, each index at most once per operand, '...' written out (the
     attention forms 'bhqd,bhkd->bhqk', 'bqk,bkd->bqd', 'ij,jk->ik', ...): indices summed
     in one operand only are reduced first; the rest is a batched matrix product, with
     each operand transposed to (batch, free, contracted) order and reshaped to three
@@ -250,13 +292,15 @@ def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
     eq = str(attrs["equation"]).replace(" ", "")
     lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
-    if "." in eq or len(terms) != 2 or len(inputs) != 2:
-        raise OpFormError(f"equation {eq!r}: only two operands without an ellipsis are "
-                          "supported")
+    if len(terms) != 2 or len(inputs) != 2:
+        raise OpFormError(f"equation {eq!r}: only two operands are supported")
+    shapes = [i.shape if isinstance(i, Var) else tuple(i.value.shape) for i in inputs]
+    if "." in eq:
+        terms, rhs = _expand_ellipsis(eq, terms, rhs if arrow else None, shapes)
+        arrow = "->"
     if not arrow:  # implicit output: the indices seen once, in alphabetical order
         rhs = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
     a, b = terms
-    shapes = [i.shape if isinstance(i, Var) else tuple(i.value.shape) for i in inputs]
     for term, shape in zip(terms, shapes, strict=True):
         if len(set(term)) != len(term) or len(term) != len(shape):
             raise OpFormError(f"equation {eq!r}: operand '{term}' repeats an index or does "
