@@ -27,6 +27,7 @@ from verifier.ops.activations import (
     SELU_ALPHA,
     SELU_GAMMA,
     ExpLinear,
+    GeluTanh,
     HardSwish,
     Mish,
     PRelu,
@@ -151,6 +152,8 @@ CASES = {
     "softsign": (_op(Softsign), lambda x: x / (1 + np.abs(x))),
     "hardswish": (_op(HardSwish), lambda x: x * np.clip(x / 6 + 0.5, 0, 1)),
     "mish": (_op(Mish), lambda x: x * np.tanh(np.logaddexp(x, 0.0))),
+    "gelu_tanh": (_op(GeluTanh), lambda x: 0.5 * x * (
+        1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x * x * x)))),
     "prelu": (_op(PRelu, {}, [X[0], Const(np.array([0.3]))]), _leaky(0.3)),
     "prelu_zero": (_op(PRelu, {}, [X[0], Const(np.array([0.0]))]), _leaky(0.0)),
 }

@@ -1,4 +1,4 @@
-"""Elu, Selu, Celu, Softplus, Softsign, Mish, HardSigmoid, HardSwish and PRelu
+"""Elu, Selu, Celu, Softplus, Softsign, Mish, Gelu's tanh form, HardSigmoid, HardSwish and PRelu
 (verifier/ops/activations.py; the HardSigmoid lowering in verifier/importer/lowering.py).
 Their lines are sampled densely over random intervals in test_relaxations.py (every kink
 shape: convex, concave, ReLU).
@@ -11,9 +11,9 @@ shape: convex, concave, ReLU).
 - The engine's IBP, CROWN and alpha-CROWN bounds contain onnxruntime's outputs on dense
   samples of random boxes, end to end through a net with the op between two layers.
 - Attributes outside the implemented range are refused by name.
-- Mish's inflection points, minimum and slope bound (no closed form) are recomputed to 50
-  digits: the stated float64 values are the nearest, f'' changes sign across each and
-  f' vanishes at the minimum.
+- Mish's and GeLU tanh form's inflection points, minima and slope bounds (no closed form)
+  are recomputed to 50 digits: the stated float64 values are the nearest, f'' changes
+  sign across each and f' vanishes at the minimum.
 - ``verify``: a property true with a margin is verified; one violated only near a corner
   of the box is falsified with a counterexample onnxruntime confirms; a one-point box
   whose unsafe set starts at onnxruntime's own value is falsified, never verified.
@@ -39,7 +39,7 @@ from .opcases import assert_bounds_contain, verify_both_ways
 
 F32 = np.float32
 FIRST_OPSET = {"Elu": 7, "Selu": 7, "Celu": 12, "Softplus": 7, "Softsign": 7,
-               "HardSigmoid": 7, "HardSwish": 14, "Mish": 18}
+               "HardSigmoid": 7, "HardSwish": 14, "Mish": 18, "Gelu": 20}
 ATTRS = {
     "Elu": [{}, {"alpha": 0.3}, {"alpha": 2.5}, {"alpha": 0.0}],
     "Selu": [{}, {"alpha": 0.5, "gamma": 3.0}, {"gamma": 0.25}],
@@ -48,6 +48,7 @@ ATTRS = {
     "Softsign": [{}],
     "HardSwish": [{}],
     "Mish": [{}],
+    "Gelu": [{"approximate": "tanh"}],  # the erf form: test_ops_agreement.py and others
     "HardSigmoid": [{}, {"alpha": -0.7, "beta": 0.1}, {"alpha": 3.0, "beta": -2.0},
                     {"alpha": 0.0, "beta": 1.5}],
 }
@@ -186,6 +187,35 @@ def test_mish_constants_are_the_roots():
     assert signs[0] < 0 and signs[-1] < 0
     top = mp.diff(f, mp.findroot(lambda x: mp.diff(f, x, 2), 1.5), 1)
     assert top < Mish.slope_bound < top + 1e-4
+
+
+def test_gelu_tanh_constants_are_the_roots():
+    """GeLU's tanh form: -P and P are the roots of f'' (f'' even), C the minimum, to 50
+    digits; f'' changes sign only there on [-10, 10] (beyond, its sign is argued in
+    verifier/ops/activations.py); the slope bound is f'(P) rounded up."""
+    import mpmath as mp
+
+    from verifier.ops.activations import GELU_TANH_MIN_AT, GELU_TANH_P, GeluTanh
+
+    mp.mp.dps = 50
+    c, k = mp.sqrt(2 / mp.pi), mp.mpf("0.044715")
+
+    def f(x):
+        return x / 2 * (1 + mp.tanh(c * (x + k * x**3)))
+
+    for stated, order, guess in ((GELU_TANH_P, 2, 1.4), (-GELU_TANH_P, 2, -1.4),
+                                 (GELU_TANH_MIN_AT, 1, -0.75)):
+        root = mp.findroot(lambda x, k=order: mp.diff(f, x, k), guess)
+        assert stated == float(root), (stated, root)
+        step = mp.mpf(2) ** -45
+        assert mp.diff(f, root - step, order) * mp.diff(f, root + step, order) < 0
+    grid = [mp.mpf(i) / 50 - 10 for i in range(1001)]
+    signs = [mp.sign(mp.diff(f, x, 2)) for x in grid]
+    flips = [float(grid[i]) for i in range(1000) if signs[i] != signs[i + 1]]
+    assert len(flips) == 2 and all(abs(abs(v) - GELU_TANH_P) < 0.02 for v in flips)
+    assert signs[0] < 0 and signs[-1] < 0
+    top = mp.diff(f, mp.mpf(GELU_TANH_P), 1)
+    assert top < GeluTanh.slope_bound < top + 1e-6
 
 
 def gen_activation(draw) -> tuple[G, str]:

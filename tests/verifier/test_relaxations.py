@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from verifier.ops.activations import ExpLinear, HardSwish, Mish, Softplus, Softsign
+from verifier.ops.activations import ExpLinear, GeluTanh, HardSwish, Mish, Softplus, Softsign
 from verifier.ops.base import Const, Var
 from verifier.ops.composite import Rsqrt
 from verifier.ops.nonlinear import (
@@ -82,6 +82,7 @@ OPS = {
     "softsign": (_op(Softsign), None),
     "hardswish": (_op(HardSwish), None),
     "mish": (_op(Mish), None),
+    "gelu_tanh": (_op(GeluTanh), None),  # chosen by Gelu.select, not in the registry
 }
 
 

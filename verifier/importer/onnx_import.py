@@ -445,9 +445,6 @@ def _normalize(op_type: str, attrs: dict[str, Any], inputs: list[Input],
         _conv_attrs(attrs, inputs)
     elif op_type in ("MatMul", "Pow"):
         _refuse_rank_growth(op_type, inputs)
-    elif op_type == "Gelu" and attrs.get("approximate", "none") != "none":
-        raise OpFormError(f"attribute 'approximate'={attrs['approximate']!r} is not supported "
-                          "(only the exact erf form)")
     elif op_type == "Pad":
         mode = attrs.get("mode", "constant")
         if mode not in ("constant", "reflect", "edge") and not (mode == "wrap" and opset >= 19):

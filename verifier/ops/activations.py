@@ -1,4 +1,5 @@
-"""Smooth activations of the ELU kind, Softplus, Softsign, Mish and HardSigmoid, each stated to
+"""Smooth activations of the ELU kind, Softplus, Softsign, Mish, GeLU's tanh form and
+HardSigmoid, each stated to
 the one relaxation mechanism (ops/relax.py) by its function, derivative and convexity.
 
 * Elu, Selu, Celu: ``g x`` for x >= 0, ``g a (exp(x / s) - 1)`` below (Elu: g = s = 1;
@@ -24,6 +25,16 @@ the one relaxation mechanism (ops/relax.py) by its function, derivative and conv
   line by at most ``2 e (|f'| + |a|)``, about 2e-15 for the slopes the mechanism uses
   (|a| <= 1.09), which the rounding bound, ``16 u (|f| + |x|)`` >= 3.5e-15 near either
   inflection in float64, already covers.
+* Gelu with ``approximate="tanh"`` (opset 20), ``x/2 (1 + tanh(c (x + k x^3)))``, c =
+  sqrt(2/pi), k = 0.044715: ``f(x) - x/2`` is even, so f'' is even.  Concave below -P,
+  convex on [-P, P], concave above, P = 1.4185040087908283... (the root of f''); one
+  minimum, f(C) = -0.1700407505..., at C = -0.7524614220710163...; f' rises from
+  -0.1289930687 at -P to 1.1289930687 at P.  Beyond |x| = 12 the mpmath grid of the tests
+  cannot resolve f'' (it is below 1e-60), but its sign there is concave's: for x > 0,
+  ``f = x - x s(-h)`` and for x < 0, ``f = x s(h)``, h = 2c(x + k x^3), s the logistic
+  function, and ``x e^(-|h|)`` is convex for x > 0 and concave for x < 0 once |h'| x
+  dominates (|x| > 2).  The constants are mpmath roots rounded to float64 (the tests
+  recompute them), the same argument as Mish's covering their rounding.
 """
 
 from __future__ import annotations
@@ -288,6 +299,40 @@ class Mish(ScalarOp):
 
     def inflections(self, lo: Tensor) -> Tensor:
         return torch.stack([torch.full_like(lo, MISH_P1), torch.full_like(lo, MISH_P2)])
+
+    def convex_before(self, lo: Tensor) -> Tensor:
+        return torch.zeros_like(lo, dtype=torch.bool)
+
+
+GELU_TANH_P = 1.4185040087908283  # the inflections are -P and P (module docstring)
+GELU_TANH_MIN_AT = -0.7524614220710163
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_K = 0.044715
+
+
+class GeluTanh(ScalarOp):
+    """GeLU's tanh approximation, Gelu with ``approximate="tanh"`` (opset 20; chosen by
+    ``Gelu.select``): concave, convex on [-P, P], concave (module docstring).  No
+    derivative op: a Lipschitz job on it is refused by name."""
+
+    onnx_types = ()
+    onnx_attributes = frozenset({"approximate"})
+    exact_derivative_range = True
+    slope_bound = 1.1289931  # f'(P) = 1.12899306865877..., rounded up
+
+    def f(self, x: Tensor) -> Tensor:
+        return 0.5 * x * (1.0 + torch.tanh(_GELU_C * (x + _GELU_K * x * x * x)))
+
+    def df(self, x: Tensor) -> Tensor:
+        t = torch.tanh(_GELU_C * (x + _GELU_K * x * x * x))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * x * x)
+
+    def critical(self, lo: Tensor, hi: Tensor) -> list[Tensor]:
+        return [torch.full_like(lo, GELU_TANH_MIN_AT)]
+
+    def inflections(self, lo: Tensor) -> Tensor:
+        return torch.stack([torch.full_like(lo, -GELU_TANH_P),
+                            torch.full_like(lo, GELU_TANH_P)])
 
     def convex_before(self, lo: Tensor) -> Tensor:
         return torch.zeros_like(lo, dtype=torch.bool)

@@ -517,10 +517,20 @@ class Gelu(ScalarOp):
         return GeluDerivative(shape, self)
 
     @classmethod
+    def select(cls, attrs: dict[str, Any], inputs: list[Input]) -> type[Op]:
+        """The tanh approximation (opset 20's ``approximate="tanh"``) is its own function."""
+        from verifier.ops.activations import GeluTanh
+
+        approx = attrs.get("approximate", "none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        return GeluTanh if approx == "tanh" else cls
+
+    @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
         approx = attrs.get("approximate", "none")
         if (approx.decode() if isinstance(approx, bytes) else approx) != "none":
-            raise OpFormError("only the exact (erf) GeLU is supported")
+            raise OpFormError(f"attribute 'approximate'={approx!r} is not an ONNX value "
+                              "(none or tanh)")
 
     def f(self, x: Tensor) -> Tensor:
         return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
