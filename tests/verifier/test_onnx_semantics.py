@@ -324,7 +324,7 @@ def test_unknown_attribute_is_refused_by_name():
      {"w": np.ones((1, 1, 2), np.float32)}, (1, 1, 3), 13, "output_shape"),
     ([node("Conv", ["X", "w"], name="cv", kernel_shape=[3])],
      {"w": np.ones((1, 1, 2), np.float32)}, (1, 1, 4), 13, "kernel_shape"),
-    ([node("Gelu", ["X"], name="ge", approximate="tanh")], {}, (1, 3), 20, "approximate"),
+    ([node("Gelu", ["X"], name="ge", approximate="cubic")], {}, (1, 3), 20, "approximate"),
     ([node("Split", ["X"], ["Y", "Z"], name="sp", num_outputs=3)], {}, (1, 6), 18,
      "num_outputs"),
     ([node("LayerNormalization", ["X", "s"], ["Y", "mean"], name="ln"),

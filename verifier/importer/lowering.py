@@ -15,6 +15,13 @@
 * ReduceSumSquare, ReduceL1, ReduceL2:  ReduceSum of x^2 or |x| (then Sqrt for L2).
 * Einsum of two operands:  sums, transposes and reshapes around one batched MatMul.
 * GlobalMaxPool:  ReduceMax over the spatial axes.
+* Greater, Less, GreaterOrEqual, LessOrEqual with a variable input:  Heaviside(a - b) (or
+  of b - a), strict for Greater and Less: the sign of a float difference is the sign of
+  the exact one (zero only for equal operands), so the step reads the comparison exactly;
+  Not: 1 - x.
+* Where with a variable condition:  y + c (x - y), c in {0, 1}: a product of the condition
+  with the difference of the two branches (exact where the condition is decided); with
+  two constant branches c x + (1 - c) y, exact for c in {0, 1} (x - y would round).
 * x * x (one variable times itself):  Pow(x, 2), convex and >= 0, where a product of two
   variables would be bounded as if its factors varied apart (an interval around 0 giving
   a negative lower bound).
@@ -47,6 +54,7 @@ from verifier.ops.nonlinear import (
     Square,
 )
 from verifier.ops.shape import Reduce, Reshape, Transpose
+from verifier.ops.step import Heaviside
 
 
 def _node(name: str, op: Op, inputs: list[str], onnx_name: str, op_type: str) -> Node:
@@ -409,3 +417,67 @@ def lower_hardsigmoid(out: str, x: Var, attrs: dict[str, Any], onnx_name: str) -
         _node(shifted, add, [scaled], onnx_name, "HardSigmoid"),
         _node(out, clip, [shifted], onnx_name, "HardSigmoid"),
     ]
+
+
+COMPARISONS = {"Greater": (False, True), "Less": (True, True),  # (operands swapped, strict)
+               "GreaterOrEqual": (False, False), "LessOrEqual": (True, False)}
+
+
+def _shape_of(i: Input) -> tuple[int, ...]:
+    return i.shape if isinstance(i, Var) else tuple(np.asarray(i.value).shape)
+
+
+def _arith(op_type: str, name: str, inputs: list[Input], onnx_name: str,
+           origin: str) -> tuple[Node, Var]:
+    """One Add, Sub or Mul node of these inputs (the class the registry selects for which of
+    them vary) and the variable it makes."""
+    from verifier.ops.base import REGISTRY
+
+    out_shape = tuple(np.broadcast_shapes(*[_shape_of(i) for i in inputs]))
+    attrs = {"_op_type": op_type}
+    cls = REGISTRY[op_type].select(attrs, inputs)
+    cls.check(attrs, inputs)
+    op = cls(attrs, inputs, out_shape)
+    names = [i.name for i in inputs if isinstance(i, Var)]
+    return _node(name, op, names, onnx_name, origin), Var(name, out_shape)
+
+
+def _finite_constants(inputs: list[Input], what: str) -> None:
+    for i in inputs:
+        if isinstance(i, Const) and not np.isfinite(np.asarray(i.value, np.float64)).all():
+            raise OpFormError(f"{what} with a variable input and a non-finite constant is not "
+                              "supported")
+
+
+def lower_compare(out: str, inputs: list[Input], op_type: str, onnx_name: str) -> list[Node]:
+    """A comparison with a variable input: a Heaviside step of the difference (module
+    docstring); Not: 1 - x."""
+    if op_type == "Not":
+        sub, _ = _arith("Sub", out, [Const(np.array(1.0, np.float32)), inputs[0]], onnx_name,
+                        op_type)
+        return [sub]
+    _finite_constants(inputs, op_type)  # inf - inf would be NaN where the operands are equal
+    swapped, strict = COMPARISONS[op_type]
+    a, b = (inputs[1], inputs[0]) if swapped else (inputs[0], inputs[1])
+    sub, diff = _arith("Sub", out + "/difference", [a, b], onnx_name, op_type)
+    step = Heaviside({"_op_type": "Heaviside", "strict": strict}, [diff], diff.shape)
+    return [sub, _node(out, step, [diff.name], onnx_name, op_type)]
+
+
+def lower_where(out: str, inputs: list[Input], onnx_name: str) -> list[Node]:
+    """Where with a variable condition c: y + c (x - y) (module docstring); constant
+    branches must be finite (c times an infinite difference would be NaN where c is 0)."""
+    cond, x, y = inputs
+    assert isinstance(cond, Var)
+    _finite_constants([x, y], "Where")
+    if isinstance(x, Const) and isinstance(y, Const):  # c x + (1 - c) y: x - y would round
+        on, picked_x = _arith("Mul", out + "/picked", [cond, x], onnx_name, "Where")
+        off, other = _arith("Sub", out + "/other", [Const(np.array(1.0, np.float32)), cond],
+                            onnx_name, "Where")
+        mul, picked_y = _arith("Mul", out + "/picked_other", [other, y], onnx_name, "Where")
+        add, _ = _arith("Add", out, [picked_x, picked_y], onnx_name, "Where")
+        return [on, off, mul, add]
+    sub, gap = _arith("Sub", out + "/gap", [x, y], onnx_name, "Where")
+    mul, picked = _arith("Mul", out + "/picked", [cond, gap], onnx_name, "Where")
+    add, _ = _arith("Add", out, [picked, y], onnx_name, "Where")
+    return [sub, mul, add]

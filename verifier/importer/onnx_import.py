@@ -36,11 +36,14 @@ from verifier.precision import unit_roundoff
 
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
-    "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size", "Less",
-    "Greater", "Not", "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax",
+    "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size",
+    "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax",
     # masks built from constants (a causal attention mask: ConstantOfShape, Trilu, Where)
-    "Trilu", "LessOrEqual", "GreaterOrEqual", "Xor", "IsNaN", "IsInf",
+    "Trilu", "Xor", "IsNaN", "IsInf",
 }
+# Ops that make booleans: of a variable, lowered to a Heaviside step (0 or 1); of constants,
+# folded by ONNX's reference evaluator, which keeps their type
+BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not"}
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
 AXIS_OPS = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "Concat", "Gather",
@@ -246,7 +249,7 @@ def _fold_as_ours(node: onnx.NodeProto, consts: dict[str, np.ndarray], opset: in
     A form the engine refuses of any other op is refused (OpFormError)."""
     first = node.input[0] if node.input else ""
     value = consts.get(first)
-    if node.op_type in FOLD_ONLY or node.op_type not in REGISTRY or value is None:
+    if node.op_type in FOLD_ONLY | BOOLEAN or node.op_type not in REGISTRY or value is None:
         return None
     value = np.asarray(value)
     floating = np.issubdtype(value.dtype, np.floating)
@@ -387,6 +390,10 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
         nodes = lowering.lower_global_max_pool(out, inputs[0], node.name)
     elif node.op_type == "Einsum":
         nodes = lowering.lower_einsum(out, inputs, attrs, node.name)
+    elif node.op_type in BOOLEAN:
+        nodes = lowering.lower_compare(out, inputs, node.op_type, node.name)
+    elif node.op_type == "Where" and isinstance(inputs[0], Var):
+        nodes = lowering.lower_where(out, inputs, node.name)
     elif node.op_type in ("ReduceSumSquare", "ReduceL1", "ReduceL2"):
         nodes = lowering.lower_norm_reduce(out, inputs, attrs, node.name, node.op_type)
     elif node.op_type == "InstanceNormalization":

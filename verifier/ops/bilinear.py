@@ -48,8 +48,8 @@ def _unknown_where_nan(lo: Tensor, hi: Tensor) -> Interval:
 
 def interval_matmul(a: Interval, b: Interval) -> Interval:
     """Sound interval bound of the matrix product of two interval matrices."""
-    ac, ar = (a[0] + a[1]) / 2, (a[1] - a[0]) / 2
-    bc, br = (b[0] + b[1]) / 2, (b[1] - b[0]) / 2
+    ac, ar = a[0] / 2 + a[1] / 2, a[1] / 2 - a[0] / 2  # halves first: no overflow
+    bc, br = b[0] / 2 + b[1] / 2, b[1] / 2 - b[0] / 2
     c = ac @ bc
     r = ac.abs() @ br + ar @ bc.abs() + ar @ br
     return _unknown_where_nan(c - r, c + r)

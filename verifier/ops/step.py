@@ -58,11 +58,11 @@ is 0 almost everywhere).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from verifier.ops.base import Interval, Op, Relaxation, Tensor, axis, register, tiny
+from verifier.ops.base import Input, Interval, Op, Relaxation, Tensor, axis, register, tiny
 from verifier.ops.nonlinear import ScalarOp
 from verifier.ops.relax import FixedLines, Lines
 
@@ -292,6 +292,48 @@ class Sign(StepOp):
 
     def nearest_jumps(self, x: Tensor) -> list[Tensor]:
         return [torch.zeros_like(x)]
+
+
+class Heaviside(StepOp):
+    """1 where x > 0 (``strict``) or x >= 0, else 0 (NaN: 0, as a comparison with NaN is
+    false); one jump at 0 from 0 to 1, f(0) = 0 (strict) or 1.  What a comparison of a
+    variable becomes (``lowering.lower_compare``); no ONNX op of its own."""
+
+    onnx_types = ()
+
+    def __init__(self, attrs: dict[str, Any], inputs: list[Input], out_shape: tuple[int, ...]):
+        super().__init__(attrs, inputs, out_shape)
+        self.strict = bool(attrs["strict"])
+
+    def f(self, x: Tensor) -> Tensor:
+        return (x > 0 if self.strict else x >= 0).to(x.dtype)
+
+    def ibp(self, b: Interval) -> Interval:
+        """f at the ends; [0, 1] where an end is NaN (an unknown bound: f(NaN) is 0, which
+        would read as a decided comparison)."""
+        lo, hi = b
+        unknown = torch.isnan(lo) | torch.isnan(hi)
+        return (torch.where(unknown, 0.0, self.f(lo)).to(lo.dtype),
+                torch.where(unknown, 1.0, self.f(hi)).to(hi.dtype))
+
+    def jumps(self, lo: Tensor, hi: Tensor, open_left: bool) -> Jumps:
+        zero = torch.zeros_like(lo)
+        inside = (lo < 0) & (hi >= 0) if open_left else (lo <= 0) & (hi > 0)
+        return zero, zero, inside
+
+    def limits(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        return p, p + 1
+
+    def nearest_jumps(self, x: Tensor) -> list[Tensor]:
+        return [torch.zeros_like(x)]
+
+
+@register
+class Compare(Op):
+    """Registered for import; a comparison with a variable input is always lowered to a
+    difference and a Heaviside step (verifier/importer/lowering.py), Not to 1 - x."""
+
+    onnx_types = ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not")
 
 
 @register
