@@ -29,8 +29,9 @@ the one relaxation mechanism (ops/relax.py) by its function, derivative and conv
   sqrt(2/pi), k = 0.044715: ``f(x) - x/2`` is even, so f'' is even.  Concave below -P,
   convex on [-P, P], concave above, P = 1.4185040087908283... (the root of f''); one
   minimum, f(C) = -0.1700407505..., at C = -0.7524614220710163...; f' rises from
-  -0.1289930687 at -P to 1.1289930687 at P.  Beyond |x| = 12 the mpmath grid of the tests
-  cannot resolve f'' (it is below 1e-60), but its sign there is concave's: for x > 0,
+  -0.1289930687 at -P to 1.1289930687 at P.  The tests check f'' on a grid of [-10, 10];
+  beyond about |x| = 12 a 50-digit grid cannot resolve f'' (it is below 1e-60), and its
+  sign there is concave's: for x > 0,
   ``f = x - x s(-h)`` and for x < 0, ``f = x s(h)``, h = 2c(x + k x^3), s the logistic
   function, and ``x e^(-|h|)`` is convex for x > 0 and concave for x < 0 once |h'| x
   dominates (|x| > 2).  The constants are mpmath roots rounded to float64 (the tests
