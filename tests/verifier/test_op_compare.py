@@ -2,12 +2,13 @@
 ``lower_compare`` and ``lower_where``; the step in verifier/ops/step.py ``Heaviside``).
 
 - onnxruntime: Greater, Less, GreaterOrEqual and LessOrEqual of a variable with a
-  constant (either side) and of two variables, Not, and Where with a variable condition
-  and variable or constant branches (broadcast), at opsets 9 (11) to 20, on points that hit
-  the constants exactly (ties decide strictness) and random ones: our forward agrees.
+  constant (either side) and of two variables, Not, And, Or and Xor, and Where with a
+  variable condition and variable or constant branches (broadcast), at opsets 9 (11) to
+  20, on points that hit the constants exactly (ties decide strictness) and random ones:
+  our forward agrees.
 - The engine's IBP, CROWN and alpha-CROWN bounds contain onnxruntime's outputs on random
-  boxes for a leaky ReLU written ``Where(h > 0, h, 0.1 h)`` and a net that masks with a
-  comparison of two variables.
+  boxes for a leaky ReLU written ``Where(h > 0, h, 0.1 h)``, a net that masks with a
+  comparison of two variables and one with a band (And) and an Or.
 - ``verify``: a property true with a margin is verified and one violated near a corner is
   falsified with a counterexample onnxruntime confirms.
 - Refused by name: a comparison or Where with a non-finite constant.
@@ -85,6 +86,30 @@ def test_comparisons_agree_with_onnxruntime(op: str):
             _agree(data, xs, (op, opset, form))
 
 
+@pytest.mark.parametrize("op", ["And", "Or", "Xor"])
+def test_logic_of_comparisons_agrees_with_onnxruntime(op: str):
+    """Two comparisons of the input (a band, ties included) combined, then with a constant
+    mask, negated, cast and used as a condition."""
+    rng = np.random.default_rng(1)
+    lo_c = np.array([0.0, -1.0, 0.5, 1.25, -0.75, 2.0], F32)
+    hi_c = lo_c + np.array([0.5, 1.0, 0.0, 0.25, 2.0, -1.0], F32)
+    for opset in (9, 13, 20):
+        nodes = [helper.make_node("Greater" if opset < 12 else "GreaterOrEqual", ["X", "lo"],
+                                  ["a"]),
+                 helper.make_node("Less", ["X", "hi"], ["b"]),
+                 helper.make_node(op, ["a", "b"], ["ab"]),
+                 helper.make_node(op, ["mask", "ab"], ["abm"]),
+                 helper.make_node("Not", ["abm"], ["n"]),
+                 helper.make_node("Cast", ["ab"], ["f"], to=TensorProto.FLOAT),
+                 helper.make_node("Where", ["n", "X", "s"], ["w"]),
+                 helper.make_node("Add", ["f", "w"], ["Y"])]
+        inits = {"lo": lo_c, "hi": hi_c, "s": np.array([-3.0], F32),
+                 "mask": np.array([True, False, True, True, False, True])}
+        data = _model(nodes, inits, opset)
+        xs = np.concatenate([_points(rng, lo_c), _points(rng, hi_c)])
+        _agree(data, xs, (op, opset))
+
+
 @pytest.mark.parametrize("opset", [11, 16, 20])
 def test_where_with_a_variable_condition_agrees_with_onnxruntime(opset: int):
     """Branches variable/variable, variable/constant, constant/variable and constant/
@@ -123,6 +148,28 @@ def _leaky_where(seed: int) -> bytes:
     return net_model(nodes, inits, 13)
 
 
+def _band(seed: int) -> bytes:
+    """Where a hidden unit lies in a band (two comparisons, And), a ReLU of it, else a
+    constant; Or of the band with a comparison of two units adds an offset."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Gemm", ["X", "W0"], ["h"], transB=1),
+             helper.make_node("Gemm", ["X", "W2"], ["g"], transB=1),
+             helper.make_node("Greater", ["h", "lo"], ["a"]),
+             helper.make_node("LessOrEqual", ["h", "hi"], ["b"]),
+             helper.make_node("And", ["a", "b"], ["band"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Where", ["band", "r", "k"], ["w"]),
+             helper.make_node("Less", ["g", "h"], ["c"]),
+             helper.make_node("Or", ["band", "c"], ["o"]),
+             helper.make_node("Cast", ["o"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["w", "f"], ["s"]),
+             helper.make_node("Gemm", ["s", "W1"], ["Y"], transB=1)]
+    inits = {"W0": rng.normal(size=(6, 4)), "W2": rng.normal(size=(6, 4)),
+             "lo": np.array(-0.5), "hi": np.array(1.0), "k": np.array(0.25),
+             "W1": rng.normal(size=(2, 6))}
+    return net_model(nodes, inits, 13)
+
+
 def _masked(seed: int) -> bytes:
     """Two hidden vectors; where the first exceeds the second, the first, else a constant;
     the mask's negation adds a constant offset."""
@@ -140,16 +187,17 @@ def _masked(seed: int) -> bytes:
     return net_model(nodes, inits, 13)
 
 
-@pytest.mark.parametrize("make", [_leaky_where, _masked], ids=["leaky", "masked"])
+@pytest.mark.parametrize("make", [_leaky_where, _masked, _band],
+                         ids=["leaky", "masked", "band"])
 def test_engine_bounds_contain_the_outputs(make):
     assert_net_bounds_contain(make(3), seed=4, tag=make.__name__)
 
 
-@pytest.mark.parametrize("make,margin", [(_leaky_where, 0.05), (_masked, 0.3)],
-                         ids=["leaky", "masked"])
+@pytest.mark.parametrize("make,margin", [(_leaky_where, 0.05), (_masked, 0.3), (_band, 0.3)],
+                         ids=["leaky", "masked", "band"])
 def test_true_property_is_verified_and_violated_one_falsified(make, margin: float):
-    """The masked net jumps across six hyperplanes: boxes that straddle one keep both
-    branches, so its bound nears the sampled maximum slowly (a wider margin)."""
+    """The masked and band nets jump across hyperplanes: boxes that straddle one keep both
+    branches, so their bounds near the sampled maximum slowly (a wider margin)."""
     data = make(5)
     verify_both_ways(data, lambda xs: run_ort(data, xs[:, None])[:, 0], n=4, n_out=2,
                      margin=margin, tag=make.__name__)
@@ -232,4 +280,22 @@ def _gen(op: str):
     return gen
 
 
-FUZZ = {op: _gen(op) for op in [*COMPARES, "Not"]}
+def _gen_logic(op: str):
+    """Two comparisons of X with constants combined by ``op`` (one side perhaps a constant
+    mask), cast to float."""
+
+    def gen(draw) -> tuple[G, str]:
+        g = G(shape_of(draw), draw(st.integers(9, 21)))
+        (a,) = g.node("Greater", ["X", g.const(array(draw, g.shape[-1:]))])
+        if draw(st.booleans()):
+            (b,) = g.node("Less", ["X", g.const(array(draw, (1,)))])
+        else:
+            b = g.const(np.asarray(array(draw, g.shape[-1:]) > 0))
+        ins = [a, b] if draw(st.booleans()) else [b, a]
+        return g, g.node("Cast", [g.node(op, ins)[0]], to=TensorProto.FLOAT)[0]
+
+    return gen
+
+
+FUZZ = {**{op: _gen(op) for op in [*COMPARES, "Not"]},
+        **{op: _gen_logic(op) for op in ("And", "Or", "Xor")}}

@@ -18,7 +18,7 @@
 * Greater, Less, GreaterOrEqual, LessOrEqual with a variable input:  Heaviside(a - b) (or
   of b - a), strict for Greater and Less: the sign of a float difference is the sign of
   the exact one (zero only for equal operands), so the step reads the comparison exactly;
-  Not: 1 - x.
+  Not: 1 - x; And, Or, Xor of a variable: a b, a + b - a b, a + b - 2 a b.
 * Where with a variable condition:  y + c (x - y), c in {0, 1}: a product of the condition
   with the difference of the two branches (exact where the condition is decided); with
   two constant branches c x + (1 - c) y, exact for c in {0, 1} (x - y would round).
@@ -456,12 +456,30 @@ def lower_compare(out: str, inputs: list[Input], op_type: str, onnx_name: str) -
         sub, _ = _arith("Sub", out, [Const(np.array(1.0, np.float32)), inputs[0]], onnx_name,
                         op_type)
         return [sub]
+    if op_type in ("And", "Or", "Xor"):
+        return _logic(out, inputs, op_type, onnx_name)
     _finite_constants(inputs, op_type)  # inf - inf would be NaN where the operands are equal
     swapped, strict = COMPARISONS[op_type]
     a, b = (inputs[1], inputs[0]) if swapped else (inputs[0], inputs[1])
     sub, diff = _arith("Sub", out + "/difference", [a, b], onnx_name, op_type)
     step = Heaviside({"_op_type": "Heaviside", "strict": strict}, [diff], diff.shape)
     return [sub, _node(out, step, [diff.name], onnx_name, op_type)]
+
+
+def _logic(out: str, inputs: list[Input], op_type: str, onnx_name: str) -> list[Node]:
+    """And, Or, Xor of 0/1 values a, b (one at least variable): a b, a + b - a b and
+    a + b - 2 a b, each exact on {0, 1}."""
+    a, b = (Const(np.asarray(i.value, np.float32)) if isinstance(i, Const) else i
+            for i in inputs)
+    if op_type == "And":
+        return [_arith("Mul", out, [a, b], onnx_name, op_type)[0]]
+    both, ab = _arith("Mul", out + "/both", [a, b], onnx_name, op_type)
+    total, s = _arith("Add", out + "/sum", [a, b], onnx_name, op_type)
+    if op_type == "Xor":
+        twice, ab = _arith("Mul", out + "/twice", [ab, Const(np.array(2.0, np.float32))],
+                           onnx_name, op_type)
+        return [both, total, twice, _arith("Sub", out, [s, ab], onnx_name, op_type)[0]]
+    return [both, total, _arith("Sub", out, [s, ab], onnx_name, op_type)[0]]
 
 
 def lower_where(out: str, inputs: list[Input], onnx_name: str) -> list[Node]:

@@ -37,13 +37,13 @@ from verifier.precision import unit_roundoff
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
     "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size",
-    "And", "Or", "Mod", "ReduceProd", "NonZero", "ArgMax",
+    "Mod", "ReduceProd", "NonZero", "ArgMax",
     # masks built from constants (a causal attention mask: ConstantOfShape, Trilu, Where)
-    "Trilu", "Xor", "IsNaN", "IsInf",
+    "Trilu", "IsNaN", "IsInf",
 }
 # Ops that make booleans: of a variable, lowered to a Heaviside step (0 or 1); of constants,
 # folded by ONNX's reference evaluator, which keeps their type
-BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not"}
+BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor"}
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
 AXIS_OPS = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "Concat", "Gather",

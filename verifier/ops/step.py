@@ -331,9 +331,10 @@ class Heaviside(StepOp):
 @register
 class Compare(Op):
     """Registered for import; a comparison with a variable input is always lowered to a
-    difference and a Heaviside step (verifier/importer/lowering.py), Not to 1 - x."""
+    difference and a Heaviside step (verifier/importer/lowering.py), Not to 1 - x, And, Or
+    and Xor to products and sums of their 0/1 inputs."""
 
-    onnx_types = ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not")
+    onnx_types = ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor")
 
 
 @register
