@@ -164,6 +164,25 @@ def test_a_threshold_at_onnxruntimes_own_value_is_never_proved(op: str, attrs: d
             assert result.verdict == "falsified", (op, attrs, float(x), relation, result.message)
 
 
+def _roots_and_flips(f, stated: list[tuple[float, int, float]], reach: float):
+    """Each (value, order, guess): the value is the float64 nearest the root of f's
+    order-th derivative near guess (mpmath, at the caller's precision), and that derivative
+    changes sign across the root.  Returns where f'' changes sign on a grid of step 1/50
+    over [-reach, reach], and its signs at the grid's two ends."""
+    import mpmath as mp
+
+    for value, order, guess in stated:
+        root = mp.findroot(lambda x, k=order: mp.diff(f, x, k), guess)
+        assert value == float(root), (value, root)
+        step = mp.mpf(2) ** -45
+        assert mp.diff(f, root - step, order) * mp.diff(f, root + step, order) < 0
+    n = int(100 * reach)
+    grid = [mp.mpf(i) / 50 - reach for i in range(n + 1)]
+    signs = [mp.sign(mp.diff(f, x, 2)) for x in grid]
+    flips = [float(grid[i]) for i in range(n) if signs[i] != signs[i + 1]]
+    return flips, (signs[0], signs[-1])
+
+
 def test_mish_constants_are_the_roots():
     import mpmath as mp
 
@@ -174,17 +193,11 @@ def test_mish_constants_are_the_roots():
     def f(x):
         return x * mp.tanh(mp.log1p(mp.exp(x)))
 
-    for stated, order, guess in ((MISH_P1, 2, -2.2), (MISH_P2, 2, 1.5), (MISH_MIN_AT, 1, -1.2)):
-        root = mp.findroot(lambda x, k=order: mp.diff(f, x, k), guess)
-        assert stated == float(root), (stated, root)
-        step = mp.mpf(2) ** -45
-        assert mp.diff(f, root - step, order) * mp.diff(f, root + step, order) < 0
     # the only flips of f'' on a fine grid of [-40, 40] (beyond: one sign, asymptotically)
-    grid = [mp.mpf(k) / 50 - 40 for k in range(4001)]
-    signs = [mp.sign(mp.diff(f, x, 2)) for x in grid]
-    flips = [float(grid[k]) for k in range(4000) if signs[k] != signs[k + 1]]
+    flips, ends = _roots_and_flips(f, [(MISH_P1, 2, -2.2), (MISH_P2, 2, 1.5),
+                                       (MISH_MIN_AT, 1, -1.2)], 40)
     assert len(flips) == 2 and abs(flips[0] - MISH_P1) < 0.02 and abs(flips[1] - MISH_P2) < 0.02
-    assert signs[0] < 0 and signs[-1] < 0
+    assert ends[0] < 0 and ends[1] < 0
     top = mp.diff(f, mp.findroot(lambda x: mp.diff(f, x, 2), 1.5), 1)
     assert top < Mish.slope_bound < top + 1e-4
 
@@ -203,17 +216,10 @@ def test_gelu_tanh_constants_are_the_roots():
     def f(x):
         return x / 2 * (1 + mp.tanh(c * (x + k * x**3)))
 
-    for stated, order, guess in ((GELU_TANH_P, 2, 1.4), (-GELU_TANH_P, 2, -1.4),
-                                 (GELU_TANH_MIN_AT, 1, -0.75)):
-        root = mp.findroot(lambda x, k=order: mp.diff(f, x, k), guess)
-        assert stated == float(root), (stated, root)
-        step = mp.mpf(2) ** -45
-        assert mp.diff(f, root - step, order) * mp.diff(f, root + step, order) < 0
-    grid = [mp.mpf(i) / 50 - 10 for i in range(1001)]
-    signs = [mp.sign(mp.diff(f, x, 2)) for x in grid]
-    flips = [float(grid[i]) for i in range(1000) if signs[i] != signs[i + 1]]
+    flips, ends = _roots_and_flips(f, [(GELU_TANH_P, 2, 1.4), (-GELU_TANH_P, 2, -1.4),
+                                       (GELU_TANH_MIN_AT, 1, -0.75)], 10)
     assert len(flips) == 2 and all(abs(abs(v) - GELU_TANH_P) < 0.02 for v in flips)
-    assert signs[0] < 0 and signs[-1] < 0
+    assert ends[0] < 0 and ends[1] < 0
     top = mp.diff(f, mp.mpf(GELU_TANH_P), 1)
     assert top < GeluTanh.slope_bound < top + 1e-6
 
