@@ -1,4 +1,4 @@
-"""Einsum of two operands, with or without an ellipsis (lowered in
+"""Einsum of two or more operands, with or without an ellipsis (lowered in
 verifier/importer/lowering.py to sums, transposes, reshapes and one batched matrix product).
 
 - onnxruntime: attention forms ('bhqd,bhkd->bhqk', 'bqk,bkd->bqd'), plain and transposed
@@ -90,6 +90,42 @@ def test_agrees_with_onnxruntime(opset: int):
                                    rtol=1e-5, atol=1e-5, err_msg=str((eq, a, b)))
 
 
+# three or four operands: (equation, shape of X, the others' shapes, which are constant)
+MANY = [
+    ("bi,ij,bj->b", (2, 3), [(3, 4), (2, 4)], [True, False]),  # a bilinear form
+    ("ij,jk,kl->il", (2, 3), [(3, 4), (4, 2)], [True, True]),
+    ("ij,jk,kl->il", (2, 3), [(3, 4), (4, 2)], [False, True]),
+    ("i,i,i->", (4,), [(4,), (4,)], [False, True]),
+    ("abc,cd,da", (2, 3, 4), [(4, 5), (5, 2)], [True, False]),  # implicit output: 'b'
+    ("ij,jk,kl,lm->im", (2, 3), [(3, 2), (2, 3), (3, 2)], [True, False, True]),
+    ("...i,ij,...j->...", (2, 3), [(3, 3), (2, 3)], [True, False]),
+]
+
+
+@pytest.mark.parametrize("opset", [12, 18])
+def test_more_operands_agree_with_onnxruntime(opset: int):
+    """X first, the others constant or made from X; X last as well."""
+    rng = np.random.default_rng(opset)
+    for eq, xs, others, consts in MANY:
+        for x_last in (False, True):
+            g = G(xs, opset)
+            ins = [g.const(rng.normal(size=s).astype(F32)) if c else _from_x(g, xs, s, rng)
+                   for s, c in zip(others, consts, strict=True)]
+            terms, _, rhs = eq.partition("->")
+            parts = terms.split(",")
+            if x_last:  # the same contraction, X written last
+                ins, parts = ins + ["X"], parts[1:] + parts[:1]
+            else:
+                ins = ["X", *ins]
+            data = g.model(g.node("Einsum", ins, equation=",".join(parts) + (
+                "->" + rhs if "->" in eq else ""))[0])
+            points = rng.normal(size=(3, *xs)).astype(F32)
+            ours = load_model(data).graph.forward(torch.tensor(points.reshape(3, -1),
+                                                               dtype=torch.float64)).numpy()
+            np.testing.assert_allclose(ours.reshape(3, -1), run_ort(data, points).reshape(3, -1),
+                                       rtol=1e-5, atol=1e-5, err_msg=str((eq, x_last)))
+
+
 @pytest.mark.parametrize("eq,ys,message", [
     ("ii,ij->j", (3, 4), "repeats an index"),
     ("...ij,...jk->...ik", (1, 3, 4), "broadcasting in '...'"),  # (3,) against (1,)
@@ -127,6 +163,18 @@ def _net(seed: int) -> bytes:
 def test_engine_bounds_contain_the_outputs():
     data = _net(seed=1)
     assert_net_bounds_contain(data, seed=2, widths=(1e-4, 0.01, 0.1, 0.3, 1.0))
+
+
+def test_engine_bounds_contain_the_outputs_of_four_operands():
+    """sum_ij h_i W_ij h_j V_jk: a quadratic form of a hidden vector, in one Einsum."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Gemm", ["X", "W0"], ["h"], transB=1),
+             helper.make_node("Einsum", ["h", "W", "h", "V"], ["Y"],
+                              equation="bi,ij,bj,jk->bk")]
+    inits = {"W0": rng.normal(size=(6, 4)) / 2, "W": rng.normal(size=(6, 6)) / 3,
+             "V": rng.normal(size=(6, 2))}
+    assert_net_bounds_contain(net_model(nodes, inits, 13), seed=8,
+                              widths=(1e-4, 0.01, 0.1, 0.3, 1.0))
 
 
 def gen_einsum(draw) -> tuple[G, str]:

@@ -13,7 +13,7 @@
 * HardSigmoid:  Clip(alpha x + beta, 0, 1).
 * DepthToSpace, SpaceToDepth:  Reshape to six axes, Transpose, Reshape.
 * ReduceSumSquare, ReduceL1, ReduceL2:  ReduceSum of x^2 or |x| (then Sqrt for L2).
-* Einsum of two operands:  sums, transposes and reshapes around one batched MatMul.
+* Einsum:  sums, transposes and reshapes around one batched MatMul per pair of operands.
 * GlobalMaxPool:  ReduceMax over the spatial axes.
 * Greater, Less, GreaterOrEqual, LessOrEqual with a variable input:  Heaviside(a - b) (or
   of b - a), strict for Greater and Less: the sign of a float difference is the sign of
@@ -291,8 +291,9 @@ def _expand_ellipsis(eq: str, terms: list[str], rhs: str | None,
 
 def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
                  onnx_name: str) -> list[Node]:
-    """Einsum of two operands, each index at most once per operand, '...' written out (the
-    attention forms 'bhqd,bhkd->bhqk', 'bqk,bkd->bqd', 'ij,jk->ik', ...): indices summed
+    """Einsum, each index at most once per operand, '...' written out; more than two
+    operands are contracted pairwise from the left.  Of two (the attention forms
+    'bhqd,bhkd->bhqk', 'bqk,bkd->bqd', 'ij,jk->ik', ...): indices summed
     in one operand only are reduced first; the rest is a batched matrix product, with
     each operand transposed to (batch, free, contracted) order and reshaped to three
     axes, then the product reshaped and transposed to the output's order.  A constant
@@ -300,15 +301,15 @@ def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
     eq = str(attrs["equation"]).replace(" ", "")
     lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
-    if len(terms) != 2 or len(inputs) != 2:
-        raise OpFormError(f"equation {eq!r}: only two operands are supported")
+    if len(terms) != len(inputs) or len(terms) < 2:
+        raise OpFormError(f"equation {eq!r}: {len(terms)} operand(s) for {len(inputs)} "
+                          "input(s); two or more expected")
     shapes = [i.shape if isinstance(i, Var) else tuple(i.value.shape) for i in inputs]
     if "." in eq:
         terms, rhs = _expand_ellipsis(eq, terms, rhs if arrow else None, shapes)
         arrow = "->"
     if not arrow:  # implicit output: the indices seen once, in alphabetical order
         rhs = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
-    a, b = terms
     for term, shape in zip(terms, shapes, strict=True):
         if len(set(term)) != len(term) or len(term) != len(shape):
             raise OpFormError(f"equation {eq!r}: operand '{term}' repeats an index or does "
@@ -320,6 +321,34 @@ def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
                 raise OpFormError(f"equation {eq!r}: index '{c}' has sizes {size[c]} and {n}")
     if len(set(rhs)) != len(rhs) or any(c not in size for c in rhs):
         raise OpFormError(f"equation {eq!r}: the output indices are not those of the operands")
+    if len(terms) == 2:
+        return _einsum_pair(out, inputs, terms, rhs, size, onnx_name)
+    # more operands: contract them pairwise from the left, keeping the indices that a later
+    # operand or the output still reads (a sum over the others distributes over the rest)
+    nodes: list[Node] = []
+    current, term = inputs[0], terms[0]
+    for k in range(1, len(terms)):
+        later = "".join(terms[k + 1:]) + rhs
+        keep = rhs if k == len(terms) - 1 else \
+            "".join(dict.fromkeys(c for c in term + terms[k] if c in later))
+        name = out if k == len(terms) - 1 else f"{out}/pair{k}"
+        other = inputs[k]
+        if isinstance(current, Const) and isinstance(other, Const):
+            current = Const(np.einsum(f"{term},{terms[k]}->{keep}",
+                                      np.asarray(current.value, np.float64),
+                                      np.asarray(other.value, np.float64)))
+        else:
+            nodes += _einsum_pair(name, [current, other], [term, terms[k]], keep, size,
+                                  onnx_name)
+            current = Var(name, tuple(size[c] for c in keep))
+        term = keep
+    return nodes
+
+
+def _einsum_pair(out: str, inputs: list[Input], terms: list[str], rhs: str,
+                 size: dict[str, int], onnx_name: str) -> list[Node]:
+    """Einsum of two operands (indices checked): the rest of ``lower_einsum``."""
+    a, b = terms
     batch = [c for c in rhs if c in a and c in b]
     left = [c for c in rhs if c in a and c not in b]
     right = [c for c in rhs if c in b and c not in a]
