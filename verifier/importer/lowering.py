@@ -323,8 +323,13 @@ def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
         raise OpFormError(f"equation {eq!r}: the output indices are not those of the operands")
     if len(terms) == 2:
         return _einsum_pair(out, inputs, terms, rhs, size, onnx_name)
-    # more operands: contract them pairwise from the left, keeping the indices that a later
-    # operand or the output still reads (a sum over the others distributes over the rest)
+    # more operands: contract them pairwise from the left, as onnxruntime's kernel does (so
+    # each pair's rounding is the one charged), keeping the indices that a later operand or
+    # the output still reads (a sum over the others distributes over the rest)
+    if isinstance(inputs[0], Const) and isinstance(inputs[1], Const):
+        raise OpFormError(f"equation {eq!r}: the first two operands are both constant (their "
+                          "product would round outside any node); write an input-dependent "
+                          "operand among the first two")
     nodes: list[Node] = []
     current, term = inputs[0], terms[0]
     for k in range(1, len(terms)):
@@ -332,16 +337,9 @@ def lower_einsum(out: str, inputs: list[Input], attrs: dict[str, Any],
         keep = rhs if k == len(terms) - 1 else \
             "".join(dict.fromkeys(c for c in term + terms[k] if c in later))
         name = out if k == len(terms) - 1 else f"{out}/pair{k}"
-        other = inputs[k]
-        if isinstance(current, Const) and isinstance(other, Const):
-            current = Const(np.einsum(f"{term},{terms[k]}->{keep}",
-                                      np.asarray(current.value, np.float64),
-                                      np.asarray(other.value, np.float64)))
-        else:
-            nodes += _einsum_pair(name, [current, other], [term, terms[k]], keep, size,
-                                  onnx_name)
-            current = Var(name, tuple(size[c] for c in keep))
-        term = keep
+        nodes += _einsum_pair(name, [current, inputs[k]], [term, terms[k]], keep, size,
+                              onnx_name)
+        current, term = Var(name, tuple(size[c] for c in keep)), keep
     return nodes
 
 
