@@ -161,6 +161,37 @@ def test_max_pool_ceil_mode_windows_are_onnxruntimes(opset):
     assert cases > 80
 
 
+def test_conv_transpose_output_shape_and_same_padding_are_onnxruntimes():
+    """ConvTranspose's output_shape and auto_pad SAME_*: the total padding
+    split as onnxruntime splits it, an output larger than the input and stride give taken
+    as output_padding (below the stride): a grid of sizes, kernels, strides, dilations and
+    output sizes, 1-d and 2-d, against onnxruntime; larger outputs are refused by name."""
+    rng = np.random.default_rng(0)
+    cases = 0
+    for n_in, k, s, d, extra, auto in itertools.product(
+            (3, 4), (2, 3), (1, 2, 3), (1, 2), (-2, -1, 0, 1, 2),
+            ("NOTSET", "SAME_UPPER", "SAME_LOWER")):
+        if d > 1 and auto != "NOTSET":
+            continue  # refused: test_dilated_same_padding_is_refused
+        out = s * (n_in - 1) + (k - 1) * d + 1 + extra
+        w = {"w": rng.standard_normal((2, 3, k, k)).astype(np.float32)}
+        attrs = {"strides": [s, 1], "dilations": [d, 1], "output_shape": [out, n_in + k - 1]}
+        if auto != "NOTSET":
+            attrs["auto_pad"] = auto
+        data = model([node("ConvTranspose", ["X", "w"], **attrs)], (1, 2, n_in, n_in), w)
+        if extra >= s:
+            refused(data, "ConvTranspose", "output_shape")
+            continue
+        agree(data, (1, 2, n_in, n_in))
+        cases += 1
+    for auto, k, s in itertools.product(("SAME_UPPER", "SAME_LOWER"), (1, 2, 3, 4), (1, 2, 3)):
+        # no output_shape: the input's size times s, where the kernel reaches that far
+        attrs = {"strides": [s], "auto_pad": auto, "kernel_shape": [k]}
+        w1 = {"w": rng.standard_normal((2, 1, k)).astype(np.float32)}
+        agree(model([node("ConvTranspose", ["X", "w"], **attrs)], (1, 2, 5), w1), (1, 2, 5))
+    assert cases > 60
+
+
 def test_dilated_same_padding_is_refused():
     """onnxruntime and the ONNX spec disagree on it (pooling) or onnxruntime refuses (Conv)."""
     data = model([node("MaxPool", ["X"], name="mp", kernel_shape=[3], dilations=[2],
@@ -320,8 +351,9 @@ def test_unknown_attribute_is_refused_by_name():
      {"s": np.ones((3, 2), np.float32), "b": np.zeros((3, 2), np.float32),
       "m": np.zeros((3, 2), np.float32), "v": np.ones((3, 2), np.float32)}, (1, 3, 2), 8,
      "spatial"),
-    ([node("ConvTranspose", ["X", "w"], name="ct", output_shape=[4])],
-     {"w": np.ones((1, 1, 2), np.float32)}, (1, 1, 3), 13, "output_shape"),
+    ([node("ConvTranspose", ["X", "w"], name="ct", output_shape=[5], output_padding=[1],
+           strides=[2])],
+     {"w": np.ones((1, 1, 2), np.float32)}, (1, 1, 3), 13, "output_padding"),
     ([node("Conv", ["X", "w"], name="cv", kernel_shape=[3])],
      {"w": np.ones((1, 1, 2), np.float32)}, (1, 1, 4), 13, "kernel_shape"),
     ([node("Gelu", ["X"], name="ge", approximate="cubic")], {}, (1, 3), 20, "approximate"),

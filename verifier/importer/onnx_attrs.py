@@ -30,7 +30,7 @@ IMPLEMENTED: dict[str, frozenset[str]] = {
     "Concat": frozenset({"axis"}),
     "Conv": frozenset({"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}),
     "ConvTranspose": frozenset({"auto_pad", "dilations", "group", "kernel_shape", "pads",
-                                "strides", "output_padding"}),
+                                "strides", "output_padding", "output_shape"}),
     "Flatten": frozenset({"axis"}),
     "Gather": frozenset({"axis"}),
     "Gelu": frozenset({"approximate"}),

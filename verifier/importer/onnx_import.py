@@ -491,6 +491,50 @@ def _conv_attrs(attrs: dict[str, Any], inputs: list[Input]) -> None:
                           f"from the weights' spatial shape {spatial}")
     if attrs.get("auto_pad") == "VALID":
         attrs["pads"] = [0] * (2 * len(spatial))
+    auto = str(attrs.get("auto_pad", "NOTSET"))
+    if attrs["_op_type"] == "ConvTranspose" and isinstance(inputs[0], Var) and (
+            "output_shape" in attrs or auto.startswith("SAME")):
+        _transpose_output_shape(attrs, inputs[0].shape[2:], spatial)
+
+
+def _transpose_output_shape(attrs: dict[str, Any], size: tuple[int, ...],
+                            kernel: list[int]) -> None:
+    """ConvTranspose's ``output_shape`` (or SAME_*'s, the input's size times the stride) as
+    explicit pads and output_padding, as onnxruntime reads it: the total padding
+    ``stride (in - 1) + extent - out`` split in two (the odd one at the end, at the start
+    for SAME_LOWER), or, where the output is larger than that, the excess as output_padding,
+    which must stay below the stride (onnxruntime rejects the model otherwise); SAME_*
+    without output_shape adds none (no padding: the output is then stride (in - 1) +
+    extent, short of in * stride)."""
+    n = len(kernel)
+    strides = [int(v) for v in attrs.get("strides", [1] * n)]
+    dil = [int(v) for v in attrs.get("dilations", [1] * n)]
+    auto = str(attrs.get("auto_pad", "NOTSET"))
+    if any(int(v) for v in attrs.get("output_padding", [])):
+        raise OpFormError(f"attribute 'output_padding'={list(attrs['output_padding'])} "
+                          "together with 'output_shape' or auto_pad SAME_* is not supported")
+    if "output_shape" in attrs:
+        out = [int(v) for v in attrs["output_shape"]]
+        if len(out) != n:  # onnxruntime's shape inference rejects other lengths
+            raise OpFormError(f"attribute 'output_shape'={out}: {n} spatial sizes expected")
+    else:
+        out = [size[i] * strides[i] for i in range(n)]
+    pads, extra = [0] * (2 * n), [0] * n
+    for i in range(n):
+        total = strides[i] * (size[i] - 1) + (kernel[i] - 1) * dil[i] + 1 - out[i]
+        if total < 0 and "output_shape" not in attrs:
+            continue  # SAME_* alone: onnxruntime pads by max(0, total), adds nothing
+        if total < 0:
+            extra[i] = -total
+            if extra[i] >= strides[i]:
+                raise OpFormError(f"attribute 'output_shape'={out}: axis {i} is {extra[i]} "
+                                  f"larger than the input and stride give, not below the "
+                                  f"stride {strides[i]} (onnxruntime rejects it)")
+            continue
+        small, large = total // 2, total - total // 2
+        pads[i], pads[i + n] = (small, large) if auto == "SAME_UPPER" else (large, small)
+    attrs.pop("output_shape", None)
+    attrs.update(pads=pads, output_padding=extra, auto_pad="NOTSET")
 
 
 def _pool_attrs(op_type: str, attrs: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:

@@ -383,8 +383,8 @@ class ConvTranspose(AffineOp):
         if (auto.decode() if isinstance(auto, bytes) else auto) not in ("NOTSET", "", "VALID"):
             raise OpFormError(f"attribute 'auto_pad'={auto!r} is not supported for "
                               "ConvTranspose")
-        if "output_shape" in attrs:
-            raise OpFormError("the output_shape attribute is not supported; give pads")
+        if "output_shape" in attrs:  # the importer turns it into pads
+            raise OpFormError("internal: output_shape left for the op")
 
     def _conv(self, x: Tensor, w: Tensor) -> Tensor:
         n = w.dim() - 2
