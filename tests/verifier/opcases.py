@@ -197,6 +197,23 @@ def assert_bounds_contain(graph: Graph, run: Callable[[np.ndarray], np.ndarray],
             assert (rows >= lb[b].numpy()).all(), (tag, method, b)
 
 
+def reduce_form(opset: int, axes: list[int] | None, keepdims: int | None,
+                noop: int | None = None) -> tuple[dict, list[onnx.TensorProto]]:
+    """A Reduce* node's attributes and its extra initializers at ``opset``: ``axes`` an
+    attribute below opset 18, else the second input (an initializer named "axes")."""
+    attrs: dict = {}
+    inits: list[onnx.TensorProto] = []
+    if keepdims is not None:
+        attrs["keepdims"] = keepdims
+    if noop is not None:
+        attrs["noop_with_empty_axes"] = noop
+    if axes is not None and opset < 18:
+        attrs["axes"] = axes
+    elif axes is not None:
+        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+    return attrs, inits
+
+
 def run_ort(data: bytes, xs: np.ndarray) -> np.ndarray:
     """onnxruntime's first output at each point of ``xs`` (each shaped as the model's one
     input), stacked."""

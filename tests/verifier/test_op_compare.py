@@ -203,6 +203,28 @@ def test_true_property_is_verified_and_violated_one_falsified(make, margin: floa
                      margin=margin, tag=make.__name__)
 
 
+@pytest.mark.parametrize("op", COMPARES)
+def test_a_tie_at_the_boxs_end_is_never_proved_away(op: str):
+    """Y = (X op c) with the box ending at c and Y >= 1 unsafe: reached only at X = c by the
+    or-equal forms (falsified there, with onnxruntime's confirmation), never by the strict
+    ones (which must not be falsified)."""
+    from verifier import Settings, parse_vnnlib, verify
+
+    c = float(F32(0.3137))
+    lo, hi = (0.0, c) if op.startswith("Greater") else (c, 1.0)
+    nodes = [helper.make_node(op, ["X", "c"], ["b"]),
+             helper.make_node("Cast", ["b"], ["Y"], to=TensorProto.FLOAT)]
+    data = _model(nodes, {"c": np.array([c], F32)}, 13, n=1)
+    spec = ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+            f"(assert (>= X_0 {lo!r}))\n(assert (<= X_0 {hi!r}))\n(assert (>= Y_0 1.0))\n")
+    result = verify(load_model(data), parse_vnnlib(spec, 1, 1), Settings(timeout=10))
+    if op.endswith("OrEqual"):
+        assert result.verdict == "falsified", result.message
+        assert result.counterexamples[0].x[0] == c
+    else:
+        assert result.verdict in ("verified", "unknown"), result.message
+
+
 @pytest.mark.parametrize("op,const", [("Greater", np.inf), ("Where", -np.inf)])
 def test_non_finite_constants_are_refused_by_name(op: str, const: float):
     if op == "Where":

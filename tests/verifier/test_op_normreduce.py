@@ -16,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from verifier import load_model
 from verifier.importer import lowering
 from verifier.ops.base import OpFormError, Var
 
 from .fuzzgraph import G, reduce_graph
-from .opcases import assert_net_bounds_contain, net_model, run_ort
+from .opcases import assert_net_bounds_contain, net_model, reduce_form, run_ort
 
 F32 = np.float32
 OPS = ["ReduceSumSquare", "ReduceL1", "ReduceL2"]
@@ -32,17 +32,8 @@ SHAPE = [2, 3, 4]
 
 def _one(op: str, opset: int, axes: list[int] | None, keepdims: int | None,
          noop: int | None = None) -> bytes:
-    attrs: dict = {}
-    inits, ins = [], ["x"]
-    if keepdims is not None:
-        attrs["keepdims"] = keepdims
-    if noop is not None:
-        attrs["noop_with_empty_axes"] = noop
-    if axes is not None and opset < 18:
-        attrs["axes"] = axes
-    elif axes is not None:
-        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
-        ins.append("axes")
+    attrs, inits = reduce_form(opset, axes, keepdims, noop)
+    ins = ["x", "axes"] if inits else ["x"]
     graph = helper.make_graph([helper.make_node(op, ins, ["y"], **attrs)], "r",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],

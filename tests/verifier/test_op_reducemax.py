@@ -26,7 +26,7 @@ from verifier.ops.base import Const, OpFormError, Var
 from verifier.ops.nonlinear import ReduceMaxMin
 
 from .fuzzgraph import G, reduce_graph
-from .opcases import assert_bounds_contain
+from .opcases import assert_bounds_contain, reduce_form
 
 F32 = np.float32
 SHAPE = (1, 3, 4, 5)
@@ -38,17 +38,9 @@ def _model(op: str, opset: int, axes: list[int] | None, keepdims: int | None,
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.normal(size=(8, 60)).astype(F32), "W"),
              numpy_helper.from_array(np.array(SHAPE, np.int64), "shape")]
-    attrs: dict = {}
-    ins = ["h"]
-    if keepdims is not None:
-        attrs["keepdims"] = keepdims
-    if noop is not None:
-        attrs["noop_with_empty_axes"] = noop
-    if axes is not None and opset < 18:
-        attrs["axes"] = axes
-    elif axes is not None:
-        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
-        ins.append("axes")
+    attrs, extra = reduce_form(opset, axes, keepdims, noop)
+    inits += extra
+    ins = ["h", "axes"] if extra else ["h"]
     nodes = [helper.make_node("MatMul", ["x", "W"], ["h0"]),
              helper.make_node("Reshape", ["h0", "shape"], ["h"]),
              helper.make_node(op, ins, ["r"], **attrs),
