@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from verifier.graph import Node
-from verifier.ops.base import F32_1E_5, Const, Input, Op, OpFormError, Var
+from verifier.ops.base import F32_1E_5, REGISTRY, Const, Input, Op, OpFormError, Var
 from verifier.ops.bilinear import VarMatMul, VarMul
 from verifier.ops.composite import Centre, PairDiff, Rsqrt, ScaleShift
 from verifier.ops.linear import Add, MatMul, MulConst, Sub
@@ -458,8 +458,6 @@ def _arith(op_type: str, name: str, inputs: list[Input], onnx_name: str,
            origin: str) -> tuple[Node, Var]:
     """One Add, Sub or Mul node of these inputs (the class the registry selects for which of
     them vary) and the variable it makes."""
-    from verifier.ops.base import REGISTRY
-
     out_shape = tuple(np.broadcast_shapes(*[_shape_of(i) for i in inputs]))
     attrs = {"_op_type": op_type}
     cls = REGISTRY[op_type].select(attrs, inputs)
