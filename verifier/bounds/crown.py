@@ -21,7 +21,10 @@ from verifier.bounds.backward import (
     NodeBounds,
     Slopes,
     Splits,
+    at_minimiser,
+    backward,
     bound,
+    concretise,
 )
 from verifier.bounds.intermediate import never
 from verifier.bounds.limits import Interrupted
@@ -58,7 +61,10 @@ def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
     if nb is None:
         nb = intermediate.compute(graph, lower, upper, stop=expired,
                                   reach=intermediate.reached(graph, C))
-    return bound(nb, graph.output_name, _coefficients(graph, C)) - d
+    A = _coefficients(graph, C)
+    met: dict[str, Tensor] = {}
+    A_x, bias = backward(nb, graph.output_name, A, record=met)
+    return concretise(nb, *at_minimiser(nb, graph.output_name, A, A_x, bias, met)) - d
 
 
 def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,

@@ -21,6 +21,7 @@ from verifier.ops.base import (
     Interval,
     Op,
     OpFormError,
+    ParamInit,
     Params,
     Relaxation,
     Tensor,
@@ -133,7 +134,19 @@ def _sum_to(x: Tensor, shape: tuple[int, ...]) -> Tensor:
 class CentrePlanes(Relaxation):
     """x y over the box [lx, ux] x [ly, uy], with centres xc, yc and radii rx, ry:
     x y >= yc x + xc y - xc yc - rx ry  and  x y <= yc x + xc y - xc yc + rx ry
-    (x y - (yc x + xc y - xc yc) = (x - xc)(y - yc), at most rx ry in magnitude)."""
+    (x y - (yc x + xc y - xc yc) = (x - xc)(y - yc), at most rx ry in magnitude).
+
+    These are the averages of McCormick's two planes on each side; alpha-CROWN's
+    parameters (p_l, p_u in [0, 1], 1/2 the centre planes) choose any convex combination.
+    With s = 2 p_l - 1 and t = 2 p_u - 1 in [-1, 1]:
+
+        x y >= centre_lower + s (ry (x - xc) + rx (y - yc))
+        x y <= centre_upper + t (ry (x - xc) - rx (y - yc))
+
+    s = -1 is the plane through (lx, ly) and the box's edges x = lx, y = ly (ly x + lx y -
+    lx ly), s = 1 the one through (ux, uy); t = 1 is uy x + lx y - lx uy, t = -1 ly x + ux y
+    - ux ly.  Each is a convex combination of two valid planes, so valid on the box.
+    ``choose`` sets them to the plane tightest at a given point (the bound's minimiser)."""
 
     def __init__(self, ins: list[Interval], out_shape: tuple[int, ...],
                  in_shapes: list[tuple[int, ...]], out: Interval | None = None):
@@ -151,16 +164,43 @@ class CentrePlanes(Relaxation):
         self.xc, self.rx, self.yc, self.ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, \
             (uy - ly) / 2
         self.in_shapes = in_shapes
+        shape = torch.broadcast_shapes(self.xc.shape, self.yc.shape)
+        self.shape = (shape[0], *shape[2:])  # (B, *out)
 
     def backward(self, A: Tensor, params: Params | None = None) -> tuple[list[Tensor], Tensor]:
-        A_x = _sum_to(A * self.yc, self.in_shapes[0])
-        A_y = _sum_to(A * self.xc, self.in_shapes[1])
-        bias = -(A * (self.xc * self.yc)) - A.abs() * (self.rx * self.ry)
+        if params is None:
+            A_x = _sum_to(A * self.yc, self.in_shapes[0])
+            A_y = _sum_to(A * self.xc, self.in_shapes[1])
+            bias = -(A * (self.xc * self.yc)) - A.abs() * (self.rx * self.ry)
+        else:
+            s, t = (2 * p.clamp(0, 1) - 1 for p in params)
+            pos, neg = A.clamp(min=0), A.clamp(max=0)
+            ps, nt = pos * s, neg * t
+            A_x = _sum_to(A * self.yc + self.ry * (ps + nt), self.in_shapes[0])
+            A_y = _sum_to(A * self.xc + self.rx * (ps - nt), self.in_shapes[1])
+            bias = -(A * (self.xc * self.yc)) - A.abs() * (self.rx * self.ry) \
+                - ps * (self.xc * self.ry + self.rx * self.yc) \
+                - nt * (self.xc * self.ry - self.rx * self.yc)
         if self.irregular is not None:
             bad, lo, hi = self.irregular
             const = safe_mul(A.clamp(min=0), lo) + safe_mul(A.clamp(max=0), hi)
             bias = torch.where(bad, const, bias)
         return [A_x, A_y], bias.flatten(2).sum(-1)
+
+    def initial_params(self) -> ParamInit | None:
+        """The centre planes (1/2); the shape is the output's, (B, *out)."""
+        half = torch.full(self.shape, 0.5, dtype=self.xc.dtype, device=self.xc.device)
+        return ParamInit(half, half.clone())
+
+    def choose(self, x: Tensor, y: Tensor) -> Params:
+        """(B, R, *out) parameters whose planes are the tightest of the family at the
+        factors' values ``x`` and ``y`` (B, R, *out; a bound's minimiser per row): the
+        lower plane's extra term s (ry (x - xc) + rx (y - yc)) is largest with s the sign
+        of the bracket, the upper one's smallest with t minus the sign of its own."""
+        dx, dy = x - self.xc, y - self.yc
+        s = torch.sign(self.ry * dx + self.rx * dy)
+        t = -torch.sign(self.ry * dx - self.rx * dy)
+        return (s + 1) / 2, (t + 1) / 2
 
 
 class LowerCornerPlanes(Relaxation):

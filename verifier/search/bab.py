@@ -35,7 +35,15 @@ import numpy as np
 import torch
 
 from verifier.bounds import forward, intermediate
-from verifier.bounds.backward import Betas, NodeBounds, Slopes, backward, bound, concretise
+from verifier.bounds.backward import (
+    Betas,
+    NodeBounds,
+    Slopes,
+    at_minimiser,
+    backward,
+    bound,
+    concretise,
+)
 from verifier.bounds.crown import Warm, optimise_final
 from verifier.bounds.limits import Interrupted, MemoryExceeded
 from verifier.graph import Graph, Node
@@ -268,8 +276,8 @@ class BranchAndBound:
                 A_x, _ = backward(nb, self.graph.output_name, A, record=recorded)
         else:
             with torch.no_grad():
-                A_x, bias = backward(nb, self.graph.output_name, A,
-                                     record=recorded if self.mode == "activation" else None)
+                A_x, bias = backward(nb, self.graph.output_name, A, record=recorded)
+                A_x, bias = at_minimiser(nb, self.graph.output_name, A, A_x, bias, recorded)
                 rows = concretise(nb, A_x, bias) - d
         per = self._disjunct_bounds(state, nb, rows)
         consistent = None if iterations else rows.detach()  # alpha's rows: other slopes
