@@ -266,9 +266,9 @@ def at_minimiser(nb: NodeBounds, start: str, A: Tensor, A_x: Tensor | None, bias
     slopes = Slopes(budget=0, create=False)
     for node in chosen:
         rank = len(node.shape)
-        x, y = (align(values[i], rank).reshape(B, R, *align(values[i], rank).shape[1:])
-                for i in node.inputs)
-        params = nb.relaxation(node).choose(x, y)  # type: ignore[attr-defined]
+        at = [align(values[i], rank).reshape(B, R, *align(values[i], rank).shape[1:])
+              for i in node.inputs]
+        params = nb.relaxation(node).choose(*at)  # type: ignore[attr-defined]
         slopes.pairs[(start, 0, node.name)] = tuple(  # type: ignore[assignment]
             torch.nan_to_num(p, nan=0.5).expand(B, R, *node.shape) for p in params)
     A2, bias2 = backward(nb, start, A, slopes)
