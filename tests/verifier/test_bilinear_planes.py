@@ -194,3 +194,34 @@ def test_verify_through_products_both_ways(seed):
     # the sampled maximum of Y_0 is its maximum (to 5% of the spread) on a box this small
     verify_both_ways(data, lambda xs: run_ort(data, xs[:, None])[:, 0], 4, 2, r=0.5,
                      seed=seed, tag=seed)
+
+
+@pytest.mark.parametrize("low", [0.0, 0.25])
+def test_a_minimum_on_the_planes_exact_edge_is_never_proved_away(low):
+    """x0 x1 over [low, 1]^2 is least, low^2, on the edges where the chosen plane is exact:
+    "x0 x1 > low^2" is false there and must be falsified (onnxruntime confirming), never
+    verified; "x0 x1 > low^2 - 0.01" holds and is verified."""
+    from verifier import Settings, parse_vnnlib, verify
+
+    nodes = [helper.make_node("MatMul", ["X", "e0"], ["x0"]),
+             helper.make_node("MatMul", ["X", "e1"], ["x1"]),
+             helper.make_node("Mul", ["x0", "x1"], ["Y"])]
+    data = net_model(nodes, {"e0": np.eye(2)[:, :1], "e1": np.eye(2)[:, 1:]}, 17, n_in=2,
+                     n_out=1)
+    model = load_model(data)
+
+    def spec(threshold: float) -> str:
+        return ("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                f"(assert (>= X_0 {low!r}))\n(assert (<= X_0 1.0))\n"
+                f"(assert (>= X_1 {low!r}))\n(assert (<= X_1 1.0))\n"
+                f"(assert (<= Y_0 {threshold!r}))\n")
+
+    tight = verify(model, parse_vnnlib(spec(low * low), 2, 1), Settings(timeout=10))
+    assert tight.verdict == "falsified", tight.message
+    assert tight.counterexamples
+    for cex in tight.counterexamples:
+        assert ((cex.x >= low) & (cex.x <= 1.0)).all()
+        x = np.asarray(cex.x, dtype=np.float32).reshape(1, 1, 2)
+        assert run_ort(data, x).reshape(-1)[0] <= low * low
+    loose = verify(model, parse_vnnlib(spec(low * low - 0.01), 2, 1), Settings(timeout=10))
+    assert loose.verdict == "verified", loose.message
