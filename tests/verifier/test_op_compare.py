@@ -1,7 +1,7 @@
 """Comparisons of variables and Where with a variable condition (verifier/importer/lowering.py
 ``lower_compare`` and ``lower_where``; the step in verifier/ops/step.py ``Heaviside``).
 
-- onnxruntime: Greater, Less, GreaterOrEqual and LessOrEqual of a variable with a
+- onnxruntime: Greater, Less, GreaterOrEqual, LessOrEqual and Equal of a variable with a
   constant (either side) and of two variables, Not, And, Or and Xor, and Where with a
   variable condition and variable or constant branches (broadcast), at opsets 9 (11) to
   20, on points that hit the constants exactly (ties decide strictness) and random ones:
@@ -33,8 +33,9 @@ from .fuzzgraph import G, array, shape_of
 from .opcases import assert_net_bounds_contain, net_model, run_ort, verify_both_ways
 
 F32 = np.float32
-COMPARES = ["Greater", "Less", "GreaterOrEqual", "LessOrEqual"]
-FIRST = {"Greater": 9, "Less": 9, "GreaterOrEqual": 12, "LessOrEqual": 12}
+COMPARES = ["Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal"]
+# the first opset defining each for floats (Equal before 11: integers and booleans only)
+FIRST = {"Greater": 9, "Less": 9, "GreaterOrEqual": 12, "LessOrEqual": 12, "Equal": 11}
 
 
 def _model(nodes, inits: dict, opset: int, n: int = 6) -> bytes:
@@ -206,8 +207,8 @@ def test_true_property_is_verified_and_violated_one_falsified(make, margin: floa
 @pytest.mark.parametrize("op", COMPARES)
 def test_a_tie_at_the_boxs_end_is_never_proved_away(op: str):
     """Y = (X op c) with the box ending at c and Y >= 1 unsafe: reached only at X = c by the
-    or-equal forms (falsified there, with onnxruntime's confirmation), never by the strict
-    ones (which must not be falsified)."""
+    or-equal forms and Equal (falsified there, with onnxruntime's confirmation), never by
+    the strict ones (which must not be falsified)."""
     from verifier import Settings, parse_vnnlib, verify
 
     c = float(F32(0.3137))
@@ -218,7 +219,7 @@ def test_a_tie_at_the_boxs_end_is_never_proved_away(op: str):
     spec = ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
             f"(assert (>= X_0 {lo!r}))\n(assert (<= X_0 {hi!r}))\n(assert (>= Y_0 1.0))\n")
     result = verify(load_model(data), parse_vnnlib(spec, 1, 1), Settings(timeout=10))
-    if op.endswith("OrEqual"):
+    if op.endswith("Equal"):
         assert result.verdict == "falsified", result.message
         assert result.counterexamples[0].x[0] == c
     else:

@@ -425,9 +425,9 @@ def test_malformed_scatternd_is_refused_by_name():
 
 def test_variable_indices_and_condition_are_refused_by_name():
     """A variable index or condition is an integer or bool tensor computed from the input:
-    the ops that would compute it and have no rule (Cast to an integer, Equal) are refused
-    first, and the op's own check refuses it by name (comparisons that order, Greater and
-    the like, have a rule: test_op_compare.py)."""
+    the ops that would compute it and have no rule (Cast to an integer, IsNaN) are refused
+    first, and the op's own check refuses it by name (comparisons, Greater, Equal and the
+    like, have a rule: test_op_compare.py)."""
     data, idx = Var("d", (4, 3)), Var("i", (2, 1))
     with pytest.raises(OpFormError, match="ScatterND with indices that depend on the input"):
         ScatterND.check({}, [data, idx, Const(np.ones((2, 3)))])
@@ -435,8 +435,8 @@ def test_variable_indices_and_condition_are_refused_by_name():
                                           "is not supported$"):
         Where.check({}, [Var("c", (4, 3)), data, Const(np.zeros(3))])
     g = G((4, 3), 13)
-    (cond,) = g.node("Equal", ["X", g.const(F32(0))])
-    _refused(g, g.node("Where", [cond, "X", g.const(F32(0))])[0], "Equal")
+    (cond,) = g.node("IsNaN", ["X"])
+    _refused(g, g.node("Where", [cond, "X", g.const(F32(0))])[0], "IsNaN")
 
 
 # -- linear bounds, end to end -------------------------------------------------------------

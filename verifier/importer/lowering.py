@@ -18,7 +18,9 @@
 * Greater, Less, GreaterOrEqual, LessOrEqual with a variable input:  Heaviside(a - b) (or
   of b - a), strict for Greater and Less: the sign of a float difference is the sign of
   the exact one (zero only for equal operands), so the step reads the comparison exactly;
-  Not: 1 - x; And, Or, Xor of a variable: a b, a + b - a b, a + b - 2 a b.
+  Equal: the product of the two or-equal steps (a >= b and b >= a; 0 where a or b is
+  NaN, as onnxruntime's); Not: 1 - x; And, Or, Xor of a variable: a b, a + b - a b,
+  a + b - 2 a b.
 * Where with a variable condition:  y + c (x - y), c in {0, 1}: a product of the condition
   with the difference of the two branches (exact where the condition is decided); with
   two constant branches c x + (1 - c) y, exact for c in {0, 1} (x - y would round).
@@ -484,6 +486,12 @@ def lower_compare(out: str, inputs: list[Input], op_type: str, onnx_name: str) -
     if op_type in ("And", "Or", "Xor"):
         return _logic(out, inputs, op_type, onnx_name)
     _finite_constants(inputs, op_type)  # inf - inf would be NaN where the operands are equal
+    if op_type == "Equal":  # a >= b and b >= a: a product of the two steps (0 at NaN)
+        ge = lower_compare(out + "/at_least", inputs, "GreaterOrEqual", onnx_name)
+        le = lower_compare(out + "/at_most", inputs, "LessOrEqual", onnx_name)
+        both, _ = _arith("Mul", out, [Var(ge[-1].name, ge[-1].shape),
+                                      Var(le[-1].name, le[-1].shape)], onnx_name, op_type)
+        return [*ge, *le, both]
     swapped, strict = COMPARISONS[op_type]
     a, b = (inputs[1], inputs[0]) if swapped else (inputs[0], inputs[1])
     sub, diff = _arith("Sub", out + "/difference", [a, b], onnx_name, op_type)

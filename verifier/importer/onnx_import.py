@@ -36,14 +36,15 @@ from verifier.precision import unit_roundoff
 
 # Ops folded away when every input is constant, never kept in the graph.
 FOLD_ONLY = {
-    "Constant", "Shape", "ConstantOfShape", "Equal", "Range", "Size",
+    "Constant", "Shape", "ConstantOfShape", "Range", "Size",
     "Mod", "ReduceProd", "NonZero", "ArgMax",
     # masks built from constants (a causal attention mask: ConstantOfShape, Trilu, Where)
     "Trilu", "IsNaN", "IsInf",
 }
 # Ops that make booleans: of a variable, lowered to a Heaviside step (0 or 1); of constants,
 # folded by ONNX's reference evaluator, which keeps their type
-BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor"}
+BOOLEAN = {"Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "Not", "And", "Or",
+           "Xor"}
 RESHAPES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # Ops whose fold by ONNX's reference evaluator is plain numpy broadcasting arithmetic.
 AXIS_OPS = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "Concat", "Gather",

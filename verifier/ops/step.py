@@ -331,10 +331,12 @@ class Heaviside(StepOp):
 @register
 class Compare(Op):
     """Registered for import; a comparison with a variable input is always lowered to a
-    difference and a Heaviside step (verifier/importer/lowering.py), Not to 1 - x, And, Or
-    and Xor to products and sums of their 0/1 inputs."""
+    difference and a Heaviside step (verifier/importer/lowering.py), Equal to the product
+    of two such steps, Not to 1 - x, And, Or and Xor to products and sums of their 0/1
+    inputs."""
 
-    onnx_types = ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor")
+    onnx_types = ("Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "Not", "And",
+                  "Or", "Xor")
 
 
 @register
