@@ -11,6 +11,8 @@
   comparison of two variables and one with a band (And) and an Or.
 - ``verify``: a property true with a margin is verified and one violated near a corner is
   falsified with a counterexample onnxruntime confirms.
+- Cast of a variable to BOOL (x != 0) agrees with onnxruntime at exact zeros and one ulp
+  either side, and a zero at the box's end is falsified, never proved away.
 - Refused by name: a comparison or Where with a non-finite constant.
 - Random forms in the importer's fuzzing (``FUZZ``, run by test_import_fuzz.py).
 - Heaviside's lines and interval over random intervals (narrow, wide, ending at the jump,
@@ -85,6 +87,45 @@ def test_comparisons_agree_with_onnxruntime(op: str):
             data = _model(nodes, inits, opset)
             xs = _points(rng, c if form != "var-var" else np.full(6, 0.5, F32))
             _agree(data, xs, (op, opset, form))
+
+
+@pytest.mark.parametrize("opset", [9, 13, 20])
+def test_cast_of_a_variable_to_bool_agrees_with_onnxruntime(opset: int):
+    """Cast to BOOL of X - c (zero exactly at the constants) and of a comparison (the
+    identity on its 0/1), then to float and as Where's condition."""
+    rng = np.random.default_rng(2)
+    c = np.array([0.0, -1.0, 0.5, 1.25, -0.75, 2.0], F32)
+    nodes = [helper.make_node("Sub", ["X", "c"], ["d"]),
+             helper.make_node("Cast", ["d"], ["b"], to=TensorProto.BOOL),
+             helper.make_node("Greater", ["X", "c"], ["g"]),
+             helper.make_node("Cast", ["g"], ["gb"], to=TensorProto.BOOL),
+             helper.make_node("Cast", ["b"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Where", ["gb", "X", "s"], ["w"]),
+             helper.make_node("Add", ["f", "w"], ["Y"])]
+    data = _model(nodes, {"c": c, "s": np.array([-3.0], F32)}, opset)
+    _agree(data, _points(rng, c), opset)
+
+
+def test_a_zero_at_the_boxs_end_is_cast_to_false_never_proved_away():
+    """Y = float(bool(X)) over [0, c]: Y <= 0 is reached at X = 0 only, and must be
+    falsified there (onnxruntime confirming); over [c / 2, c] it is verified."""
+    from verifier import Settings, parse_vnnlib, verify
+
+    c = float(F32(0.3137))
+    nodes = [helper.make_node("Cast", ["X"], ["b"], to=TensorProto.BOOL),
+             helper.make_node("Cast", ["b"], ["Y"], to=TensorProto.FLOAT)]
+    data = _model(nodes, {}, 13, n=1)
+
+    def spec(lo: float) -> str:
+        return ("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                f"(assert (>= X_0 {lo!r}))\n(assert (<= X_0 {c!r}))\n(assert (<= Y_0 0.0))\n")
+
+    found = verify(load_model(data), parse_vnnlib(spec(0.0), 1, 1), Settings(timeout=10))
+    assert found.verdict == "falsified", found.message
+    assert found.counterexamples[0].x[0] == 0.0
+    assert run_ort(data, found.counterexamples[0].x.astype(F32).reshape(1, 1, 1))[0, 0, 0] == 0
+    proved = verify(load_model(data), parse_vnnlib(spec(c / 2), 1, 1), Settings(timeout=10))
+    assert proved.verdict == "verified", proved.message
 
 
 @pytest.mark.parametrize("op", ["And", "Or", "Xor"])

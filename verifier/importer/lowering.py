@@ -20,7 +20,7 @@
   the exact one (zero only for equal operands), so the step reads the comparison exactly;
   Equal: the product of the two or-equal steps (a >= b and b >= a; 0 where a or b is
   NaN, as onnxruntime's); Not: 1 - x; And, Or, Xor of a variable: a b, a + b - a b,
-  a + b - 2 a b.
+  a + b - 2 a b; Cast of a variable to BOOL: 1 - Equal(x, 0).
 * Where with a variable condition:  y + c (x - y), c in {0, 1}: a product of the condition
   with the difference of the two branches (exact where the condition is decided); with
   two constant branches c x + (1 - c) y, exact for c in {0, 1} (x - y would round).
@@ -497,6 +497,16 @@ def lower_compare(out: str, inputs: list[Input], op_type: str, onnx_name: str) -
     sub, diff = _arith("Sub", out + "/difference", [a, b], onnx_name, op_type)
     step = Heaviside({"_op_type": "Heaviside", "strict": strict}, [diff], diff.shape)
     return [sub, _node(out, step, [diff.name], onnx_name, op_type)]
+
+
+def lower_cast_bool(out: str, x: Var, onnx_name: str) -> list[Node]:
+    """Cast of a variable to BOOL: x != 0, that is 1 - Equal(x, 0) (1 at NaN, as
+    onnxruntime's; the identity on the 0/1 of a comparison)."""
+    zero = lower_compare(out + "/is_zero", [x, Const(np.array(0.0, np.float32))], "Equal",
+                         onnx_name)
+    sub, _ = _arith("Sub", out, [Const(np.array(1.0, np.float32)),
+                                 Var(zero[-1].name, zero[-1].shape)], onnx_name, "Cast")
+    return [*zero, sub]
 
 
 def _logic(out: str, inputs: list[Input], op_type: str, onnx_name: str) -> list[Node]:

@@ -393,6 +393,9 @@ def _lower(node: onnx.NodeProto, attrs: dict[str, Any], inputs: list[Input],
         nodes = lowering.lower_einsum(out, inputs, attrs, node.name)
     elif node.op_type in BOOLEAN:
         nodes = lowering.lower_compare(out, inputs, node.op_type, node.name)
+    elif node.op_type == "Cast" and int(attrs.get("to", 1)) == onnx.TensorProto.BOOL and \
+            isinstance(inputs[0], Var):
+        nodes = lowering.lower_cast_bool(out, inputs[0], node.name)
     elif node.op_type == "Where" and isinstance(inputs[0], Var):
         nodes = lowering.lower_where(out, inputs, node.name)
     elif node.op_type in ("ReduceSumSquare", "ReduceL1", "ReduceL2"):
