@@ -239,6 +239,10 @@ def concretise(nb: NodeBounds, A_x: Tensor | None, bias: Tensor) -> Tensor:
     return low
 
 
+#: node values the minimisers run through the graph at once may hold (``at_minimiser``)
+CORNER_ENTRIES = 50_000_000
+
+
 def at_minimiser(nb: NodeBounds, start: str, A: Tensor, A_x: Tensor | None, bias: Tensor,
                  met: dict[str, Tensor]) -> tuple[Tensor | None, Tensor]:
     """A second backward pass from ``start`` whose choosable relaxations (products of two
@@ -261,8 +265,16 @@ def at_minimiser(nb: NodeBounds, start: str, A: Tensor, A_x: Tensor | None, bias
     lo, hi = nb.lower.unsqueeze(1), nb.upper.unsqueeze(1)
     corner = torch.where(A_x > 0, lo, hi).reshape(B * R, *nb.lower.shape[1:])
     names = tuple(dict.fromkeys(i for n in chosen for i in n.inputs))
-    with torch.no_grad():
-        _, values = graph.search_values(corner, names)
+    parts: dict[str, list[Tensor]] = {name: [] for name in names}
+    per_point = sum(math.prod(n.shape) for n in graph.nodes) + math.prod(nb.lower.shape[1:])
+    chunk = max(1, CORNER_ENTRIES // per_point)
+    with torch.no_grad():  # so many points at a time: each holds every node's value
+        for s in range(0, B * R, chunk):
+            check_memory()
+            _, got = graph.search_values(corner[s:s + chunk], names)
+            for name in names:
+                parts[name].append(got[name])
+    values = {name: torch.cat(chunks) for name, chunks in parts.items()}
     slopes = Slopes(budget=0, create=False)
     for node in chosen:
         rank = len(node.shape)
