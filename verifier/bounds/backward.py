@@ -244,7 +244,7 @@ CORNER_ENTRIES = 50_000_000
 
 
 def at_minimiser(nb: NodeBounds, start: str, A: Tensor, A_x: Tensor | None, bias: Tensor,
-                 met: dict[str, Tensor]) -> tuple[Tensor | None, Tensor]:
+                 met: dict[str, Tensor]) -> tuple[Tensor | None, Tensor, Tensor]:
     """A second backward pass from ``start`` whose choosable relaxations (products of two
     variables, ``CentrePlanes.choose``) take the plane tightest at each row's minimiser of
     the first pass (``A_x``, ``bias``: the box corner where ``A_x . x`` is least, run
@@ -253,14 +253,14 @@ def at_minimiser(nb: NodeBounds, start: str, A: Tensor, A_x: Tensor | None, bias
     ``met``: the coefficients the first pass met (``backward``'s ``record``), which say
     which nodes it crossed.  On lsnc's Lyapunov decrease, whose looseness is mostly the
     product (x' - x)^T P (x' + x), the mean gap to the sampled minimum over 500 open input
-    domains fell from 0.129 to 0.071 (alpha-CROWN's 30 steps: 0.050).  Without such nodes,
-    or without a path to the input, the first pass as it is."""
+    domains fell from 0.129 to 0.071 (alpha-CROWN's 30 steps: 0.050).  Returns the kept
+    coefficients, bias and their lower bound (``concretise``, B, R); without such nodes, or
+    without a path to the input, the first pass as it is."""
     graph = nb.graph
-    if A_x is None:
-        return A_x, bias
+    first = concretise(nb, A_x, bias)
     chosen = [n for n in graph.nodes if n.name in met and hasattr(nb.relaxation(n), "choose")]
-    if not chosen:
-        return A_x, bias
+    if A_x is None or not chosen:
+        return A_x, bias, first
     B, R = A_x.shape[:2]
     lo, hi = nb.lower.unsqueeze(1), nb.upper.unsqueeze(1)
     corner = torch.where(A_x > 0, lo, hi).reshape(B * R, *nb.lower.shape[1:])
@@ -285,11 +285,12 @@ def at_minimiser(nb: NodeBounds, start: str, A: Tensor, A_x: Tensor | None, bias
             torch.nan_to_num(p, nan=0.5).expand(B, R, *node.shape) for p in params)
     A2, bias2 = backward(nb, start, A, slopes)
     if A2 is None:
-        return A_x, bias
-    first, second = concretise(nb, A_x, bias), concretise(nb, A2, bias2)
+        return A_x, bias, first
+    second = concretise(nb, A2, bias2)
     better = second > first  # NaN: the first pass stays
     keep = better.reshape(B, R, *([1] * (A_x.dim() - 2)))
-    return torch.where(keep, A2, A_x), torch.where(better, bias2, bias)
+    return (torch.where(keep, A2, A_x), torch.where(better, bias2, bias),
+            torch.where(better, second, first))
 
 
 def bound(nb: NodeBounds, start: str, A: Tensor, slopes: Slopes | None = None,

@@ -24,7 +24,6 @@ from verifier.bounds.backward import (
     at_minimiser,
     backward,
     bound,
-    concretise,
 )
 from verifier.bounds.intermediate import never
 from verifier.bounds.limits import Interrupted
@@ -64,7 +63,7 @@ def crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,
     A = _coefficients(graph, C)
     met: dict[str, Tensor] = {}
     A_x, bias = backward(nb, graph.output_name, A, record=met)
-    return concretise(nb, *at_minimiser(nb, graph.output_name, A, A_x, bias, met)) - d
+    return at_minimiser(nb, graph.output_name, A, A_x, bias, met)[2] - d
 
 
 def alpha_crown_rows(graph: Graph, lower: Tensor, upper: Tensor, C: Tensor, d: Tensor,

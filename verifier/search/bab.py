@@ -42,7 +42,6 @@ from verifier.bounds.backward import (
     at_minimiser,
     backward,
     bound,
-    concretise,
 )
 from verifier.bounds.crown import Warm, optimise_final
 from verifier.bounds.limits import Interrupted, MemoryExceeded
@@ -277,8 +276,8 @@ class BranchAndBound:
         else:
             with torch.no_grad():
                 A_x, bias = backward(nb, self.graph.output_name, A, record=recorded)
-                A_x, bias = at_minimiser(nb, self.graph.output_name, A, A_x, bias, recorded)
-                rows = concretise(nb, A_x, bias) - d
+                A_x, _, low = at_minimiser(nb, self.graph.output_name, A, A_x, bias, recorded)
+                rows = low - d
         per = self._disjunct_bounds(state, nb, rows)
         consistent = None if iterations else rows.detach()  # alpha's rows: other slopes
         return per, per.min(dim=1).values, DomainBounds(nb, A_x, recorded, consistent)
