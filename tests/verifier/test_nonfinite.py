@@ -384,11 +384,11 @@ def test_nan_branch_and_bound_margin_never_closes_a_domain(monkeypatch):
     def nan_rows(nb, C, d, splits, iterations, lr=0.1, expired=lambda: False, start=None):
         return torch.full(C.shape[:2], math.nan, dtype=C.dtype, device=C.device), None
 
-    def nan_concretise(nb, A_x, bias):
-        return torch.full_like(bias, math.nan)
+    def nan_lines(nb, start, A, A_x, bias, met):  # the rows' bound, NaN
+        return A_x, bias, torch.full_like(bias, math.nan)
 
     monkeypatch.setattr(bab, "optimise_final", nan_rows)  # activation splitting
-    monkeypatch.setattr(bab, "concretise", nan_concretise)  # input splitting
+    monkeypatch.setattr(bab, "at_minimiser", nan_lines)  # input splitting
     model = load_model(_identity_model())
     prop = parse_vnnlib(_box_spec([(1.0, 2.0)], "(<= Y_0 -1.0)"))  # true, yet unproven
     result = verify(model, prop, _settings(timeout=3, methods=(), attack=NO_ATTACK))
