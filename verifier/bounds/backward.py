@@ -74,6 +74,23 @@ class NodeBounds:
         """The same bounds with ``box`` in place of the nodes' intervals."""
         return replace(self, box=box, relaxations={})
 
+    def take(self, index: Tensor, upto: str) -> NodeBounds:
+        """The bounds of the domains ``index`` (repeats allowed, in that order) on the nodes
+        up to ``upto``: what a backward pass from ``upto`` reads, for a batch of
+        ``len(index)`` domains (their relaxations made anew)."""
+        B = self.size
+
+        def pick(t: Tensor) -> Tensor:
+            return t.index_select(0, index) if t.shape[0] == B else t
+
+        names = {n.name for n in self.graph.nodes[: self.graph.position(upto) + 1]}
+        names.add(self.graph.input_name)
+        box = {k: (pick(lo), pick(hi)) for k, (lo, hi) in self.box.items() if k in names}
+        noise = {k: (pick(column), finite) for k, (column, finite) in self.noise.items()
+                 if k in names}
+        return NodeBounds(self.graph, pick(self.lower), pick(self.upper), box, noise,
+                          dict(self.relative), pick(self.infeasible), self.u, self.u_compute)
+
 
 @dataclass
 class Slopes:

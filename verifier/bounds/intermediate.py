@@ -25,6 +25,13 @@ from verifier.graph import Graph, Node, round_box
 from verifier.ops.base import Interval, Tensor
 
 ROW_CHUNK = 1024
+#: CROWN bounds a node's entries domain by domain (``_pair_bounds``) where the (domain,
+#: entry) pairs some user is sensitive to are at most this share of the batch's rows times
+#: its domains (the rows of any domain, in every domain): input splitting's domains
+#: differ in which neurons are unstable
+RAGGED_SHARE = 0.5
+#: node entries a batch of (domain, entry) pairs may hold in its domains' bounds at once
+PAIR_ENTRIES = 1 << 24
 
 
 def never() -> bool:
@@ -93,7 +100,7 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
                 node.op.linear and node.inputs == [graph.input_name]:
             crowned.add(node.name)  # an affine map of the box: its interval bounds are exact
             continue
-        rows = _rows(nb, node.name, *nb.box[node.name], reach)
+        rows, each = _rows(nb, node.name, *nb.box[node.name], reach)
         if rows.numel() == 0:
             continue
         # rows by tile of positions (None: passes on whole tensors); alpha-CROWN's
@@ -104,7 +111,7 @@ def compute(graph: Graph, lower: Tensor, upper: Tensor, *, use_crown: bool = Tru
             continue  # the forward bounds stand in for a costly backward pass
         if stop():
             raise Interrupted
-        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop, rows, groups)
+        tight = _tightened(nb, node, lo, hi, known.fixed, slopes, stop, rows, groups, each)
         nb.box[node.name] = _within(nb, limits.get(node.name), *tight)
         crowned.add(node.name)
     if loosen is not None and graph.nodes:
@@ -136,12 +143,15 @@ def _pass_cost(nb: NodeBounds, node: Node, rows: Tensor,
 def _tightened(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
                fixed: dict[str, Interval] | None, slopes: Slopes | None,
                stop: Callable[[], bool], rows: Tensor,
-               groups: list[tuple[window.Plan, Tensor]] | None) -> Interval:
+               groups: list[tuple[window.Plan, Tensor]] | None, each: Tensor) -> Interval:
     given = fixed.get(node.name) if fixed is not None else None
     if given is not None:
         return torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
     if node.op.ibp_exact:
         return lo, hi
+    if slopes is None and groups is None and \
+            int(each.sum()) <= RAGGED_SHARE * nb.size * len(rows):
+        return _pair_bounds(nb, node, lo, hi, each, stop)
     return _node_bounds(nb, node, lo, hi, slopes, stop, rows, groups)
 
 
@@ -214,18 +224,19 @@ def reached(graph: Graph, C: Tensor) -> dict[str, Tensor]:
 
 
 def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor,
-          reach: dict[str, Tensor] | None = None) -> Tensor:
-    """Flat indices of the node's entries some user's relaxation is sensitive to anywhere
-    in the batch (given the node's bounds lo, hi) and, with ``reach``, that it holds: the
-    rows its backward pass bounds."""
-    mask = _sensitive(nb, name, lo, hi)
+          reach: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """The node's entries some user's relaxation is sensitive to (given the node's bounds
+    lo, hi) and, with ``reach``, that it holds: per domain (B, n) bool, and the flat indices
+    of those of any domain, the rows its backward pass bounds."""
+    each = _sensitive(nb, name, lo, hi)
     if reach is not None and name in reach:
-        mask = mask & reach[name]
-    return mask.nonzero().flatten()
+        each = each & reach[name]
+    return each.any(dim=0).nonzero().flatten(), each
 
 
 def _sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
     graph = nb.graph
+    B, n = lo.shape[0], lo[0].numel()
     sensitive = None
     for user in graph.users[name]:
         node = graph.node(user)
@@ -235,11 +246,11 @@ def _sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
                 continue
             flat = node.op.insensitive(k, ins)  # type: ignore[arg-type]
             if flat is None:
-                return torch.ones(lo[0].numel(), dtype=torch.bool, device=lo.device)
-            mask = (~flat).reshape(flat.shape[0], -1).any(dim=0)
+                return torch.ones(B, n, dtype=torch.bool, device=lo.device)
+            mask = (~flat).reshape(flat.shape[0], -1).expand(B, n)
             sensitive = mask if sensitive is None else sensitive | mask
     if sensitive is None:
-        return torch.ones(lo[0].numel(), dtype=torch.bool, device=lo.device)
+        return torch.ones(B, n, dtype=torch.bool, device=lo.device)
     return sensitive
 
 
@@ -306,6 +317,38 @@ def _node_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
         k = len(idx)
         new_lo[:, idx] = torch.fmax(lo_f[:, idx], lb[:, :k])  # a NaN side is ignored
         new_hi[:, idx] = torch.fmin(hi_f[:, idx], -lb[:, k:])
+    return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+
+
+def _pair_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor, each: Tensor,
+                 stop: Callable[[], bool]) -> Interval:
+    """CROWN's bounds of the entries ``each`` (B, n) marks in their own domains only: a
+    backward pass per (domain, entry) pair, +e_i and -e_i on that domain's bounds (the
+    same bounds the passes of ``_node_bounds`` give those entries), intersected with
+    (lo, hi); the other entries keep (lo, hi)."""
+    B = nb.size
+    lo_f, hi_f = lo.reshape(B, -1), hi.reshape(B, -1)
+    new_lo, new_hi = lo_f.clone(), hi_f.clone()
+    domain, entry = each.nonzero(as_tuple=True)
+    graph = nb.graph
+    sizes = [math.prod(n.shape) for n in graph.nodes[: graph.position(node.name) + 1]]
+    per_pair = 4 * sum(sizes) + 12 * max(sizes) + 2 * math.prod(nb.lower.shape[1:])
+    chunk = max(1, min(PAIR_ENTRIES // per_pair,
+                       row_chunk(lambda: per_pair * nb.lower.element_size(), PAIR_ENTRIES)))
+    n = lo_f.shape[1]
+    for start in range(0, len(domain), chunk):
+        if stop():
+            raise Interrupted
+        check_memory()
+        d, i = domain[start:start + chunk], entry[start:start + chunk]
+        k = len(d)
+        sub = nb.take(d, node.name)
+        A = torch.zeros(k, 2, n, dtype=nb.lower.dtype, device=nb.lower.device)
+        A[torch.arange(k), 0, i] = 1
+        A[torch.arange(k), 1, i] = -1
+        lb = bound(sub, node.name, A.reshape(k, 2, *node.shape))
+        new_lo[d, i] = torch.fmax(lo_f[d, i], lb[:, 0])  # a NaN side is ignored
+        new_hi[d, i] = torch.fmin(hi_f[d, i], -lb[:, 1])
     return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
 
 

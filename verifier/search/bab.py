@@ -63,6 +63,9 @@ ROOT_BACKWARD_BUDGET = 1_000_000_000
 #: split-node entries the look-ahead's children may hold in all (``choose_neurons``): on
 #: big models fewer candidates are looked at
 LOOKAHEAD_ENTRIES = 50_000_000
+#: input splitting: a domain's bounds of the nonlinear ops' inputs, kept for its children
+#: (they hold on their sub-boxes), where they take at most this many bytes a domain
+INHERITED_BYTES = 64 << 10
 
 @dataclass(frozen=True)
 class BabSettings:
@@ -316,7 +319,8 @@ class BranchAndBound:
             return intermediate.Known()
         case = state.case
         known = self._root_known(state)
-        if self.mode == "input":  # sub-boxes of the root's
+        if self.mode == "input":  # sub-boxes of the root's, and of the parent's
+            known.update(state.boxes)  # the parent's are within the root's
             return intermediate.Known(known)
         if state.keep is not None and state.boxes:  # the parent's: within the root's
             known.update(state.boxes)
@@ -393,8 +397,10 @@ class BranchAndBound:
         left_up.scatter_(1, dim[:, None], mid)
         right_lo = state.lower.clone()
         right_lo.scatter_(1, dim[:, None], mid)
-        left = BabState(state.lower, left_up, state.case, state.splits, state.per)
-        right = BabState(right_lo, state.upper, state.case, state.splits, state.per)
+        left = BabState(state.lower, left_up, state.case, state.splits, state.per,
+                        boxes=state.boxes)
+        right = BabState(right_lo, state.upper, state.case, state.splits, state.per,
+                         boxes=state.boxes)
         return BabState.cat([left, right])
 
     def branch_inputs(self, state: BabState) -> tuple[BabState, Tensor | None]:
@@ -613,10 +619,24 @@ class BranchAndBound:
         if self.mode == "input":
             self.clip(state, b)
             state.score = self.input_scores(state, b)
+            state.boxes = self._inherited(b.nodes)
         else:
             state.score = self.activation_scores(state, b)
             state.boxes = {name: b.nodes.box[name] for name, _ in self.nodes}
         return b
+
+    def _inherited(self, nb: NodeBounds) -> dict[str, tuple[Tensor, Tensor]]:
+        """Input splitting: the bounds of the nonlinear ops' inputs a domain passes on to
+        its children (valid on their sub-boxes), where they take at most
+        ``INHERITED_BYTES`` a domain (none else)."""
+        graph = self.graph
+        names = list(dict.fromkeys(i for n in graph.nodes if not n.op.linear for i in n.inputs
+                                   if i != graph.input_name))
+        per_domain = sum(nb.box[name][0][0].numel() for name in names) * 2 * \
+            nb.lower.element_size()
+        if per_domain > INHERITED_BYTES:
+            return {}
+        return {name: (nb.box[name][0].detach(), nb.box[name][1].detach()) for name in names}
 
     def bound_children(self, children: BabState) -> tuple[BabState, Tensor | None]:
         """Bound and score activation-split children, those that keep their parent's bounds
