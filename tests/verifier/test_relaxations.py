@@ -193,3 +193,56 @@ def test_closed_form_relu_rule_matches_general_lines_and_is_sound(op_type, attrs
         x = xs.unsqueeze(1)  # (samples, 1, n)
         assert (ln.a_l * x + ln.b_l <= ys.unsqueeze(1) + 1e-12).all()
         assert (ln.a_u * x + ln.b_u >= ys.unsqueeze(1) - 1e-12).all()
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_one_inflection_intercepts_match_the_general_rule(name):
+    """Sigmoid and tanh take their intercepts in closed form (one root per side); for
+    slopes inside and outside f's slope range, on wide, narrow, one-sided and point
+    intervals, they are the general rule's (the minimum over ``extreme_points``), up to
+    the last bit of f."""
+    from verifier.ops.relax import intercepts
+
+    op, _ = OPS[name]
+    shape = op.scalar_shape()
+    assert shape.fast_intercepts is not None
+    l, u = _intervals(np.random.default_rng(7), None, 3000)
+    l[:50] = u[:50]  # points
+    smin, smax = slope_range(shape, l, u)
+    gen = torch.Generator().manual_seed(7)
+    for t in (0.0, 0.5, 1.0, None):
+        if t is None:  # anywhere, beyond the range too
+            a = torch.randn(l.shape, dtype=torch.float64, generator=gen)
+        else:
+            a = smin + t * (smax - smin)
+        b_l, b_u = shape.fast_intercepts(l, u, a, a)
+        # the same candidates; f at them may differ in the last bit (vectorised tails)
+        tol = 1e-15 * (1 + a.abs() * (l.abs() + u.abs()))
+        assert bool(((b_l - intercepts(shape, l, u, a, lower=True)).abs() <= tol).all())
+        assert bool(((b_u - intercepts(shape, l, u, a, lower=False)).abs() <= tol).all())
+
+
+def test_lines_for_parameters_keep_their_ranges_only_over_constant_bounds():
+    """A relaxation over fixed bounds keeps what its lines for parameters need besides
+    them: lines for new parameters equal a fresh relaxation's; over bounds that carry a
+    gradient nothing is kept, and the gradient reaches the bounds at every call."""
+    from verifier.ops.relax import ScalarRelaxation
+
+    op, _ = OPS["sigmoid"]
+    shape = op.scalar_shape()
+    gen = torch.Generator().manual_seed(3)
+    lo = torch.randn(2, 8, dtype=torch.float64, generator=gen) * 3
+    hi = lo + torch.rand(2, 8, dtype=torch.float64, generator=gen) * 4
+    kept = ScalarRelaxation(shape, lo, hi)
+    for _ in range(3):
+        params = tuple(torch.rand(2, 5, 8, dtype=torch.float64, generator=gen) for _ in "lu")
+        got, want = kept.lines_for(params), ScalarRelaxation(shape, lo, hi).lines_for(params)
+        for x, y in zip((got.a_l, got.b_l, got.a_u, got.b_u),
+                        (want.a_l, want.b_l, want.a_u, want.b_u), strict=True):
+            assert torch.equal(x, y)
+    lo_g = lo.clone().requires_grad_(True)
+    moving = ScalarRelaxation(shape, lo_g, hi)
+    for _ in range(2):
+        params = tuple(torch.rand(2, 5, 8, dtype=torch.float64, generator=gen) for _ in "lu")
+        (g,) = torch.autograd.grad(moving.lines_for(params).b_l.sum(), lo_g)
+        assert torch.isfinite(g).all() and bool((g != 0).any())

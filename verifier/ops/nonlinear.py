@@ -38,7 +38,13 @@ from verifier.ops.base import (
     tiny,
 )
 from verifier.ops.branching import load_table, split_points
-from verifier.ops.relax import ReluRelaxation, ScalarRelaxation, ScalarShape, slope_range
+from verifier.ops.relax import (
+    ReluRelaxation,
+    ScalarRelaxation,
+    ScalarShape,
+    one_inflection_intercepts,
+    slope_range,
+)
 
 GELU_ARGMIN = -0.7517915246935553  # the unique stationary point of x * Phi(x)
 
@@ -307,6 +313,10 @@ class Sigmoid(ScalarOp):
         x = torch.log(s) - torch.log1p(-s)
         return torch.where(convex, x, -x)
 
+    def fast_lines(self, lo: Tensor, hi: Tensor, a_l: Tensor, a_u: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+        return one_inflection_intercepts(self.f, self.inverse_df, lo, hi, a_l, a_u)
+
 
 @register
 class Tanh(ScalarOp):
@@ -336,6 +346,10 @@ class Tanh(ScalarOp):
         t = torch.sqrt((1 - a).clamp(min=0))
         x = (torch.log1p(t) - torch.log(a / (1 + t))) / 2
         return torch.where(convex, -x, x)
+
+    def fast_lines(self, lo: Tensor, hi: Tensor, a_l: Tensor, a_u: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+        return one_inflection_intercepts(self.f, self.inverse_df, lo, hi, a_l, a_u)
 
 
 @register

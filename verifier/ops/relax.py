@@ -174,6 +174,33 @@ def intercepts(shape: ScalarShape, l: Tensor, u: Tensor, a: Tensor, lower: bool)
     return h.min(dim=0).values if lower else h.max(dim=0).values
 
 
+def one_inflection_intercepts(f: Callable[[Tensor], Tensor],
+                              inverse_df: Callable[[Tensor, Tensor], Tensor],
+                              l: Tensor, u: Tensor, a_l: Tensor, a_u: Tensor
+                              ) -> tuple[Tensor, Tensor]:
+    """``intercepts`` for both lines of an f convex left of 0 and concave right of it
+    (sigmoid, tanh) whose f'(x) = a has a closed-form root on each side: the minimum of
+    h = f - a_l x is at l, u or the root in the convex piece [l, min(u, 0)] (h is concave
+    on the other piece, so its least value there is at an end), the maximum of f - a_u x
+    alike on the concave piece.  A root outside its piece (or none: NaN) is clamped to the
+    piece, where h is monotone then; a point of [l, u] is a candidate either way, so the
+    extreme is never missed.  The same candidates as ``extreme_points`` without its
+    per-piece loop; differentiable in the slopes and the ends (roots held fixed)."""
+    with torch.no_grad():
+        zero = torch.zeros((), dtype=l.dtype, device=l.device)
+        convex_end = torch.maximum(l, torch.minimum(u, zero))  # [l, convex_end]
+        concave_start = torch.minimum(u, torch.maximum(l, zero))  # [concave_start, u]
+        yes = torch.ones((), dtype=torch.bool, device=l.device)
+        r_l = torch.nan_to_num(inverse_df(a_l.detach(), yes), nan=0.0)
+        r_l = torch.minimum(torch.maximum(r_l, l.detach()), convex_end.detach())
+        r_u = torch.nan_to_num(inverse_df(a_u.detach(), ~yes), nan=0.0)
+        r_u = torch.minimum(torch.maximum(r_u, concave_start.detach()), u.detach())
+    f_l, f_u = f(l), f(u)
+    b_l = torch.minimum(torch.minimum(f_l - a_l * l, f_u - a_l * u), f(r_l) - a_l * r_l)
+    b_u = torch.maximum(torch.maximum(f_l - a_u * l, f_u - a_u * u), f(r_u) - a_u * r_u)
+    return b_l, b_u
+
+
 def chord_slope(shape: ScalarShape, l: Tensor, u: Tensor) -> Tensor:
     """(f(u) - f(l)) / (u - l) (f'(l) on very narrow intervals); 0 off regular intervals."""
     ok, l, u = _sanitised(shape, l, u)
@@ -287,6 +314,7 @@ class ScalarRelaxation(Relaxation):
     def __init__(self, shape: ScalarShape, lo: Tensor, hi: Tensor, upper_free: bool = True):
         self.shape, self.lo, self.hi, self.upper_free = shape, lo, hi, upper_free
         self._lines: Lines | None = None
+        self._kept: tuple[Tensor, ...] | None = None
 
     def lines(self) -> Lines:
         if self._lines is None:
@@ -302,15 +330,28 @@ class ScalarRelaxation(Relaxation):
         """The lines for alpha-CROWN's parameters (B, R, *shape); None: CROWN's."""
         if params is None:
             return self.lines()
-        shape, lo, hi = self.shape, self.lo, self.hi
-        smin, smax = (_row(t) for t in slope_range(shape, lo, hi))
+        smin, smax, chord, convex, concave = self._ranges()
         a_l = smin + params[0].clamp(0, 1) * (smax - smin)
         a_u = smin + params[1].clamp(0, 1) * (smax - smin)
-        chord = _row(chord_slope(shape, lo, hi))
+        a_l = torch.where(concave, chord, a_l)
+        a_u = torch.where(convex, chord, a_u)
+        return relax(self.shape, _row(self.lo), _row(self.hi), a_l, a_u)
+
+    def _ranges(self) -> tuple[Tensor, ...]:
+        """What the lines for parameters need besides them (B, 1, *shape): the slope range,
+        the chord's slope and where f is convex or concave throughout; kept when the
+        bounds are constants (alpha-CROWN's steps over fixed intermediate bounds ask for
+        them at every step)."""
+        if self._kept is not None:
+            return self._kept
+        shape, lo, hi = self.shape, self.lo, self.hi
+        smin, smax = slope_range(shape, lo, hi)
+        chord = chord_slope(shape, lo, hi)
         convex, concave = convexity_on(shape, lo.detach(), hi.detach())
-        a_l = torch.where(_row(concave), chord, a_l)
-        a_u = torch.where(_row(convex), chord, a_u)
-        return relax(shape, _row(lo), _row(hi), a_l, a_u)
+        ranges = tuple(_row(t) for t in (smin, smax, chord, convex, concave))
+        if not (lo.requires_grad or hi.requires_grad):
+            self._kept = ranges
+        return ranges
 
     @torch.no_grad()
     def initial_params(self) -> ParamInit | None:
