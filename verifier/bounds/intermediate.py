@@ -228,13 +228,15 @@ def _rows(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor,
     """The node's entries some user's relaxation is sensitive to (given the node's bounds
     lo, hi) and, with ``reach``, that it holds: per domain (B, n) bool, and the flat indices
     of those of any domain, the rows its backward pass bounds."""
-    each = _sensitive(nb, name, lo, hi)
+    each = sensitive(nb, name, lo, hi)
     if reach is not None and name in reach:
         each = each & reach[name]
     return each.any(dim=0).nonzero().flatten(), each
 
 
-def _sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
+def sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
+    """(B, n) bool: the node's entries some user's relaxation depends on, given the node's
+    bounds (lo, hi) and the other inputs' in ``nb`` (``Op.insensitive``)."""
     graph = nb.graph
     B, n = lo.shape[0], lo[0].numel()
     sensitive = None
