@@ -175,3 +175,20 @@ def test_inherited_bounds_keep_verdicts_on_the_right_side(seed, monkeypatch):
     finite = [bool(torch.isfinite(lo).any()) for got in handed for lo, _ in got.values()]
     assert any(finite), "input splitting never handed bounds to children"
     assert not all(finite)
+
+
+def test_big_models_keep_the_whole_batch_passes(monkeypatch):
+    """Every pair copies its domain's bounds of every node it crosses: where fewer than
+    MIN_PAIR_CHUNK pairs fit a pass (here: PAIR_ENTRIES made small), the whole batch's
+    passes run, with the same bounds as before."""
+    model = load_model(_net(4))
+    lower, upper = _boxes(4, 3, 64)
+    monkeypatch.setattr(intermediate, "RAGGED_SHARE", -1.0)
+    want = intermediate.compute(model.graph, lower, upper)
+    monkeypatch.setattr(intermediate, "RAGGED_SHARE", 2.0)
+    monkeypatch.setattr(intermediate, "PAIR_ENTRIES", 100 * intermediate.MIN_PAIR_CHUNK)
+    monkeypatch.setattr(intermediate, "_pair_bounds",
+                        lambda *a: pytest.fail("pairs on a model too big for them"))
+    got = intermediate.compute(model.graph, lower, upper)
+    for name, (lo, hi) in want.box.items():
+        assert torch.equal(got.box[name][0], lo) and torch.equal(got.box[name][1], hi)

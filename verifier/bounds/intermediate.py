@@ -32,6 +32,9 @@ ROW_CHUNK = 1024
 RAGGED_SHARE = 0.5
 #: node entries a batch of (domain, entry) pairs may hold in its domains' bounds at once
 PAIR_ENTRIES = 1 << 24
+#: pairs per pass below which (big models: every pair copies its domain's bounds) the
+#: whole batch's passes, which share them, run instead
+MIN_PAIR_CHUNK = 256
 
 
 def never() -> bool:
@@ -149,7 +152,7 @@ def _tightened(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor,
         return torch.maximum(lo, given[0]), torch.minimum(hi, given[1])
     if node.op.ibp_exact:
         return lo, hi
-    if slopes is None and groups is None and \
+    if slopes is None and groups is None and _pair_chunk(nb, node) >= MIN_PAIR_CHUNK and \
             int(each.sum()) <= RAGGED_SHARE * nb.size * len(rows):
         return _pair_bounds(nb, node, lo, hi, each, stop)
     return _node_bounds(nb, node, lo, hi, slopes, stop, rows, groups)
@@ -332,11 +335,8 @@ def _pair_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor, each: Tenso
     lo_f, hi_f = lo.reshape(B, -1), hi.reshape(B, -1)
     new_lo, new_hi = lo_f.clone(), hi_f.clone()
     domain, entry = each.nonzero(as_tuple=True)
-    graph = nb.graph
-    sizes = [math.prod(n.shape) for n in graph.nodes[: graph.position(node.name) + 1]]
-    per_pair = 4 * sum(sizes) + 12 * max(sizes) + 2 * math.prod(nb.lower.shape[1:])
-    chunk = max(1, min(PAIR_ENTRIES // per_pair,
-                       row_chunk(lambda: per_pair * nb.lower.element_size(), PAIR_ENTRIES)))
+    chunk = max(1, min(_pair_chunk(nb, node), row_chunk(
+        lambda: _pair_entries(nb, node) * nb.lower.element_size(), PAIR_ENTRIES)))
     n = lo_f.shape[1]
     for start in range(0, len(domain), chunk):
         if stop():
@@ -352,6 +352,20 @@ def _pair_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor, each: Tenso
         new_lo[d, i] = torch.fmax(lo_f[d, i], lb[:, 0])  # a NaN side is ignored
         new_hi[d, i] = torch.fmin(hi_f[d, i], -lb[:, 1])
     return new_lo.reshape(lo.shape), new_hi.reshape(hi.shape)
+
+
+def _pair_entries(nb: NodeBounds, node: Node) -> int:
+    """Entries one (domain, entry) pair of ``_pair_bounds`` holds: its domain's bounds on
+    every node up to ``node`` (copied per pair), their relaxations' lines, and the pass's
+    two rows a few times over on the widest node."""
+    graph = nb.graph
+    sizes = [math.prod(n.shape) for n in graph.nodes[: graph.position(node.name) + 1]]
+    return 4 * sum(sizes) + 12 * max(sizes) + 2 * math.prod(nb.lower.shape[1:])
+
+
+def _pair_chunk(nb: NodeBounds, node: Node) -> int:
+    """Pairs per pass of ``_pair_bounds`` (``PAIR_ENTRIES`` entries)."""
+    return PAIR_ENTRIES // _pair_entries(nb, node)
 
 
 def _slopeless(nb: NodeBounds, groups: list[tuple[window.Plan, Tensor]], rows: int,
