@@ -242,7 +242,7 @@ def sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
     bounds (lo, hi) and the other inputs' in ``nb`` (``Op.insensitive``)."""
     graph = nb.graph
     B, n = lo.shape[0], lo[0].numel()
-    sensitive = None
+    found = None
     for user in graph.users[name]:
         node = graph.node(user)
         ins = _UserInputs(nb, node, name, (lo, hi))
@@ -253,10 +253,10 @@ def sensitive(nb: NodeBounds, name: str, lo: Tensor, hi: Tensor) -> Tensor:
             if flat is None:
                 return torch.ones(B, n, dtype=torch.bool, device=lo.device)
             mask = (~flat).reshape(flat.shape[0], -1).expand(B, n)
-            sensitive = mask if sensitive is None else sensitive | mask
-    if sensitive is None:
+            found = mask if found is None else found | mask
+    if found is None:
         return torch.ones(B, n, dtype=torch.bool, device=lo.device)
-    return sensitive
+    return found
 
 
 class _UserInputs(Sequence[Interval]):
@@ -335,8 +335,8 @@ def _pair_bounds(nb: NodeBounds, node: Node, lo: Tensor, hi: Tensor, each: Tenso
     lo_f, hi_f = lo.reshape(B, -1), hi.reshape(B, -1)
     new_lo, new_hi = lo_f.clone(), hi_f.clone()
     domain, entry = each.nonzero(as_tuple=True)
-    chunk = max(1, min(_pair_chunk(nb, node), row_chunk(
-        lambda: _pair_entries(nb, node) * nb.lower.element_size(), PAIR_ENTRIES)))
+    chunk = row_chunk(lambda: _pair_entries(nb, node) * nb.lower.element_size(),
+                      _pair_chunk(nb, node))
     n = lo_f.shape[1]
     for start in range(0, len(domain), chunk):
         if stop():
