@@ -109,6 +109,12 @@ class Graph:
         values = self._run(x, lambda node, xs: node.op.forward(*xs))
         return values[self.output_name]  # type: ignore[return-value]
 
+    def values(self, x: Tensor, names: tuple[str, ...]) -> dict[str, Tensor]:
+        """The values of the tensors ``names`` for a batch of flat or shaped inputs."""
+        x = x.reshape(x.shape[0], *self.input_shape)
+        values = self._run(x, lambda node, xs: node.op.forward(*xs), names)
+        return {name: values[name] for name in names}  # type: ignore[misc]
+
     def search_forward(self, x: Tensor, also: str | None = None
                        ) -> tuple[Tensor, Tensor | None]:
         """``forward`` with each op's ``search_forward`` (the values, with the gradients a
