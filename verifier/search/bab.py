@@ -382,6 +382,8 @@ class BranchAndBound:
         unstable: on ACAS Xu 3_3 prop_2 the weakest boxes stayed at -0.0071 split after
         split along the four best scored dimensions, and one bisection of the fifth
         refuted them."""
+        if not self.nodes:  # a linear model: no relaxation
+            return torch.zeros_like(state.lower)
         cost = self.activation_scores(state, b, weight).clamp(min=0)
         n_domains, n = state.lower.shape
         if not bool((cost > 0).any()):
