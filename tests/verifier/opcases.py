@@ -50,6 +50,11 @@ CASES = [
            {"auto_pad": "SAME_UPPER", "group": 2}),
     OpCase("convtranspose", "ConvTranspose", (1, 2, 4, 4), [None, w(2, 3, 3, 3), w(3)],
            {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    # many channels, few of the kernel's taps per output entry (rounding_terms counts them)
+    OpCase("convtranspose_sparse", "ConvTranspose", (1, 96, 2, 3),
+           [None, w(96, 2, 4, 3), w(4)],
+           {"strides": [3, 2], "dilations": [1, 2], "output_padding": [1, 0],
+            "pads": [0, 1, 1, 0], "group": 2}),
     OpCase("batchnorm", "BatchNormalization", (1, 3, 4, 4),
            [None, w(3), w(3), w(3), np.abs(w(3)) + 0.1]),
     OpCase("relu", "Relu", (1, 7), [None]),

@@ -371,10 +371,21 @@ class ConvTranspose(AffineOp):
     """Transposed convolution with constant weights (explicit pads and output_padding)."""
 
     onnx_types = ("ConvTranspose",)
+    _terms: int | None = None  # rounding_terms, counted once
 
     def rounding_terms(self) -> int:
-        w = self.const_np(1)
-        return int(w.shape[0] * math.prod(w.shape[2:])) + 1
+        """Products behind one output entry, plus the bias.  An output entry sums only the
+        (input entry, kernel tap) pairs that reach it: with a stride above 1, or an input
+        smaller than the kernel, far fewer than ``C_in / group * kernel`` (cgan's first
+        layer, a 4x4 kernel on a 1x1 input: 512 of 8192).  An implementation that forms
+        the others (zeros inserted between the inputs, or padding) multiplies and adds
+        exact zeros, which round to nothing.  Counted by running the op on ones with a
+        kernel of ones: each output entry is then its number of products."""
+        if self._terms is None:
+            ones = torch.ones(self.var_shapes[0], dtype=torch.float64)
+            kernel = torch.ones(self.const_np(1).shape, dtype=torch.float64)
+            self._terms = int(self._conv(ones, kernel).max()) + 1
+        return self._terms
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
