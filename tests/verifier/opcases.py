@@ -35,10 +35,21 @@ def w(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
 
 
+def sparse(*shape: int) -> np.ndarray:
+    """``w`` with all but about a tenth of the entries zero (and a column of zeros)."""
+    a = w(*shape)
+    a[np.random.default_rng(a.size).random(shape) > 0.1] = 0.0
+    a[..., 0] = 0.0
+    return a
+
+
 CASES = [
     OpCase("gemm", "Gemm", (1, 6), [None, w(4, 6), w(4)], {"transB": 1}),
     OpCase("matmul", "MatMul", (1, 3, 6), [None, w(6, 5)]),
     OpCase("matmul_left", "MatMul", (1, 6, 3), [w(4, 6), None]),
+    # mostly zero weights (rounding_terms counts the nonzero ones a sum takes)
+    OpCase("gemm_sparse", "Gemm", (1, 64), [None, sparse(64, 5), w(5)]),
+    OpCase("matmul_sparse", "MatMul", (1, 2, 48), [None, sparse(48, 4)]),
     OpCase("add", "Add", (1, 2, 3), [None, w(2, 3)]),
     OpCase("sub_const_first", "Sub", (1, 5), [w(5), None]),
     OpCase("mul_const", "Mul", (1, 5), [None, w(5)]),

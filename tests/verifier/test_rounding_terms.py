@@ -1,9 +1,10 @@
-"""ConvTranspose's rounding charge counts the products behind each output entry
-(``ConvTranspose.rounding_terms``), not ``C_in * kernel``: the count must equal a brute-force
-enumeration of the (input channel, input position, kernel tap) triples that reach an output
-entry, for random strides, dilations, pads, output paddings and groups.  (Too few terms
-would make the rounding bound unsound; onnxruntime's values are checked against the bound
-in test_float_rounding.py, whose cases include a sparse, grouped one.)"""
+"""The rounding charge of affine ops counts the products behind each output entry
+(``rounding_terms``), not the fan-in: ConvTranspose's must equal a brute-force enumeration of
+the (input channel, input position, kernel tap) triples that reach an output entry, for
+random strides, dilations, pads, output paddings and groups; Gemm's and MatMul's the most
+nonzero weights one output entry sums.  (Too few terms would make the rounding bound
+unsound; onnxruntime's values are checked against the bound in test_float_rounding.py,
+whose cases include a sparse grouped ConvTranspose and sparse Gemm and MatMul.)"""
 
 from __future__ import annotations
 
@@ -56,3 +57,37 @@ def test_terms_are_the_products_that_reach_an_output_entry(seed: int):
     expected = (c_in // group) * max(per_axis[0]) * max(per_axis[1]) + 1
     assert op.rounding_terms() == expected
     assert op.rounding_terms() <= c_in // group * kernel[0] * kernel[1] + 1
+
+
+def _product_op(op_type: str, weight: np.ndarray, x_shape: list[int], out_shape: list[int],
+                **attrs):
+    inputs = ["w", "x"] if attrs.pop("left", False) else ["x", "w"]
+    node = helper.make_node(op_type, inputs, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(weight, "w")])
+    model = load_model(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return next(n.op for n in model.graph.nodes if type(n.op).__name__ == op_type)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_products_count_the_nonzero_weights_a_sum_takes(seed: int):
+    """Gemm (either transB) and MatMul (weight right or left): the most nonzero weights
+    behind one output entry, counted here entry by entry (plus Gemm's bias); never more
+    than the fan-in."""
+    rng = np.random.default_rng(seed)
+    k, m = int(rng.integers(1, 30)), int(rng.integers(1, 6))
+    weight = rng.standard_normal((k, m)).astype(np.float32)
+    weight[rng.random((k, m)) < rng.uniform(0, 1)] = 0.0
+    per_output = [int(np.count_nonzero(weight[:, j])) for j in range(m)]
+    expected = max(1, max(per_output))
+    trans = bool(seed % 2)
+    gemm = _product_op("Gemm", weight.T.copy() if trans else weight, [1, k], [1, m],
+                       transB=int(trans))
+    assert gemm.rounding_terms() == expected + 1 <= k + 1
+    right = _product_op("MatMul", weight, [1, 3, k], [1, 3, m])
+    assert right.rounding_terms() == expected <= k
+    left = _product_op("MatMul", weight.T.copy(), [1, k, 2], [1, m, 2], left=True)
+    assert left.rounding_terms() == expected <= k
