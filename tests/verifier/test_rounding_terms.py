@@ -28,6 +28,20 @@ def _count(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, o
     return hits
 
 
+def _op(op_type: str, weight: np.ndarray, x_shape: list[int], out_shape: list[int],
+        **attrs):
+    """The imported op of a one-node model ``op_type(x, w)`` (``left``: ``(w, x)``)."""
+    inputs = ["w", "x"] if attrs.pop("left", False) else ["x", "w"]
+    node = helper.make_node(op_type, inputs, ["y"], **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(weight, "w")])
+    model = load_model(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    return next(n.op for n in model.graph.nodes if type(n.op).__name__ == op_type)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_terms_are_the_products_that_reach_an_output_entry(seed: int):
     rng = np.random.default_rng(seed)
@@ -43,33 +57,13 @@ def test_terms_are_the_products_that_reach_an_output_entry(seed: int):
     pads = [int(rng.integers(0, max(1, f // 3))) for f in full] * 2
     out = [f - pads[i] - pads[i + 2] for i, f in enumerate(full)]
     weight = rng.standard_normal((c_in, c_out // group, *kernel)).astype(np.float32)
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=strides,
-                            dilations=dil, output_padding=out_pad, pads=pads, group=group)
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, *size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, *out])],
-        [numpy_helper.from_array(weight, "w")])
-    model = load_model(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
-    op = next(n.op for n in model.graph.nodes if type(n.op).__name__ == "ConvTranspose")
+    op = _op("ConvTranspose", weight, [1, c_in, *size], [1, c_out, *out], strides=strides,
+             dilations=dil, output_padding=out_pad, pads=pads, group=group)
     per_axis = [_count(size[a], kernel[a], strides[a], dil[a], pads[a], out[a])
                 for a in range(2)]
     expected = (c_in // group) * max(per_axis[0]) * max(per_axis[1]) + 1
     assert op.rounding_terms() == expected
     assert op.rounding_terms() <= c_in // group * kernel[0] * kernel[1] + 1
-
-
-def _product_op(op_type: str, weight: np.ndarray, x_shape: list[int], out_shape: list[int],
-                **attrs):
-    inputs = ["w", "x"] if attrs.pop("left", False) else ["x", "w"]
-    node = helper.make_node(op_type, inputs, ["y"], **attrs)
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-        [numpy_helper.from_array(weight, "w")])
-    model = load_model(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
-    return next(n.op for n in model.graph.nodes if type(n.op).__name__ == op_type)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -84,10 +78,10 @@ def test_products_count_the_nonzero_weights_a_sum_takes(seed: int):
     per_output = [int(np.count_nonzero(weight[:, j])) for j in range(m)]
     expected = max(1, max(per_output))
     trans = bool(seed % 2)
-    gemm = _product_op("Gemm", weight.T.copy() if trans else weight, [1, k], [1, m],
+    gemm = _op("Gemm", weight.T.copy() if trans else weight, [1, k], [1, m],
                        transB=int(trans))
     assert gemm.rounding_terms() == expected + 1 <= k + 1
-    right = _product_op("MatMul", weight, [1, 3, k], [1, 3, m])
+    right = _op("MatMul", weight, [1, 3, k], [1, 3, m])
     assert right.rounding_terms() == expected <= k
-    left = _product_op("MatMul", weight.T.copy(), [1, k, 2], [1, m, 2], left=True)
+    left = _op("MatMul", weight.T.copy(), [1, k, 2], [1, m, 2], left=True)
     assert left.rounding_terms() == expected <= k

@@ -55,13 +55,17 @@ class AffineOp(Op):
         from each of their inputs have one sign, ``weight_sign``)."""
         return type(self).abs_linear is not AffineOp.abs_linear
 
+    _counted_terms: int | None = None  # rounding_terms, once counted
+
     def rounding_terms(self) -> int:
         """Rounded steps (products and sums) behind one output entry; the default, every
         input entry plus a bias, holds for any affine op.  0: the op is exact."""
         return sum(math.prod(s) for s in self.var_shapes) + 1
 
     def rounding_error(self, ins: list[Interval], out: Interval, u: float) -> Tensor | None:
-        terms = self.rounding_terms()
+        if self._counted_terms is None:  # counted once (some counts read the weights or run the op)
+            self._counted_terms = self.rounding_terms()
+        terms = self._counted_terms
         return affine_rounding(self, ins, u, terms) if terms else None
 
     def ibp(self, *bounds: Any) -> Interval:
@@ -379,7 +383,6 @@ class ConvTranspose(AffineOp):
     """Transposed convolution with constant weights (explicit pads and output_padding)."""
 
     onnx_types = ("ConvTranspose",)
-    _terms: int | None = None  # rounding_terms, counted once
 
     def rounding_terms(self) -> int:
         """Products behind one output entry, plus the bias.  An output entry sums only the
@@ -389,11 +392,9 @@ class ConvTranspose(AffineOp):
         the others (zeros inserted between the inputs, or padding) multiplies and adds
         exact zeros, which round to nothing.  Counted by running the op on ones with a
         kernel of ones: each output entry is then its number of products."""
-        if self._terms is None:
-            ones = torch.ones(self.var_shapes[0], dtype=torch.float64)
-            kernel = torch.ones(self.const_np(1).shape, dtype=torch.float64)
-            self._terms = int(self._conv(ones, kernel).max()) + 1
-        return self._terms
+        ones = torch.ones(self.var_shapes[0], dtype=torch.float64)
+        kernel = torch.ones(self.const_np(1).shape, dtype=torch.float64)
+        return int(self._conv(ones, kernel).max()) + 1
 
     @classmethod
     def check(cls, attrs: dict[str, Any], inputs: list[Input]) -> None:
